@@ -1,0 +1,1 @@
+"""NotaGen: patchilizer, hierarchical GPT-2 model, generation, checkpoint loading."""

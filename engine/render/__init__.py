@@ -1,0 +1,1 @@
+"""Engraving (verovio SVG), MIDI and audio (FluidSynth)."""

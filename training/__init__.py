@@ -1,0 +1,1 @@
+"""Dataset building and model training scripts."""

@@ -1,0 +1,1 @@
+"""Gradio front end: a thin layer over engine.service."""
