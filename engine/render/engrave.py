@@ -1,0 +1,86 @@
+"""Engraving with verovio: SVG pages, a timemap for playback highlighting, and MIDI.
+
+Verovio reads MusicXML (never multi-voice ABC, which it does not support). One toolkit is shared
+behind a lock because a toolkit is not thread-safe, and its resource path is resolved at import in
+the main thread because a toolkit created in a worker thread may fail to find its fonts.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import verovio
+
+from engine.errors import ScoreError
+
+RESOURCE_PATH = str(Path(verovio.__file__).resolve().parent / "data")
+verovio.enableLog(verovio.LOG_OFF)  # its warnings go to stderr; failures are caught via loadData
+
+BASE_OPTIONS = {
+    "svgAdditionalAttribute": ["measure@n", "staff@n"],
+    "adjustPageHeight": True,
+    "breaks": "auto",
+    "header": "none",
+    "footer": "none",
+    "mnumInterval": 1,
+    "svgViewBox": True,
+}
+
+
+@dataclass(frozen=True)
+class Engraving:
+    """The engraved pages (SVG text, one per page) and the measure onsets for highlighting."""
+
+    pages: tuple[str, ...]
+    measure_onsets_ms: tuple[tuple[float, str], ...]
+    """(time in ms, measure id) at each measure start, in playback order, at tempo factor 1."""
+
+
+class Engraver:
+    """A verovio toolkit behind a lock. Create it in the main thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._toolkit = verovio.toolkit(False)
+        if not self._toolkit.setResourcePath(RESOURCE_PATH):
+            raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
+        self._toolkit.setOptions({"xmlIdSeed": 1})
+
+    def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> Engraving:
+        """All pages of the score at the given width (verovio units) and scale (percent)."""
+        with self._lock:
+            self._load(musicxml, {"pageWidth": page_width, "scale": scale})
+            pages = tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
+            timemap = self._toolkit.renderToTimemap({"includeMeasures": True, "includeRests": False})
+        onsets = tuple(
+            (float(entry["tstamp"]), entry["measureOn"]) for entry in timemap if "measureOn" in entry
+        )
+        return Engraving(pages=pages, measure_onsets_ms=onsets)
+
+    def svg(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> str:
+        """The whole score on one tall page: what `convert OUT.svg` writes."""
+        with self._lock:
+            self._load(musicxml, {"pageWidth": page_width, "scale": scale, "breaks": "encoded", "pageHeight": 60000})
+            if self._toolkit.getPageCount() > 1:
+                self._toolkit.setOptions({"breaks": "auto"})
+                self._toolkit.redoLayout()
+            return self._toolkit.renderToSVG(1)
+
+    def midi(self, musicxml: str, tempo_factor: float = 1.0) -> bytes:
+        """Standard MIDI file bytes, timed like the timemap (so audio and highlighting agree)."""
+        with self._lock:
+            self._load(musicxml, {"midiTempoAdjustment": float(tempo_factor)})
+            encoded = self._toolkit.renderToMIDI()
+        if not encoded:
+            raise ScoreError("verovio produced no MIDI for this score")
+        return base64.b64decode(encoded)
+
+    def _load(self, musicxml: str, options: dict) -> None:
+        """Load with fresh options; a failed load must stop here (rendering after it crashes verovio)."""
+        self._toolkit.resetOptions()
+        self._toolkit.setOptions({**BASE_OPTIONS, "xmlIdSeed": 1, **options})
+        if not self._toolkit.loadData(musicxml):
+            raise ScoreError("verovio could not read this score")
+

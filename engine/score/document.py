@@ -1,0 +1,72 @@
+"""The one score document: an immutable version of a piece, with derived views computed once.
+
+Every edit (import, generation, inpainting, continuation) makes a new `ScoreDocument`; undo/redo is a
+list of them. The canonical content is MusicXML text; the music21 score, the measure grid and the
+NotaGen texts are derived on first use and cached on the instance.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import music21
+
+from engine.errors import ScoreError, describe
+from engine.score.grid import MeasureGrid, measure_grid
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreDocument:
+    """One version of a score. `musicxml` is the canonical text; everything else derives from it."""
+
+    musicxml: str
+    title: str = ""
+
+    @cached_property
+    def digest(self) -> str:
+        """A content hash: equal documents share caches (engraving, audio, exports)."""
+        return hashlib.sha256(self.musicxml.encode("utf-8")).hexdigest()[:16]
+
+    @cached_property
+    def _parsed(self) -> music21.stream.Score:
+        try:
+            parsed = music21.converter.parseData(self.musicxml, format="musicxml", forceSource=True)
+        except Exception as exc:  # music21 raises many exception types for bad input
+            raise ScoreError(f"the MusicXML could not be parsed: {describe(exc)}") from exc
+        if not isinstance(parsed, music21.stream.Score):
+            raise ScoreError("the MusicXML holds no score")
+        return parsed
+
+    def score(self) -> music21.stream.Score:
+        """A private copy of the music21 score, safe to modify (the document itself never changes)."""
+        return copy.deepcopy(self._parsed)
+
+    @cached_property
+    def grid(self) -> MeasureGrid:
+        """The parts x measures view used by the measure model and by measure locks."""
+        return measure_grid(self._parsed)
+
+    @cached_property
+    def abc(self) -> str:
+        """Standard ABC as NotaGen's pipeline writes it (xml2abc -d 8 -c 6 -x)."""
+        from engine.score.notagen_abc import xml_to_abc
+
+        return xml_to_abc(self.musicxml)
+
+    @cached_property
+    def interleaved_abc(self) -> str:
+        """NotaGen's interleaved ABC (one bar per line, `[V:n]` voices): what the models read."""
+        from engine.score.notagen_abc import clean_abc, interleave
+
+        return interleave(clean_abc(self.abc))
+
+    @property
+    def n_parts(self) -> int:
+        return len(self.grid.parts)
+
+    @property
+    def n_measures(self) -> int:
+        return len(self.grid.columns)
+

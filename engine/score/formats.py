@@ -1,0 +1,225 @@
+"""Reading score files of every supported format into a `ScoreDocument`, safely.
+
+The format comes from the file name's extension and must agree with the content: a MIDI file named
+`.musicxml` is refused with a message that says so, rather than guessed at. XML is parsed with
+defusedxml first (no entity expansion, no external fetch), and compressed MusicXML is read in
+memory with bounds on its size, so a hostile upload cannot exhaust memory or touch the disk.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import defusedxml.ElementTree as SafeET
+import music21
+from defusedxml import DefusedXmlException
+
+from engine.errors import ScoreError, describe
+from engine.score.document import ScoreDocument
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+"""Largest score file accepted (20 MiB: an orchestral MusicXML score is a few MiB)."""
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+"""Largest MusicXML accepted inside an .mxl archive."""
+MAX_ARCHIVE_MEMBERS = 256
+
+INPUT_FORMATS = {
+    ".musicxml": "musicxml",
+    ".xml": "musicxml",
+    ".mxl": "mxl",
+    ".abc": "abc",
+    ".krn": "humdrum",
+    ".mid": "midi",
+    ".midi": "midi",
+}
+
+
+def read_score_file(path: str | Path) -> ScoreDocument:
+    """Read a score file from disk; the extension chooses the reader."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreError(f"{path.name}: no such file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ScoreError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    return read_score(path.read_bytes(), path.name)
+
+
+def read_score(data: bytes, filename: str) -> ScoreDocument:
+    """Read score bytes named `filename` into a document, or raise `ScoreError` naming the problem."""
+    name = Path(filename).name
+    fmt = INPUT_FORMATS.get(Path(filename).suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(INPUT_FORMATS))
+        raise ScoreError(f"{name}: unsupported file type (use one of {known})")
+    if not data.strip():
+        raise ScoreError(f"{name} is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise ScoreError(f"{name} is {len(data) / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    found = _sniff(data)
+    if found is not None and _family(found) != _family(fmt):
+        raise ScoreError(f"{name} is named as {_FORMAT_NAMES[fmt]} but holds {_FORMAT_NAMES[found]}")
+    title = Path(filename).stem
+    if found == "mxl":
+        musicxml = _musicxml_from_archive(data, name)
+    elif fmt in ("musicxml", "mxl"):
+        musicxml = _checked_musicxml(data, name)
+    elif fmt == "abc":
+        musicxml = _musicxml_from_abc(_decode_text(data, name), name)
+    else:
+        musicxml = _musicxml_from_music21(data, fmt, name)
+    document = ScoreDocument(musicxml=musicxml, title=title)
+    _validate(document, name)
+    return document
+
+
+def score_to_musicxml(score: music21.stream.Score) -> str:
+    """MusicXML text of a music21 score (music21 writes MusicXML well, unlike ABC)."""
+    exporter = music21.musicxml.m21ToXml.GeneralObjectExporter(score)
+    return exporter.parse().decode("utf-8")
+
+
+_FORMAT_NAMES = {
+    "musicxml": "MusicXML",
+    "mxl": "compressed MusicXML (.mxl)",
+    "abc": "ABC notation",
+    "humdrum": "Humdrum **kern",
+    "midi": "MIDI",
+}
+
+
+def _family(fmt: str) -> str:
+    """Plain and compressed MusicXML are one family: either extension may hold either."""
+    return "musicxml" if fmt == "mxl" else fmt
+
+
+def _sniff(data: bytes) -> str | None:
+    """What the bytes look like, from their first characters; None when unsure (then the reader decides)."""
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"MThd"):
+        return "midi"
+    if head.startswith(b"PK\x03\x04"):
+        return "mxl"
+    if head.startswith(b"<") or head.startswith(b"\xff\xfe<") or head.startswith(b"\xfe\xff\x00<"):
+        return "musicxml"
+    if head.startswith(b"**") or b"\n**kern" in head or head.startswith(b"!!"):
+        return "humdrum"
+    if head[:2] in (b"X:", b"T:", b"M:", b"L:", b"K:", b"%%", b"%a") or b"\nK:" in head:
+        return "abc"
+    return None
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            return data.decode("latin-1")
+        except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
+            raise ScoreError(f"{name} is not a text file") from exc
+
+
+def _checked_musicxml(data: bytes, name: str) -> str:
+    """Parse with defusedxml (refusing entities and external references) and check the root element."""
+    try:
+        root = SafeET.fromstring(data)
+    except DefusedXmlException as exc:
+        raise ScoreError(f"{name} declares XML entities or external references, which are refused") from exc
+    except SafeET.ParseError as exc:
+        raise ScoreError(f"{name} is not well-formed XML ({describe(exc)}); the file may be truncated") from exc
+    if root.tag not in ("score-partwise", "score-timewise"):
+        raise ScoreError(f"{name} is XML but not a MusicXML score (root element <{root.tag}>)")
+    if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
+        return data.decode("utf-16")
+    return _decode_text(data, name)
+
+
+def _musicxml_from_archive(data: bytes, name: str) -> str:
+    """The score inside an .mxl zip, read in memory with bounds (no extraction, no path use)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ScoreError(f"{name} is not a readable .mxl archive ({describe(exc)})") from exc
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ScoreError(f"{name} holds {len(members)} files; an .mxl archive holds a few")
+    target = _archive_rootfile(archive, name)
+    info = archive.getinfo(target)
+    if info.file_size > MAX_UNPACKED_BYTES:
+        raise ScoreError(f"{name} unpacks to {info.file_size / 2**20:.0f} MiB; the limit is {MAX_UNPACKED_BYTES // 2**20} MiB")
+    try:
+        with archive.open(info) as member:
+            content = member.read(MAX_UNPACKED_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ScoreError(f"{name} is a damaged .mxl archive ({describe(exc)})") from exc
+    if len(content) > MAX_UNPACKED_BYTES:
+        raise ScoreError(f"{name} unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
+    return _checked_musicxml(content, f"{name} ({target})")
+
+
+def _archive_rootfile(archive: zipfile.ZipFile, name: str) -> str:
+    names = archive.namelist()
+    if "META-INF/container.xml" in names:
+        info = archive.getinfo("META-INF/container.xml")
+        if info.file_size < 1_000_000:
+            try:
+                container = SafeET.fromstring(archive.read(info))
+                for element in container.iter():
+                    if element.tag.endswith("rootfile") and element.get("full-path") in names:
+                        return _safe_member(element.get("full-path"), name)
+            except (DefusedXmlException, SafeET.ParseError, zipfile.BadZipFile):
+                pass
+    for member in names:
+        if member.lower().endswith((".xml", ".musicxml")) and not member.startswith("META-INF/"):
+            return _safe_member(member, name)
+    raise ScoreError(f"{name} holds no MusicXML file")
+
+
+def _safe_member(member: str, name: str) -> str:
+    path = PurePosixPath(member)
+    if path.is_absolute() or ".." in path.parts or "\\" in member:
+        raise ScoreError(f"{name} contains an unsafe path ({member!r}) and is refused")
+    return member
+
+
+def _musicxml_from_abc(text: str, name: str) -> str:
+    """ABC through abc2xml, the converter NotaGen's pipeline uses (it reads multi-voice ABC properly)."""
+    from engine.score.notagen_abc import abc_to_musicxml
+
+    try:
+        return abc_to_musicxml(text)
+    except ScoreError as exc:
+        raise ScoreError(f"{name}: {exc}") from exc
+
+
+def _musicxml_from_music21(data: bytes, fmt: str, name: str) -> str:
+    try:
+        if fmt == "midi":
+            parsed = music21.converter.parseData(data, format="midi", forceSource=True)
+        else:
+            parsed = music21.converter.parseData(_decode_text(data, name), format=fmt, forceSource=True)
+    except Exception as exc:  # music21 raises many exception types for bad input
+        raise ScoreError(f"{name} could not be read as {_FORMAT_NAMES[fmt]} ({describe(exc)})") from exc
+    if isinstance(parsed, music21.stream.Opus):
+        parsed = parsed.scores[0] if parsed.scores else None
+    if not isinstance(parsed, music21.stream.Score) or not parsed.parts:
+        raise ScoreError(f"{name} holds no parts")
+    if fmt == "midi" and not parsed.recurse().notes:
+        raise ScoreError(f"{name} has no notes")
+    try:
+        return score_to_musicxml(parsed)
+    except Exception as exc:  # music21 export of odd input
+        raise ScoreError(f"{name} could not be converted to MusicXML ({describe(exc)})") from exc
+
+
+def _validate(document: ScoreDocument, name: str) -> None:
+    """Fail at import, not later: the document must parse and have at least one part and measure."""
+    try:
+        grid = document.grid
+    except ScoreError as exc:
+        raise ScoreError(f"{name}: {exc}") from exc
+    except Exception as exc:  # music21 on unusual but well-formed input
+        raise ScoreError(f"{name} could not be read ({describe(exc)})") from exc
+    if not grid.parts or not grid.columns:
+        raise ScoreError(f"{name} has no measures")

@@ -1,0 +1,99 @@
+"""The one facade the UI and the command line call: its methods are the user's verbs.
+
+`Composer` owns the engraver and the caches of derived artefacts (engravings, audio, exports), keyed
+by the document's content hash and bounded in size, so repeated renders of the same version are free.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+from engine.errors import ScoreError
+from engine.render.audio import AUDIO_FORMATS, audio_problem, synthesize
+from engine.render.engrave import Engraver, Engraving
+from engine.score.document import ScoreDocument
+from engine.score.examples import EXAMPLES, load_example
+from engine.score.formats import read_score, read_score_file
+
+EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg")
+
+
+class _LruCache:
+    """A small thread-safe LRU map: bounded memory however many versions a session makes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key, make: Callable):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return value
+
+
+class Composer:
+    """Open, render, listen to and export scores. Create it in the main thread (verovio fonts)."""
+
+    def __init__(self, cache_size: int = 64) -> None:
+        self._engraver = Engraver()
+        self._cache = _LruCache(cache_size)
+
+    examples = tuple(EXAMPLES)
+
+    def open_file(self, path: str | Path) -> ScoreDocument:
+        return read_score_file(path)
+
+    def open_bytes(self, data: bytes, filename: str) -> ScoreDocument:
+        return read_score(data, filename)
+
+    def open_example(self, title: str) -> ScoreDocument:
+        if title not in EXAMPLES:
+            raise ScoreError(f"unknown example {title!r}")
+        return self._cache.get_or_make(("example", title), lambda: load_example(title))
+
+    def engrave(self, document: ScoreDocument) -> Engraving:
+        return self._cache.get_or_make(
+            ("engrave", document.digest), lambda: self._engraver.engrave(document.musicxml)
+        )
+
+    @property
+    def audio_problem(self) -> str | None:
+        """Why audio is off on this machine (shown in the UI), or None."""
+        return audio_problem()
+
+    def export(self, document: ScoreDocument, fmt: str, tempo: float = 1.0) -> bytes:
+        """The document as bytes in one of `EXPORT_FORMATS`; `tempo` scales MIDI and audio speed."""
+        if fmt not in EXPORT_FORMATS:
+            raise ScoreError(f"cannot write .{fmt} (use one of {', '.join(EXPORT_FORMATS)})")
+        return self._cache.get_or_make((fmt, document.digest, tempo), lambda: self._export(document, fmt, tempo))
+
+    def _export(self, document: ScoreDocument, fmt: str, tempo: float) -> bytes:
+        if fmt == "musicxml":
+            return document.musicxml.encode("utf-8")
+        if fmt == "abc":
+            return document.abc.encode("utf-8")
+        if fmt == "interleaved.abc":
+            return document.interleaved_abc.encode("utf-8")
+        if fmt == "svg":
+            return self._engraver.svg(document.musicxml).encode("utf-8")
+        midi = self._engraver.midi(document.musicxml, tempo)
+        if fmt in AUDIO_FORMATS:
+            return synthesize(midi, fmt)
+        return midi
+
+    def check(self, document: ScoreDocument) -> dict:
+        """Bar count, part count and bar alignment error of the NotaGen text of the document."""
+        from engine.score.bae import bar_alignment
+
+        alignment = bar_alignment(document.interleaved_abc)
+        return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
