@@ -84,6 +84,18 @@ class Patchilizer:
             patches += self.split_patches(bars[-1], ragged_last=ragged_last)
         return patches
 
+    def stream_lines(self, text: str, body_start: BodyStart = "finetune") -> tuple[list[str], list[str]]:
+        """Header lines and tune-body lines of a piece, the body lines prefixed `[r:i/j]` (bar line i, j more
+        to come) as for training (quirks 3, 4). Empty lines are dropped; every line ends with `\\n`.
+
+        Without any voice line the last line is taken as the body (the official index -1).
+        """
+        lines = [line + "\n" for line in text.split("\n") if line]
+        body_index = _first_index(lines, _contains_voice if body_start == "finetune" else _starts_with_voice, -1)
+        metadata_lines, body_lines = lines[:body_index], lines[body_index:]
+        last = len(body_lines) - 1
+        return metadata_lines, [f"[r:{i}/{last - i}]{line}" for i, line in enumerate(body_lines)]
+
     def encode_train(
         self,
         text: str,
@@ -100,12 +112,7 @@ class Patchilizer:
         `rng.choice` is called exactly as the official code calls `random.choice`, so after
         `random.seed(s)` the default `rng=random` picks the same cut as the official code.
         """
-        lines = [line + "\n" for line in text.split("\n") if line]
-        body_index = _first_index(lines, _contains_voice if body_start == "finetune" else _starts_with_voice, -1)
-        metadata_lines, body_lines = lines[:body_index], lines[body_index:]
-        last = len(body_lines) - 1
-        body_lines = [f"[r:{i}/{last - i}]{line}" for i, line in enumerate(body_lines)]
-
+        metadata_lines, body_lines = self.stream_lines(text, body_start)
         metadata_patches = self.patchilize_metadata(metadata_lines)
         body_patches = self.patchilize_tunebody(body_lines)
         end = [self.eos_patch] if add_special_patches else []
