@@ -5,6 +5,8 @@ by the document's content hash and bounded in size, so repeated renders of the s
 """
 from __future__ import annotations
 
+import re
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -44,9 +46,10 @@ class _LruCache:
 class Composer:
     """Open, render, listen to and export scores. Create it in the main thread (verovio fonts)."""
 
-    def __init__(self, cache_size: int = 64) -> None:
+    def __init__(self, cache_size: int = 64, output_dir: str | Path | None = None) -> None:
         self._engraver = Engraver()
         self._cache = _LruCache(cache_size)
+        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="notagen-app-"))
 
     examples = tuple(EXAMPLES)
 
@@ -77,6 +80,18 @@ class Composer:
             raise ScoreError(f"cannot write .{fmt} (use one of {', '.join(EXPORT_FORMATS)})")
         return self._cache.get_or_make((fmt, document.digest, tempo), lambda: self._export(document, fmt, tempo))
 
+    def export_file(self, document: ScoreDocument, fmt: str, tempo: float = 1.0) -> Path:
+        """`export` written to the output folder as `<title>.<fmt>`, one folder per version."""
+        folder = self.output_dir / f"{document.digest}-{tempo:g}"
+        path = folder / f"{_file_stem(document.title)}.{fmt}"
+        if not path.is_file():
+            data = self.export(document, fmt, tempo)
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".part")
+            partial.write_bytes(data)
+            partial.replace(path)
+        return path
+
     def _export(self, document: ScoreDocument, fmt: str, tempo: float) -> bytes:
         if fmt == "musicxml":
             return document.musicxml.encode("utf-8")
@@ -97,3 +112,9 @@ class Composer:
 
         alignment = bar_alignment(document.interleaved_abc)
         return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
+
+
+def _file_stem(title: str) -> str:
+    """A safe file name from a score title: letters, digits, dot, dash and underscore only."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._")
+    return stem[:80] or "score"

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import music21
 import verovio
 
 from engine.errors import ScoreError
@@ -71,11 +72,12 @@ class Engraver:
     def midi(self, musicxml: str, tempo_factor: float = 1.0) -> bytes:
         """Standard MIDI file bytes, timed like the timemap (so audio and highlighting agree)."""
         with self._lock:
-            self._load(musicxml, {"midiTempoAdjustment": float(tempo_factor)})
+            self._load(musicxml, {})
             encoded = self._toolkit.renderToMIDI()
         if not encoded:
             raise ScoreError("verovio produced no MIDI for this score")
-        return base64.b64decode(encoded)
+        midi = base64.b64decode(encoded)
+        return midi if tempo_factor == 1.0 else scale_tempo(midi, tempo_factor)
 
     def _load(self, musicxml: str, options: dict) -> None:
         """Load with fresh options; a failed load must stop here (rendering after it crashes verovio)."""
@@ -84,3 +86,29 @@ class Engraver:
         if not self._toolkit.loadData(musicxml):
             raise ScoreError("verovio could not read this score")
 
+
+
+def scale_tempo(midi: bytes, factor: float) -> bytes:
+    """MIDI played `factor` times as fast: every tempo event scaled (a 120 bpm default added if none).
+
+    Done on the MIDI itself because verovio's `midiTempoAdjustment` is ignored when the score
+    carries its own tempo marks.
+    """
+    if factor <= 0:
+        raise ValueError("the tempo factor must be positive")
+    midi_file = music21.midi.MidiFile()
+    midi_file.readstr(midi)
+    tempo_events = [
+        event for track in midi_file.tracks for event in track.events
+        if event.type == music21.midi.MetaEvents.SET_TEMPO
+    ]
+    if not tempo_events:
+        track = midi_file.tracks[0]
+        event = music21.midi.MidiEvent(track, type=music21.midi.MetaEvents.SET_TEMPO)
+        event.data = (500_000).to_bytes(3, "big")
+        track.events[:0] = [music21.midi.DeltaTime(track, time=0), event]
+        tempo_events = [event]
+    for event in tempo_events:
+        microseconds = round(int.from_bytes(event.data, "big") / factor)
+        event.data = min(max(microseconds, 1), 0xFFFFFF).to_bytes(3, "big")
+    return midi_file.writestr()

@@ -203,10 +203,10 @@ def _musicxml_from_music21(data: bytes, fmt: str, name: str) -> str:
         raise ScoreError(f"{name} could not be read as {_FORMAT_NAMES[fmt]} ({describe(exc)})") from exc
     if isinstance(parsed, music21.stream.Opus):
         parsed = parsed.scores[0] if parsed.scores else None
+    if fmt == "midi" and (parsed is None or not parsed.recurse().notes):
+        raise ScoreError(f"{name} has no notes")
     if not isinstance(parsed, music21.stream.Score) or not parsed.parts:
         raise ScoreError(f"{name} holds no parts")
-    if fmt == "midi" and not parsed.recurse().notes:
-        raise ScoreError(f"{name} has no notes")
     try:
         return score_to_musicxml(parsed)
     except Exception as exc:  # music21 export of odd input

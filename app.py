@@ -1,0 +1,48 @@
+"""Start the composing app: `python app.py [--host H] [--port P] ...` (see --help)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at run time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="NotaGen Composer: a browser app for composing classical sheet music.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; anything but 127.0.0.1 exposes the app to the network")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument("--share", action="store_true",
+                        help="also publish the app through a public Gradio share link (needs internet)")
+    parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
+        print(f"warning: the app will be reachable from other machines ({args.host}"
+              f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
+    from engine.service import Composer
+    from webui.app import CSS, build_app
+
+    composer = Composer()  # main thread: verovio resolves its fonts here
+    demo = build_app(composer)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        css=CSS,
+        max_file_size=f"{args.max_upload_mb}mb",
+        allowed_paths=[str(composer.output_dir)],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

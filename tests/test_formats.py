@@ -1,0 +1,104 @@
+"""Reading every input format into a document, and refusing bad input with a clear message."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from engine.errors import ScoreError
+from engine.score.formats import read_score, read_score_file
+from engine.service import Composer
+from tests.helpers import corpus_path, empty_midi_bytes
+
+
+@pytest.fixture(scope="module")
+def composer():
+    return Composer()
+
+
+@pytest.fixture(scope="module")
+def chorale():
+    return read_score_file(corpus_path())
+
+
+def test_mxl_reads_into_grid(chorale):
+    assert chorale.n_parts == 4
+    assert chorale.n_measures == 10
+    assert [c.number for c in chorale.grid.columns][:3] == ["0", "1", "2"]
+    assert chorale.grid.columns[1].time_signature == "4/4"
+    soprano_bar_1 = chorale.grid.cells[0][1]
+    assert soprano_bar_1 and all(e.duration > 0 for e in soprano_bar_1)
+
+
+@pytest.mark.parametrize("fmt", ["musicxml", "abc", "mid"])
+def test_export_and_reimport_keeps_parts_and_notes(composer, chorale, fmt, tmp_path):
+    path = tmp_path / f"piece.{fmt}"
+    path.write_bytes(composer.export(chorale, fmt))
+    again = read_score_file(path)
+    assert again.n_parts == 4
+    notes = len(again.score().recurse().notes)
+    assert abs(notes - len(chorale.score().recurse().notes)) <= 4  # MIDI may merge tied notes
+
+
+def test_humdrum_reads(tmp_path):
+    document = read_score_file(corpus_path("palestrina/Agnus_01.krn"))
+    assert document.n_parts == 5 and document.n_measures > 20
+
+
+def test_single_voice_abc_reads():
+    text = "X:1\nT:Reel\nM:4/4\nL:1/8\nK:D\n|:DFAd fdAF|GBdg bgdB:|\n"
+    document = read_score(text.encode(), "reel.abc")
+    assert document.n_parts == 1 and document.n_measures == 2
+
+
+def test_mxl_archive_inside_memory(chorale):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("META-INF/container.xml", '<container><rootfiles><rootfile full-path="score.xml"/></rootfiles></container>')
+        archive.writestr("score.xml", chorale.musicxml)
+    assert read_score(buffer.getvalue(), "piece.mxl").n_measures == 10
+
+
+BAD_INPUTS = {
+    "empty.musicxml": (lambda xml: b"", "is empty"),
+    "blank.abc": (lambda xml: b"  \n\n", "is empty"),
+    "truncated.musicxml": (lambda xml: xml[: len(xml) // 2], "not well-formed"),
+    "midi-named.musicxml": (lambda xml: empty_midi_bytes(), "holds MIDI"),
+    "xml-named.mid": (lambda xml: xml, "named as MIDI but holds MusicXML"),
+    "silence.mid": (lambda xml: empty_midi_bytes(), "has no notes"),
+    "notes.pdf": (lambda xml: b"%PDF-1.4", "unsupported file type"),
+    "garbage.mxl": (lambda xml: b"PK\x03\x04garbage", "not a readable .mxl archive"),
+    "html.xml": (lambda xml: b"<html><body>hi</body></html>", "not a MusicXML score"),
+    "bomb.musicxml": (
+        lambda xml: b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]>'
+        b"<score-partwise>&b;</score-partwise>",
+        "entities",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_is_refused_with_a_clear_message(chorale, name):
+    make, message = BAD_INPUTS[name]
+    with pytest.raises(ScoreError, match=message) as raised:
+        read_score(make(chorale.musicxml.encode()), name)
+    assert "\n" not in str(raised.value)
+
+
+def test_path_traversal_member_is_refused(chorale):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("META-INF/container.xml", '<container><rootfiles><rootfile full-path="../../etc/score.xml"/></rootfiles></container>')
+        archive.writestr("../../etc/score.xml", chorale.musicxml)
+    with pytest.raises(ScoreError, match="unsafe path"):
+        read_score(buffer.getvalue(), "evil.mxl")
+
+
+def test_zip_bomb_is_refused_without_unpacking():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("score.xml", b"<score-partwise>" + b" " * (80 * 2**20) + b"</score-partwise>")
+    assert len(buffer.getvalue()) < 1_000_000
+    with pytest.raises(ScoreError, match="unpacks to"):
+        read_score(buffer.getvalue(), "bomb.mxl")

@@ -1,0 +1,38 @@
+"""Engraving with verovio and audio with FluidSynth, for real."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine.render.audio import synthesize
+from engine.score.formats import read_score_file
+from engine.service import Composer
+from tests.helpers import corpus_path
+
+
+@pytest.fixture(scope="module")
+def composer():
+    return Composer()
+
+
+def test_engraving_has_every_measure_with_numbers(composer):
+    document = read_score_file(corpus_path("mozart/k80/movement1.mxl"))
+    engraving = composer.engrave(document)
+    svg = "".join(engraving.pages)
+    numbers = re.findall(r'<g[^>]*class="measure[^"]*"[^>]*data-n="([^"]+)"', svg)
+    assert len(numbers) == document.n_measures
+    assert numbers == [c.number for c in document.grid.columns]
+    assert len(engraving.measure_onsets_ms) >= document.n_measures
+    assert composer.engrave(document) is engraving  # cached per version
+
+
+def test_audio_is_ogg_of_plausible_length(composer):
+    document = read_score_file(corpus_path())
+    midi = composer.export(document, "mid")
+    wav = synthesize(midi, "wav")
+    seconds = (len(wav) - 44) / (44100 * 2 * 2)
+    assert 10 < seconds < 60
+    slow = synthesize(composer.export(document, "mid", tempo=0.5), "wav")
+    assert len(slow) > 1.6 * len(wav)  # half tempo, roughly twice as long
+    assert composer.export(document, "ogg")[:4] == b"OggS"
