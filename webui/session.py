@@ -1,0 +1,67 @@
+"""One browser tab's state: its history of versions and its measure locks.
+
+Held in `gr.State` on the server and mirrored to the browser's localStorage (`gr.BrowserState`) so a
+page reload finds the work again. The browser copy keeps the newest versions that fit a size budget:
+localStorage holds a few MiB per site.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from engine.history import History
+from engine.locks import Locks
+from engine.score.document import ScoreDocument
+
+BROWSER_BUDGET_CHARS = 3_000_000
+
+
+@dataclass(frozen=True)
+class Session:
+    history: History = field(default_factory=History)
+    locks: Locks = field(default_factory=lambda: Locks(0, 0))
+
+    @property
+    def document(self) -> ScoreDocument | None:
+        version = self.history.current
+        return version.document if version else None
+
+    def with_version(self, document: ScoreDocument, action: str) -> Session:
+        """A new version; locks carry over where the grid still has those cells."""
+        return self._showing(self.history.push(document, action))
+
+    def with_history(self, history: History) -> Session:
+        return self._showing(history)
+
+    def _showing(self, history: History) -> Session:
+        document = history.current.document
+        return Session(history=history, locks=self.locks.resized(document.n_parts, document.n_measures))
+
+    def with_locks(self, locks: Locks) -> Session:
+        return replace(self, locks=locks)
+
+    def to_browser(self) -> dict:
+        """A JSON-able copy of the newest versions within the storage budget."""
+        versions, size = [], 0
+        for version in reversed(self.history.versions[: self.history.index + 1]):
+            size += len(version.document.musicxml)
+            if versions and size > BROWSER_BUDGET_CHARS:
+                break
+            versions.append(
+                {"musicxml": version.document.musicxml, "title": version.document.title, "action": version.action}
+            )
+        versions.reverse()
+        return {"versions": versions, "locks": sorted(self.locks.cells)}
+
+    @classmethod
+    def from_browser(cls, stored: dict | None) -> Session:
+        """The session saved by `to_browser`; anything unreadable gives an empty session."""
+        try:
+            history = History()
+            for item in stored["versions"]:
+                history = history.push(ScoreDocument(musicxml=item["musicxml"], title=item["title"]), item["action"])
+            document = history.current.document
+            cells = frozenset((int(p), int(c)) for p, c in stored.get("locks", []))
+            locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
+            return Session(history=history, locks=locks)
+        except Exception:  # an old or damaged localStorage entry must never break the page
+            return Session()
