@@ -18,12 +18,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true",
                         help="also publish the app through a public Gradio share link (needs internet)")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
+                        help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="how many actions run at once (the rest wait in the queue)")
+    parser.add_argument("--max-queue", type=int, default=64, help="longest queue before new requests are refused")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    auth = None
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+        if not user or not password:
+            print("error: --auth takes USER:PASSWORD", file=sys.stderr)
+            return 2
+        auth = (user, password)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
@@ -32,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
 
     composer = Composer()  # main thread: verovio resolves its fonts here
     demo = build_app(composer)
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
+        auth=auth,
         css=CSS,
         max_file_size=f"{args.max_upload_mb}mb",
         allowed_paths=[str(composer.output_dir)],

@@ -4,7 +4,14 @@
 A user who cloned only the repository does not have it: tests that need it are skipped there, but in
 CI (CI=true) a missing `shared/` is an error, so a check can never silently disappear.
 """
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,3 +38,45 @@ def notagen_reference() -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _require(SHARED_DIR)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(*args: str, log_path: Path):
+    """`python app.py ARGS` on a free port; yields its URL once it answers, stops it afterwards."""
+    port = _free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.time() + 120
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the app exited with {process.returncode}; see {log_path}")
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except urllib.error.HTTPError:
+                    break  # it answers (e.g. a login page)
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError("the app did not start within 120 s")
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """The app, started once for the whole test session."""
+    with running_app(log_path=tmp_path_factory.mktemp("app") / "app.log") as url:
+        yield url
