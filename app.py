@@ -18,6 +18,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true",
                         help="also publish the app through a public Gradio share link (needs internet)")
+    parser.add_argument("--notagen-checkpoint", metavar="PATH",
+                        help="NotaGen weights: an official .pth (NotaGen-small/medium/large/X) or a saved model "
+                             "folder; default: the shipped model in assets/notagen/ when present")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
@@ -25,6 +28,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how many actions run at once (the rest wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=64, help="longest queue before new requests are refused")
     return parser.parse_args(argv)
+
+
+def load_notagen(checkpoint: str | None):
+    """The NotaGen generator and its prompt list; (None, []) when no model is given or shipped."""
+    from engine.notagen.generate import DEFAULT_MODEL_DIR, NotagenGenerator
+    from engine.notagen.prompts import prompts_for_checkpoint
+
+    if checkpoint is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        print("note: no NotaGen model in assets/notagen/; composing is off (see --notagen-checkpoint)",
+              file=sys.stderr)
+        return None, []
+    generator = NotagenGenerator.load(checkpoint)
+    return generator, prompts_for_checkpoint(checkpoint or DEFAULT_MODEL_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
+    from engine.errors import ModelError
     from engine.service import Composer
     from webui.app import CSS, build_app
 
-    composer = Composer()  # main thread: verovio resolves its fonts here
+    try:
+        notagen, prompts = load_notagen(args.notagen_checkpoint)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    composer = Composer(notagen=notagen, prompts=prompts)  # main thread: verovio resolves its fonts here
     demo = build_app(composer)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(

@@ -42,6 +42,11 @@ class History:
         versions = (*self.versions[: self.index + 1], Version(document, action))[-self.limit :]
         return replace(self, versions=versions, index=len(versions) - 1)
 
+    def replace_current(self, document: ScoreDocument, action: str) -> History:
+        """Update the current version in place (a piece growing bar by bar is one version)."""
+        versions = (*self.versions[: self.index], Version(document, action), *self.versions[self.index + 1 :])
+        return replace(self, versions=versions)
+
     def undo(self) -> History:
         return self.jump(self.index - 1) if self.can_undo else self
 

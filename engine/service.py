@@ -10,14 +10,26 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
-from engine.errors import ScoreError
+from engine.errors import ModelError, ScoreError
 from engine.render.audio import AUDIO_FORMATS, audio_problem, synthesize
 from engine.render.engrave import Engraver, Engraving
 from engine.score.document import ScoreDocument
 from engine.score.examples import EXAMPLES, load_example
 from engine.score.formats import read_score, read_score_file
+
+@dataclass(frozen=True)
+class Progress:
+    """A step of a streamed generation: the piece so far (None between previews) and whether it ended."""
+
+    bars: int
+    seconds: float
+    document: ScoreDocument | None
+    done: bool = False
+    stop: str | None = None
+
 
 EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg")
 
@@ -46,10 +58,20 @@ class _LruCache:
 class Composer:
     """Open, render, listen to and export scores. Create it in the main thread (verovio fonts)."""
 
-    def __init__(self, cache_size: int = 64, output_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        cache_size: int = 64,
+        output_dir: str | Path | None = None,
+        notagen=None,
+        prompts: tuple = (),
+    ) -> None:
+        """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off) and
+        `prompts` the `Prompt`s it was fine-tuned on."""
         self._engraver = Engraver()
         self._cache = _LruCache(cache_size)
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="notagen-app-"))
+        self.notagen = notagen
+        self.prompts = tuple(prompts)
 
     examples = tuple(EXAMPLES)
 
@@ -105,6 +127,48 @@ class Composer:
         if fmt in AUDIO_FORMATS:
             return synthesize(midi, fmt)
         return midi
+
+    def generate(self, prompt, preview_every: int = 4, **options) -> Iterator[Progress]:
+        """Stream one new piece from a `Prompt` (None: unconditional), with a preview every few bars."""
+        from engine.notagen.generate import finish_generated
+
+        generator = self._require_notagen()
+        preview = finish_generated("preview")
+        return self._progress(generator.stream(prompt, n=1, **options), preview, preview_every)
+
+    def continue_score(
+        self, document: ScoreDocument, bars: int, keep: int | None = None, preview_every: int = 4, **options
+    ) -> Iterator[Progress]:
+        """Stream `document`'s first `keep` bars (default: all) followed by `bars` new ones."""
+        from engine.notagen.generate import score_continuation
+
+        generator = self._require_notagen()
+        continuation = score_continuation(document, bars, keep)
+        events = generator.stream_continuation(document, bars, keep=keep, n=1, **options)
+        return self._progress(events, continuation.finisher(document.title), preview_every,
+                              start=len(continuation.context.text))
+
+    def _require_notagen(self):
+        if self.notagen is None:
+            raise ModelError("no NotaGen model is loaded (start the app with --notagen-checkpoint PATH)")
+        return self.notagen
+
+    @staticmethod
+    def _progress(events, preview, preview_every: int, start: int = 0) -> Iterator[Progress]:
+        """Events -> progress: previews converted every `preview_every` bars, then the finished piece."""
+        for event in events:
+            if event.kind == "done":
+                yield Progress(event.bars, event.elapsed, event.piece.document, done=True, stop=event.stop)
+                return
+            if event.kind == "failed" and not event.will_retry:
+                raise ModelError(f"the generated piece could not be used: {event.reason}")
+            document = None
+            if event.kind == "bar" and (event.bars == 1 or event.bars % preview_every == 0):
+                try:
+                    document = preview(event.text, start, "preview")[1]
+                except ScoreError:
+                    document = None  # a preview that does not convert yet; the next one may
+            yield Progress(event.bars, event.elapsed, document)
 
     def check(self, document: ScoreDocument) -> dict:
         """Bar count, part count and bar alignment error of the NotaGen text of the document."""

@@ -77,6 +77,8 @@ def running_app(*args: str, log_path: Path):
 
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
-    """The app, started once for the whole test session."""
-    with running_app(log_path=tmp_path_factory.mktemp("app") / "app.log") as url:
+    """The app, started once for the whole test session, composing with the fixtures' tiny NotaGen."""
+    model = NOTAGEN_REFERENCE / "tiny_notagen_trained_fp16.pth"  # small, official format, known output
+    args = ("--notagen-checkpoint", str(_require(model)))
+    with running_app(*args, log_path=tmp_path_factory.mktemp("app") / "app.log") as url:
         yield url

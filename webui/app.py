@@ -8,11 +8,13 @@ score on screen and the history are never lost.
 from __future__ import annotations
 
 import html
+from functools import partial
 
 import gradio as gr
 
 from engine.errors import ModelError, ScoreError
 from engine.locks import Locks
+from engine.notagen.generate import Prompt
 from engine.service import Composer
 from webui.score_view import CSS as VIEW_CSS
 from webui.score_view import EMPTY_VIEW, JS_ON_LOAD, locks_prop, player_html, score_html
@@ -23,6 +25,8 @@ SCORE_DOWNLOADS = (("musicxml", "MusicXML"), ("mid", "MIDI"), ("abc", "ABC"), ("
 AUDIO_DOWNLOADS = (("ogg", "Ogg"), ("wav", "WAV"))
 CSS = VIEW_CSS
 USER_ERRORS = (ScoreError, ModelError)
+GENERATION_TIME_LIMIT = 300.0
+"""Seconds one generation may run before it stops with what it has."""
 VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(AUDIO_DOWNLOADS)
 """session, saved, view, status, lock summary, versions, undo, redo, player, downloads."""
 
@@ -43,11 +47,13 @@ def build_app(composer: Composer) -> gr.Blocks:
         document = session.document
         return f"**{html.escape(document.title)}**: {document.n_parts} parts, {document.n_measures} measures"
 
-    def show(session: Session, message: str) -> list:
-        """Every output of a version change: view, status, versions, undo/redo, downloads."""
+    def show(session: Session, message: str, preview: bool = False) -> list:
+        """Every output of a version change: view, status, versions, undo/redo, downloads.
+
+        A `preview` (a piece still being generated) skips the exports, which the final version makes."""
         document = session.document
-        downloads = []
-        for fmt, label in SCORE_DOWNLOADS:
+        downloads = [gr.update(interactive=False) for _ in SCORE_DOWNLOADS] if preview else []
+        for fmt, label in () if preview else SCORE_DOWNLOADS:
             try:
                 downloads.append(gr.update(value=str(composer.export_file(document, fmt)), interactive=True))
             except USER_ERRORS as exc:
@@ -114,10 +120,10 @@ def build_app(composer: Composer) -> gr.Blocks:
             return keep(session)
         return show(session, summary(session) + " (restored)")
 
-    def change_locks(session: Session, make) -> list:
+    def change_locks(session: Session, make, cursor: int | None = None) -> list:
         if session.document is None:
             return [session, gr.update(), gr.update(), "open a score first"]
-        session = session.with_locks(make(session.locks))
+        session = session.with_locks(make(session.locks), cursor)
         return [session, session.to_browser(), gr.update(locks=locks_prop(session.locks)), session.locks.describe()]
 
     def toggle(session: Session, evt: gr.EventData):
@@ -125,10 +131,63 @@ def build_app(composer: Composer) -> gr.Blocks:
         column, part = int(data.get("column", -1)), int(data.get("part", 0))
         try:
             if data.get("single"):
-                return change_locks(session, lambda locks: locks.toggle_cell(part, column))
-            return change_locks(session, lambda locks: locks.toggle_column(column))
+                return change_locks(session, lambda locks: locks.toggle_cell(part, column), column)
+            return change_locks(session, lambda locks: locks.toggle_column(column), column)
         except IndexError as exc:
             return [session, gr.update(), gr.update(), str(exc)]
+
+    def sampling(temperature, top_k, top_p, seed) -> dict:
+        return {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
+                "seed": None if seed is None or int(seed) < 0 else int(seed), "time_limit": GENERATION_TIME_LIMIT}
+
+    def stream_versions(session: Session, progress, label: str):
+        """Show a streamed piece as it grows; the version stays (partial) if stopped or failed."""
+        first = True
+        try:
+            for step in progress:
+                status = f"Generating: {step.bars} bars, {step.seconds:.1f} s"
+                if step.document is None:
+                    yield keep(session, status)
+                    continue
+                session = session.with_growing_version(step.document, f"{label} ({step.document.n_measures} bars)", first)
+                first = False
+                if step.done:
+                    ending = "the model ended the piece" if step.stop == "end" else f"stopped: {step.stop}"
+                    yield show(session, f"{summary(session)}. Done in {step.seconds:.1f} s ({ending}).")
+                else:
+                    yield show(session, status, preview=True)
+        except USER_ERRORS as exc:
+            yield failed(session, str(exc))
+
+    def generate(session: Session, period, composer_name, instrumentation, temperature, top_k, top_p, seed, max_bars):
+        prompt = Prompt(period or "", composer_name or "", instrumentation or "") if period else None
+        label = "Generated " + (" / ".join(x for x in (period, composer_name, instrumentation) if x) or "unconditionally")
+        try:
+            progress = composer.generate(prompt, max_bars=int(max_bars), **sampling(temperature, top_k, top_p, seed))
+        except USER_ERRORS as exc:
+            yield failed(session, str(exc))
+            return
+        yield from stream_versions(session, progress, label)
+
+    def continue_piece(session: Session, bars, temperature, top_k, top_p, seed, from_cursor: bool):
+        document = session.document
+        if document is None:
+            yield failed(session, "open or generate a score first")
+            return
+        keep_bars = None
+        if from_cursor:
+            if session.cursor is None:
+                yield failed(session, "click the measure to regenerate from first")
+                return
+            keep_bars, bars = session.cursor, document.n_measures - session.cursor
+        try:
+            progress = composer.continue_score(document, int(bars), keep=keep_bars,
+                                               **sampling(temperature, top_k, top_p, seed))
+        except USER_ERRORS as exc:
+            yield failed(session, str(exc))
+            return
+        label = f"Regenerated from measure {document.grid.columns[keep_bars].number}" if from_cursor else f"Continued by {int(bars)} bars"
+        yield from stream_versions(session, progress, label)
 
     def render_audio(session: Session, tempo: float):
         if session.document is None:
@@ -148,6 +207,30 @@ def build_app(composer: Composer) -> gr.Blocks:
         gr.Markdown("## NotaGen Composer")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
+                with gr.Accordion("Compose with NotaGen", open=True):
+                    can_compose = composer.notagen is not None
+                    if not can_compose:
+                        gr.Markdown("Composing is off: no NotaGen model is loaded "
+                                    "(start with `--notagen-checkpoint PATH`).", elem_id="compose-off")
+                    periods = sorted({p.period for p in composer.prompts})
+                    period = gr.Dropdown(periods, value=periods[0] if periods else None, label="Period", elem_id="period")
+                    composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
+                    instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
+                    with gr.Row():
+                        temperature = gr.Slider(0.1, 2.0, value=1.2, step=0.05, label="Temperature", elem_id="temperature")
+                        top_k = gr.Slider(1, 64, value=9, step=1, label="Top-k", elem_id="top-k")
+                    with gr.Row():
+                        top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p", elem_id="top-p")
+                        seed = gr.Number(-1, precision=0, label="Seed (-1: random)", elem_id="seed")
+                    max_bars = gr.Slider(1, 128, value=32, step=1, label="Maximum bars", elem_id="max-bars")
+                    with gr.Row():
+                        generate_button = gr.Button("Generate", variant="primary", interactive=can_compose, elem_id="generate")
+                        stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
+                    continue_bars = gr.Slider(1, 64, value=8, step=1, label="Bars to add", elem_id="continue-bars")
+                    with gr.Row():
+                        continue_button = gr.Button("Continue", interactive=can_compose, elem_id="continue")
+                        regenerate_button = gr.Button("Regenerate from clicked measure", interactive=can_compose,
+                                                      elem_id="regenerate-from")
                 upload = gr.UploadButton(
                     "Open a score file (MusicXML, MXL, ABC, kern, MIDI)", file_types=UPLOAD_TYPES,
                     type="filepath", variant="primary", elem_id="upload",
@@ -204,4 +287,27 @@ def build_app(composer: Composer) -> gr.Blocks:
         invert.click(lambda s: change_locks(s, Locks.inverted), session_state, lock_outputs)
         listen.click(render_audio, [session_state, tempo], [player, status, *audio_downloads])
         demo.load(restore, [saved, session_state], version_outputs)
+
+        def composers_for(period_value):
+            names = sorted({p.composer for p in composer.prompts if p.period == period_value})
+            return gr.update(choices=names, value=names[0] if names else None)
+
+        def instrumentations_for(period_value, composer_value):
+            kinds = sorted({p.instrumentation for p in composer.prompts
+                            if p.period == period_value and p.composer == composer_value})
+            return gr.update(choices=kinds, value=kinds[0] if kinds else None)
+
+        period.change(composers_for, period, composer_name)
+        composer_name.change(instrumentations_for, [period, composer_name], instrumentation)
+        demo.load(composers_for, period, composer_name)
+        sampling_inputs = [temperature, top_k, top_p, seed]
+        runs = [
+            generate_button.click(generate, [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
+                                  version_outputs),
+            continue_button.click(partial(continue_piece, from_cursor=False),
+                                  [session_state, continue_bars, *sampling_inputs], version_outputs),
+            regenerate_button.click(partial(continue_piece, from_cursor=True),
+                                    [session_state, continue_bars, *sampling_inputs], version_outputs),
+        ]
+        stop_button.click(None, None, None, cancels=runs)
     return demo

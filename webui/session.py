@@ -19,6 +19,8 @@ BROWSER_BUDGET_CHARS = 3_000_000
 class Session:
     history: History = field(default_factory=History)
     locks: Locks = field(default_factory=lambda: Locks(0, 0))
+    cursor: int | None = None
+    """The measure column clicked last: where "regenerate from here" starts."""
 
     @property
     def document(self) -> ScoreDocument | None:
@@ -29,15 +31,22 @@ class Session:
         """A new version; locks carry over where the grid still has those cells."""
         return self._showing(self.history.push(document, action))
 
+    def with_growing_version(self, document: ScoreDocument, action: str, first: bool) -> Session:
+        """A streamed piece: the first preview is a new version, later ones replace it."""
+        if first:
+            return self.with_version(document, action)
+        return self._showing(self.history.replace_current(document, action))
+
     def with_history(self, history: History) -> Session:
         return self._showing(history)
 
     def _showing(self, history: History) -> Session:
         document = history.current.document
-        return Session(history=history, locks=self.locks.resized(document.n_parts, document.n_measures))
+        cursor = self.cursor if self.cursor is not None and self.cursor < document.n_measures else None
+        return Session(history=history, locks=self.locks.resized(document.n_parts, document.n_measures), cursor=cursor)
 
-    def with_locks(self, locks: Locks) -> Session:
-        return replace(self, locks=locks)
+    def with_locks(self, locks: Locks, cursor: int | None = None) -> Session:
+        return replace(self, locks=locks, cursor=self.cursor if cursor is None else cursor)
 
     def to_browser(self) -> dict:
         """A JSON-able copy of the newest versions within the storage budget."""

@@ -1,0 +1,103 @@
+"""Composing in a real browser with NotaGen (the fixtures' tiny model in official .pth format)."""
+from __future__ import annotations
+
+import music21
+
+from tests.browser.test_app import MEASURES, click_measure, open_example
+
+RECORD_STATUSES = """() => {
+    window.statuses = [];
+    const status = document.querySelector('#status');
+    new MutationObserver(() => window.statuses.push(status.innerText)).observe(
+        status, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def wait_until_done(page) -> str:
+    page.wait_for_function("() => /Done in|Error/.test(document.querySelector('#status').innerText)", timeout=120_000)
+    return page.locator("#status").inner_text()
+
+
+def measures_of(path) -> list[str]:
+    """Each measure of each part as the names and lengths of its notes and rests."""
+    score = music21.converter.parse(str(path))
+    return [
+        " ".join(f"{n.fullName if not n.isRest else 'rest'}/{n.quarterLength}" for n in m.notesAndRests)
+        for part in score.parts for m in part.getElementsByClass("Measure")
+    ]
+
+
+def download_musicxml(page, tmp_path, name: str):
+    with page.expect_download() as info:
+        page.locator("#download-musicxml").click()
+    target = tmp_path / name
+    info.value.save_as(target)
+    return target
+
+
+def test_prompt_lists_are_the_official_ones(page):
+    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    choose(page, "period", "Romantic")
+    page.wait_for_function("() => document.querySelector('#composer input').value !== 'Bach, Johann Sebastian'")
+    page.locator("#composer input").click()
+    composers = page.get_by_role("option").all_inner_texts()
+    assert "Chopin, Frederic" in composers and "Bach, Johann Sebastian" not in composers
+
+
+def test_generate_streams_bar_by_bar(page, shot):
+    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    choose(page, "period", "Baroque")
+    choose(page, "composer", "Bach, Johann Sebastian")
+    choose(page, "instrumentation", "Choral")
+    page.locator("#seed input").fill("0")
+    page.evaluate(RECORD_STATUSES)
+    page.locator("#generate").click()
+    status = wait_until_done(page)
+    assert "Done in" in status, status
+    statuses = page.evaluate("() => window.statuses")
+    assert any(s.startswith("Generating: 1 bars") for s in statuses), statuses
+    assert page.locator(MEASURES).count() >= 2
+    assert "Generated Baroque / Bach, Johann Sebastian / Choral" in page.locator("#versions input").input_value()
+    shot(page, "generated")
+
+
+def test_continue_and_regenerate_keep_the_start(page, shot, tmp_path):
+    open_example(page, "Bach - Chorale BWV 66.6")
+    original = measures_of(download_musicxml(page, tmp_path, "original.musicxml"))
+    page.locator("#seed input").fill("1")
+    page.locator("#continue-bars input[type=number]").fill("3")
+    page.locator("#continue").click()
+    assert "Done in" in wait_until_done(page)
+    assert page.locator(MEASURES).count() > 10
+    continued = measures_of(download_musicxml(page, tmp_path, "continued.musicxml"))
+    per_part = len(original) // 4
+    for part in range(4):
+        start = part * len(continued) // 4
+        kept, before = continued[start : start + per_part], original[part * per_part : (part + 1) * per_part]
+        assert kept[:-1] == before[:-1]
+        # The chorale's last bar is short (it completes the pickup); once music follows it, it is a full
+        # bar: the same notes, then a rest filling the beat it lacked.
+        assert kept[-1] in (before[-1], before[-1] + " rest/1.0")
+    shot(page, "continued")
+
+    click_measure(page, 3)
+    number = page.locator(MEASURES).nth(3).get_attribute("data-n")  # as printed in the score
+    page.wait_for_function("() => document.querySelector('#lock-summary').innerText.includes('1 measure locked')")
+    page.locator("#regenerate-from").click()
+    page.wait_for_function(
+        "(n) => document.querySelector('#versions input').value.includes('Regenerated from measure ' + n)"
+        " && document.querySelector('#status').innerText.includes('Done in')",
+        arg=number,
+        timeout=120_000,
+    )
+    regenerated = measures_of(download_musicxml(page, tmp_path, "regenerated.musicxml"))
+    parts = [regenerated[p * len(regenerated) // 4 : (p + 1) * len(regenerated) // 4] for p in range(4)]
+    for part in range(4):
+        assert parts[part][:3] == original[part * per_part : part * per_part + 3]
+    page.locator("#undo").click()
+    page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length === 13")
