@@ -1,4 +1,4 @@
-"""Command line: `python -m engine convert IN OUT`, `python -m engine check FILE`.
+"""Command line: `python -m engine convert IN OUT`, `check FILE`, `generate ...`, `continue IN ...`.
 
 Errors print one line on stderr and exit non-zero; a user never sees a traceback.
 """
@@ -36,7 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help='print {"bars", "parts", "bae"} of a score as JSON')
     check.add_argument("input", type=Path)
+
+    generate = commands.add_parser("generate", help="compose new pieces with a NotaGen model")
+    _model_arguments(generate)
+    generate.add_argument("--prompt", default=None, help='"Period|Composer|Instrumentation" (default: unconditional)')
+    generate.add_argument("-n", type=int, default=1, help="how many pieces (generated together; default 1)")
+    generate.add_argument("--max-bars", type=int, default=32, help="stop each piece after this many bars (default 32)")
+    generate.add_argument("--out", type=Path, required=True, help="folder for piece_NN.abc and piece_NN.musicxml")
+
+    resume = commands.add_parser("continue", help="continue a score (or regenerate it from a bar) with NotaGen")
+    resume.add_argument("input", type=Path, help="a .musicxml/.xml/.mxl/.abc/.krn/.mid file")
+    _model_arguments(resume)
+    resume.add_argument("--bars", type=int, default=None, help="new bars to generate (default with --keep: the bars after it)")
+    resume.add_argument("--keep", type=int, default=None, help="keep only the first K bars (default: all), e.g. to regenerate from bar K")
+    resume.add_argument("--prompt", default=None, help='optional "Period|Composer|Instrumentation" lines')
+    resume.add_argument("-n", type=int, default=1, help="how many versions (default 1)")
+    resume.add_argument("--out", type=Path, required=True, help="a .musicxml/.xml/.abc file, or a folder (for -n > 1)")
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="an official NotaGen .pth or a saved model folder (default: assets/notagen/ if present)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--top-k", type=int, default=9, help="sample among the k likeliest chars (1 = greedy; default 9)")
+    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
+    parser.add_argument("--temperature", type=float, default=1.2, help="sampling temperature (default 1.2)")
+    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (default: none)")
+    parser.add_argument("--no-bae-resample", action="store_true", help="keep bars whose voices do not add up")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def run_convert(args: argparse.Namespace) -> None:
@@ -61,7 +89,117 @@ def run_check(args: argparse.Namespace) -> None:
     print(json.dumps(composer.check(composer.open_file(args.input))))
 
 
-COMMANDS = {"convert": run_convert, "check": run_check}
+def _generation_options(args: argparse.Namespace) -> dict:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    from engine.notagen.generate import GenerationOptions
+
+    options = dict(
+        n=args.n, seed=args.seed, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+        time_limit=args.time_limit, bae_resample=not args.no_bae_resample,
+    )
+    try:  # check the settings before loading a model
+        GenerationOptions(**options, max_bars=args.max_bars if "max_bars" in args else args.bars).limits
+        GenerationOptions(**options).sampling
+    except ValueError as exc:
+        raise ModelError(f"invalid setting: {exc}") from exc
+    return options
+
+
+def _load_generator(args: argparse.Namespace):
+    from engine.notagen.generate import NotagenGenerator
+
+    return NotagenGenerator.load(args.checkpoint)
+
+
+def _prompt(args: argparse.Namespace):
+    from engine.notagen.generate import Prompt
+
+    if args.prompt is None:
+        return None
+    try:
+        return Prompt.parse(args.prompt)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+
+
+def _progress(event) -> None:
+    if event.kind == "bar":
+        print(f"piece {event.index + 1}: bar {event.bars} ({event.elapsed:.1f} s)", flush=True)
+    elif event.kind == "failed":
+        again = ", sampling it again" if event.will_retry else ""
+        print(f"piece {event.index + 1}: attempt {event.attempt} failed: {event.reason}{again}", file=sys.stderr, flush=True)
+
+
+def _check_result(result) -> None:
+    if not result.pieces:
+        reasons = "; ".join(sorted({failure.reason for failure in result.failures})) or "nothing was generated"
+        raise ModelError(f"no piece could be generated ({reasons})")
+
+
+def _write_piece(piece, abc_path: Path | None, musicxml_path: Path | None) -> None:
+    for path, data in ((abc_path, piece.abc), (musicxml_path, piece.document.musicxml)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(data, encoding="utf-8")
+            print(f"wrote {path}")
+
+
+def _summary(piece) -> str:
+    ended = "ended by the model" if piece.ended else f"stopped: {piece.stop_reason}"
+    return (f"piece {piece.index + 1}: {piece.bars} bars, {ended}, {piece.alignment.misaligned} misaligned, "
+            f"{piece.resampled_bars} resampled, {piece.seconds:.1f} s")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    options = _generation_options(args)
+    generator = _load_generator(args)
+    result = generator.generate(_prompt(args), max_bars=args.max_bars, on_event=_progress, **options)
+    _check_result(result)
+    for piece in result.pieces:
+        stem = args.out / f"piece_{piece.index + 1:02d}"
+        _write_piece(piece, stem.with_suffix(".abc"), stem.with_suffix(".musicxml"))
+        print(_summary(piece))
+    if result.failures:
+        print(f"{len(result.failures)} of {args.n} pieces failed", file=sys.stderr)
+
+
+def run_continue(args: argparse.Namespace) -> None:
+    suffix = args.out.suffix.lower()
+    if suffix and suffix not in (".musicxml", ".xml", ".abc"):
+        raise ScoreError(f"{args.out.name}: write a .musicxml, .xml or .abc file, or a folder")
+    if suffix and args.n > 1:
+        raise ScoreError("with -n > 1, --out must be a folder")
+    options = _generation_options(args)
+    document = _read_score(args.input)
+    generator = _load_generator(args)
+    if args.bars is None:
+        if args.keep is None:
+            raise ScoreError("give --bars (new bars to add) or --keep (bars to keep; the rest is generated again)")
+        result = generator.regenerate_from(document, args.keep, prompt=_prompt(args), on_event=_progress, **options)
+    else:
+        result = generator.continue_document(document, args.bars, keep=args.keep, prompt=_prompt(args), on_event=_progress, **options)
+    _check_result(result)
+    for piece in result.pieces:
+        if suffix == ".abc":
+            _write_piece(piece, args.out, None)
+        elif suffix:
+            _write_piece(piece, None, args.out)
+        else:
+            stem = args.out / f"{args.input.stem}_{piece.index + 1:02d}"
+            _write_piece(piece, stem.with_suffix(".abc"), stem.with_suffix(".musicxml"))
+        print(_summary(piece))
+
+
+def _read_score(path: Path):
+    from engine.score.formats import read_score_file
+
+    return read_score_file(path)
+
+
+COMMANDS = {"convert": run_convert, "check": run_check, "generate": run_generate, "continue": run_continue}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,127 @@
+"""Token sampling for NotaGen generation: top-k, top-p (nucleus) and temperature, seedable and batched.
+
+The official generator (`NotaGenLMHeadModel.generate`, package `samplings`) turns each char's logits into
+`probs = softmax(logits)` (float32) and then applies, in this order, `top_k_sampling` (keep the k most
+probable ids), `top_p_sampling` (keep the smallest most-probable set whose mass reaches p; the id that
+crosses p is kept) and `temperature_sampling` (`probs ** (1/T)`, renormalised, i.e. `softmax(log p / T)`),
+renormalising after each step, and finally draws one id with `np.random.choice`. `filtered_probs` is the
+same maths, vectorised over the batch in float64. Differences from the official code, on purpose:
+
+* randomness never comes from global state: every batch row has its own `numpy.random.Generator`
+  (`row_generators`), so a seed reproduces a piece, and row i of a batch does not depend on how many
+  other rows there are (up to float rounding, see `engine.notagen.generate`);
+* `safe_normalize_probs`' 1e-12 floor is not added (it only guards against NaN; a filtered-out id keeps
+  probability 0 here instead of ~1e-10);
+* `top_k=1` or `temperature=0` is exact argmax on the logits (the official top_k=1 samples the argmax
+  with probability ~1), so it equals `greedy`/`greedy_continue` token for token;
+* NaN-safety: a row whose logits hold NaN or +inf, or are all -inf, raises `ModelError` (corrupt
+  weights or float16 overflow); the official code would sample from garbage. There is no silent greedy
+  fallback, because a model producing NaN produces nothing meaningful greedily either.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.errors import ModelError
+from engine.notagen.model import TokenChooser
+
+#: The released NotaGen demo's settings.
+DEFAULT_TOP_K = 9
+DEFAULT_TOP_P = 0.9
+DEFAULT_TEMPERATURE = 1.2
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How each char is chosen. `top_k=0` and `top_p=1` switch those filters off; `top_k=1` (or
+    `temperature=0`) is greedy decoding."""
+
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        if int(self.top_k) != self.top_k or self.top_k < 0:
+            raise ValueError(f"top_k must be a whole number >= 0 (0 = off), not {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if not self.temperature >= 0.0 or self.temperature == float("inf"):
+            raise ValueError(f"temperature must be a finite number >= 0, not {self.temperature}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.top_k == 1 or self.temperature == 0.0
+
+
+def check_logits(logits: Tensor) -> None:
+    """Raise `ModelError` unless every row can be sampled: no NaN, no +inf, not all -inf."""
+    if torch.isnan(logits).any() or torch.isposinf(logits).any() or torch.isneginf(logits).all(dim=-1).any():
+        raise ModelError(
+            "the model produced NaN or infinite scores (corrupt weights, or overflow in reduced precision); "
+            "generation stopped"
+        )
+
+
+def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
+    """The official sampling distribution [B, V] (float64) of raw logits [B, V]: softmax, top-k, top-p,
+    temperature, each renormalised."""
+    probs = torch.softmax(logits.float(), dim=-1).double()
+    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+    if options.top_k > 0:
+        sorted_probs[:, options.top_k :] = 0.0
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+    if options.top_p < 1.0:
+        cumulative = sorted_probs.cumsum(dim=-1)
+        remove = cumulative > options.top_p
+        remove[:, 1:] = remove[:, :-1].clone()  # keep the id that crosses top_p
+        remove[:, 0] = False
+        sorted_probs = sorted_probs.masked_fill(remove, 0.0)
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+    if options.temperature != 1.0:
+        sorted_probs = sorted_probs ** (1.0 / options.temperature)
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def draw(probs: Tensor, generators: Sequence[np.random.Generator]) -> Tensor:
+    """One id per row of `probs` [B, V], row i drawn with `generators[i]` (inverse CDF of one uniform)."""
+    cdf = probs.cumsum(dim=-1)
+    uniforms = torch.tensor([g.random() for g in generators], dtype=cdf.dtype, device=cdf.device)
+    threshold = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    ids = (cdf <= threshold).sum(dim=-1)
+    # Rounding can push the threshold past the last id with mass; fall back to that id.
+    last_with_mass = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)
+    return torch.minimum(ids, last_with_mass)
+
+
+def row_generators(seed: int | None, n: int) -> list[np.random.Generator]:
+    """`n` independent generators from one seed (None: fresh OS entropy). Row i's stream depends only on
+    (seed, i), not on `n`."""
+    root = np.random.SeedSequence(seed)
+    if seed is None:
+        return [np.random.default_rng(child) for child in root.spawn(n)]
+    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))) for i in range(n)]
+
+
+class Sampler:
+    """Makes `TokenChooser`s for `NotagenModel.decode_patch` that use each row's own generator."""
+
+    def __init__(self, options: SamplingOptions) -> None:
+        self.options = options
+
+    def chooser(self, generators: Sequence[np.random.Generator]) -> TokenChooser:
+        """A chooser for a batch whose row i draws from `generators[i]`."""
+        options = self.options
+
+        def choose(logits: Tensor) -> Tensor:
+            check_logits(logits)
+            if options.greedy:
+                return logits.argmax(dim=-1)
+            return draw(filtered_probs(logits, options), generators).to(logits.device)
+
+        return choose
