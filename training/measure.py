@@ -1,0 +1,532 @@
+"""Train and evaluate the measure model (CSD or AR) on the Bach chorales of the music21 corpus.
+
+    python -m training.measure --config training/configs/measure_tiny.json      # train (resumes)
+    python -m training.measure eval --checkpoint assets/measure [--limit N]     # test-split metrics
+    python -m training.measure export --run runs/measure_tiny --out assets/measure
+
+Data: every chorale of `music21.corpus.chorales.Iterator()` is read into the measure grid
+(engine.measure.representation, non-strict) once and cached in `data/measure/chorales.pkl`. The
+split is by work: `training.corpus.split_of` of the BWV work id (the teammate's data builder's rule),
+about 90/5/5. Training examples are random crops of `max_columns` columns of a random training
+piece, transposed by a random shift (the instrument tokens record it: 'soprano_shifted-3').
+
+Checkpoints: runs/<name>/checkpoint.pt (model, optimiser, step, wall time; the latest only) and
+runs/<name>/best/ (model.safetensors + config.json, best validation NLL); TensorBoard logs in
+runs/<name>/tb.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pickle
+import platform
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from engine.measure.batch import beat_unit_index, make_batch
+from engine.measure.context import GridLayout, MeasureLM
+from engine.measure.model import MeasureConfig
+from engine.measure.representation import MeasureScore, from_score, transpose
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "data" / "measure" / "chorales.pkl"
+CHORALE_VOICES = ("soprano", "alto", "tenor", "bass")
+ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "soprano", "tenore": "tenor",
+           "basso": "bass", "canto": "soprano", "alt": "alto"}
+
+
+@dataclass
+class TrainConfig:
+    name: str = "measure_tiny"
+    steps: int = 3000
+    batch_size: int = 4
+    max_columns: int = 8
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    shifts: tuple[int, int] = (-5, 6)  # transposition augmentation range (semitones, inclusive)
+    log_every: int = 20
+    eval_every: int = 250
+    checkpoint_every: int = 100
+    eval_pieces: int = 12
+    seed: int = 0
+    threads: int = 1
+    max_minutes: float = 0.0  # stop (and checkpoint) after this long; 0 = no limit
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Piece:
+    name: str
+    work: str
+    split: str
+    grid: MeasureScore
+
+
+def chorale_work(name: str) -> str:
+    from training.corpus import WorkTable, work_key
+
+    return work_key("Bach, Johann Sebastian", Path(name).name, "music21/bach", WorkTable.load(), more_text=name)
+
+
+def _fix_instruments(grid: MeasureScore) -> MeasureScore:
+    """Chorale parts named by voice; unnamed 4-part chorales get S, A, T, B by row."""
+    from dataclasses import replace
+
+    parts = []
+    for index, part in enumerate(grid.parts):
+        token = ALIASES.get(part.instrument, part.instrument)
+        if token == "unknown" and len(grid.parts) == 4:
+            token = CHORALE_VOICES[index]
+        parts.append(replace(part, instrument=token))
+    return replace(grid, parts=tuple(parts))
+
+
+def load_pieces(cache: Path = CACHE, limit: int = 0) -> list[Piece]:
+    """The chorales as measure grids (read once, then from the cache)."""
+    from training.corpus import split_of
+
+    if cache.exists() and not limit:
+        with open(cache, "rb") as handle:
+            return [p if isinstance(p, Piece) else Piece(**p) for p in _CacheUnpickler(handle).load()]
+    from music21 import corpus
+
+    names = list(corpus.chorales.Iterator(returnType="filename"))
+    if limit:
+        names = names[:limit]
+    pieces = []
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = lambda x, **_: x  # noqa: E731
+    for name in tqdm(names, desc="reading chorales"):
+        try:
+            grid = _fix_instruments(from_score(corpus.parse(name), title=name))
+        except Exception as exc:  # a piece the representation cannot hold is skipped, with its reason
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+            continue
+        work = chorale_work(name)
+        pieces.append(Piece(name, work, split_of(work), grid))
+    if not limit:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "wb") as handle:
+            pickle.dump([p.__dict__ for p in pieces], handle)
+    return pieces
+
+
+class _CacheUnpickler(pickle.Unpickler):
+    """Reads caches written when this module ran as __main__ (Piece pickled as __main__.Piece)."""
+
+    def find_class(self, module, name):
+        if name == "Piece":
+            return Piece
+        return super().find_class(module, name)
+
+
+def instrument_vocabulary(pieces: list[Piece], shifts: tuple[int, int]) -> tuple[str, ...]:
+    bases = sorted({part.instrument for piece in pieces if piece.split == "train" for part in piece.grid.parts})
+    tokens = ["<unk>"]
+    for base in bases:
+        tokens.append(base)
+        tokens.extend(f"{base}_shifted{s:+d}" for s in range(shifts[0], shifts[1] + 1) if s)
+    return tuple(tokens)
+
+
+def beat_unit_vocabulary(pieces: list[Piece]) -> tuple[str, ...]:
+    units = sorted({str(cell.beat_unit) for piece in pieces for row in piece.grid.cells for cell in row},
+                   key=lambda s: Fraction(s))
+    return ("other", *units)
+
+
+def crop(grid: MeasureScore, start: int, length: int) -> MeasureScore:
+    from dataclasses import replace
+
+    return replace(grid, columns=grid.columns[start:start + length], cells=tuple(row[start:start + length] for row in grid.cells))
+
+
+def augment(grid: MeasureScore, shift: int) -> MeasureScore:
+    try:
+        return transpose(grid, shift)
+    except ValueError:
+        return grid
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GridBatch:
+    cells: object  # CellBatch
+    layout: GridLayout
+    cell_index: torch.Tensor  # [B, N], -1 for padding
+    grids: list[MeasureScore] = field(default_factory=list)
+
+
+def grid_batch(grids: list[MeasureScore], config: MeasureConfig, rng: random.Random | None = None,
+               order: str = "grid") -> GridBatch:
+    """Tokens of several grids, padded to the largest parts x columns rectangle (order "grid":
+    row-major, for CSD) or in column-first order with parts shuffled per column (order "ar")."""
+    P = max(g.n_parts for g in grids)
+    M = max(g.n_columns for g in grids)
+    B, N = len(grids), P * M
+    flat = []
+    fields_ = {k: torch.zeros(B, N, dtype=torch.long) for k in ("part", "column", "instrument", "beat_unit", "n_beats")}
+    valid = torch.zeros(B, N, dtype=torch.bool)
+    cell_index = torch.full((B, N), -1, dtype=torch.long)
+    beat_units = list(config.beat_units)
+    for b, g in enumerate(grids):
+        if order == "grid":
+            positions = [(p, m) for p in range(P) for m in range(M)]
+        else:
+            positions = []
+            for m in range(g.n_columns):
+                rows = list(range(g.n_parts))
+                if rng is not None:
+                    rng.shuffle(rows)
+                positions.extend((p, m) for p in rows)
+            positions += [(p, m) for p in range(P) for m in range(M) if p >= g.n_parts or m >= g.n_columns]
+        for i, (p, m) in enumerate(positions):
+            fields_["part"][b, i] = p
+            fields_["column"][b, i] = m
+            if p < g.n_parts and m < g.n_columns:
+                cell = g.cells[p][m]
+                valid[b, i] = True
+                cell_index[b, i] = len(flat)
+                flat.append(cell)
+                fields_["instrument"][b, i] = config.instrument_index(g.parts[p].token)
+                fields_["beat_unit"][b, i] = beat_unit_index(cell.beat_unit, beat_units)
+                fields_["n_beats"][b, i] = cell.n_beats
+    cells = make_batch(flat, beat_units, shuffle_notes=rng, max_events=config.max_events)
+    layout = GridLayout(valid=valid, **fields_)
+    return GridBatch(cells, layout, cell_index, grids)
+
+
+def sample_mask(layout: GridLayout, rng: torch.Generator) -> torch.Tensor:
+    """Masked cells: a ratio r ~ U(0, 1) per piece, each cell masked with probability r, at least
+    one cell masked (the form chosen for the paper's lost sampling rule, see the docs)."""
+    B, N = layout.valid.shape
+    ratio = torch.rand(B, 1, generator=rng)
+    masked = (torch.rand(B, N, generator=rng) < ratio) & layout.valid
+    for b in range(B):
+        if not masked[b].any():
+            choices = layout.valid[b].nonzero().flatten()
+            masked[b, choices[torch.randint(len(choices), (1,), generator=rng)]] = True
+    return masked
+
+
+def training_grids(pieces: list[Piece], train: TrainConfig, rng: random.Random) -> list[MeasureScore]:
+    grids = []
+    for _ in range(train.batch_size):
+        piece = rng.choice(pieces)
+        g = piece.grid
+        length = min(train.max_columns, g.n_columns)
+        start = rng.randrange(g.n_columns - length + 1)
+        g = crop(g, start, length)
+        grids.append(augment(g, rng.randint(*train.shifts)))
+    return grids
+
+
+def loss_of(model: MeasureLM, batch: GridBatch, generator: torch.Generator) -> dict:
+    if model.config.kind == "csd":
+        masked = sample_mask(batch.layout, generator)
+        return model.csd_loss(batch.cells, batch.layout, batch.cell_index, masked, generator=generator)
+    return model.ar_loss(batch.cells, batch.layout, batch.cell_index)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def fixed_eval_batches(pieces: list[Piece], config: MeasureConfig, train: TrainConfig, n: int, seed: int = 1234):
+    """Deterministic evaluation batches: one crop per piece, masks drawn with a fixed seed."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for piece in pieces[:n]:
+        g = piece.grid
+        length = min(train.max_columns, g.n_columns)
+        start = rng.randrange(g.n_columns - length + 1)
+        batch = grid_batch([crop(g, start, length)], config, rng, order="grid" if config.kind == "csd" else "ar")
+        batches.append((batch, sample_mask(batch.layout, gen)))
+    return batches
+
+
+@torch.no_grad()
+def evaluate_nll(model: MeasureLM, batches) -> dict[str, float]:
+    """Mean NLL (nats) per masked measure (CSD) or per measure (AR)."""
+    model.eval()
+    total, count = 0.0, 0.0
+    for batch, masked in batches:
+        if model.config.kind == "csd":
+            out = model.csd_loss(batch.cells, batch.layout, batch.cell_index, masked)
+        else:
+            out = model.ar_loss(batch.cells, batch.layout, batch.cell_index)
+        total += float(out["nll_masked"]) * float(out["n_masked"])
+        count += float(out["n_masked"])
+    return {"nll": total / max(count, 1), "measures": count}
+
+
+@torch.no_grad()
+def evaluate_length(model: MeasureLM, batches, max_cells: int = 64, seed: int = 0) -> dict[str, float]:
+    """Length accuracy: masked measures sampled without the length constraint (temperature 1)
+    whose every voice sums exactly to the measure's length (padding included)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    right = tried = 0
+    for batch, masked in batches:
+        if tried >= max_cells:
+            break
+        cells = batch.cells
+        h, memory = model.measure.encode(cells)
+        hg, mg = model._to_grid(h, memory, batch.cell_index)
+        if model.config.kind == "csd":
+            c, m_in = model.context(hg, mg, masked, batch.layout)
+            targets = (masked & batch.layout.valid)[0].nonzero().flatten().tolist()
+        else:
+            c, m_in = model.context(hg, mg, batch.layout)
+            targets = batch.layout.valid[0].nonzero().flatten().tolist()
+        flat = cells_list(batch)
+        for i in targets[: max_cells - tried]:
+            target = flat[int(batch.cell_index[0, i])]
+            cell = model.measure.decode_cell(c[0, i], m_in[0, i], target.beat_unit, target.n_beats,
+                                             generator=gen, constrained=False)
+            ok = bool(cell.voices) and all(sum((e.duration for e in v), Fraction(0)) == target.n_beats for v in cell.voices)
+            right += ok
+            tried += 1
+    return {"length_accuracy": right / max(tried, 1), "length_measures": tried}
+
+
+def cells_list(batch: GridBatch):
+    flat = {}
+    B, N = batch.cell_index.shape
+    for b, g in enumerate(batch.grids):
+        for i in range(N):
+            index = int(batch.cell_index[b, i])
+            if index >= 0:
+                flat[index] = g.cells[int(batch.layout.part[b, i])][int(batch.layout.column[b, i])]
+    return [flat[i] for i in range(len(flat))]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+
+
+def read_config(path: str | Path) -> tuple[dict, TrainConfig]:
+    data = json.loads(Path(path).read_text())
+    train = data.get("train", {})
+    if "shifts" in train:
+        train["shifts"] = tuple(train["shifts"])
+    return data.get("model", {}), TrainConfig(**train)
+
+
+def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    model_fields, tc = read_config(config_path)
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    run = run_root / tc.name
+    run.mkdir(parents=True, exist_ok=True)
+    pieces = load_pieces()
+    train_pieces = [p for p in pieces if p.split == "train"]
+    valid_pieces = [p for p in pieces if p.split == "validation"]
+    checkpoint = run / "checkpoint.pt"
+    if checkpoint.exists() and not fresh:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        config = MeasureConfig.from_dict(state["config"])
+    else:
+        state = None
+        config = MeasureConfig.from_dict({
+            **model_fields,
+            "instruments": instrument_vocabulary(pieces, tc.shifts),
+            "beat_units": beat_unit_vocabulary(pieces),
+        })
+    model = MeasureLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step, wall, best = 0, 0.0, math.inf
+    rng = random.Random(tc.seed)
+    generator = torch.Generator().manual_seed(tc.seed)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, wall, best = state["step"], state["wall"], state.get("best", math.inf)
+        rng.setstate(state["rng"])
+        generator.set_state(state["generator"])
+        print(f"resumed {run} at step {step}")
+    config.save(run / "config.json")
+    (run / "train_config.json").write_text(json.dumps(tc.__dict__, indent=2) + "\n")
+    eval_batches = fixed_eval_batches(valid_pieces, config, tc, tc.eval_pieces)
+    writer = SummaryWriter(str(run / "tb"))
+    print(f"{len(train_pieces)} training / {len(valid_pieces)} validation pieces; "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; {config.kind}")
+
+    def schedule(s: int) -> float:
+        if s < tc.warmup:
+            return (s + 1) / tc.warmup
+        progress = (s - tc.warmup) / max(1, tc.steps - tc.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def save_checkpoint() -> None:
+        torch.save({
+            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "wall": wall, "best": best, "rng": rng.getstate(), "generator": generator.get_state(),
+        }, run / "checkpoint.tmp")
+        (run / "checkpoint.tmp").replace(checkpoint)
+
+    started = time.time()
+    wall_at_start = wall
+    bar = tqdm(total=tc.steps, initial=step, desc=tc.name, dynamic_ncols=True, mininterval=5)
+    order = "grid" if config.kind == "csd" else "ar"
+    while step < tc.steps:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * schedule(step)
+        batch = grid_batch(training_grids(train_pieces, tc, rng), config, rng, order=order)
+        out = loss_of(model, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        step += 1
+        wall = wall_at_start + time.time() - started
+        bar.update(1)
+        if step % tc.log_every == 0:
+            for key, value in out.items():
+                writer.add_scalar(f"train/{key}", float(value), step)
+            writer.add_scalar("train/grad_norm", float(norm), step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            bar.set_postfix(loss=f"{float(out['loss']):.2f}", masked=f"{float(out['nll_masked']):.2f}")
+        if step % tc.eval_every == 0 or step == tc.steps:
+            metrics = evaluate_nll(model, eval_batches)
+            writer.add_scalar("valid/nll", metrics["nll"], step)
+            print(f"\nstep {step}: validation NLL {metrics['nll']:.3f} per masked measure ({wall / 60:.1f} min)", flush=True)
+            if metrics["nll"] < best:
+                best = metrics["nll"]
+                model.save(run / "best")
+                (run / "best" / "training.json").write_text(json.dumps(
+                    {"step": step, "wall_s": round(wall), "valid_nll": best, "config": str(config_path)}, indent=2) + "\n")
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            save_checkpoint()
+        if tc.max_minutes and wall - wall_at_start > tc.max_minutes * 60:
+            save_checkpoint()
+            print(f"time limit reached at step {step}")
+            break
+    bar.close()
+    writer.close()
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# eval and export
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, threads: int = 1) -> dict:
+    torch.set_num_threads(threads)
+    model = MeasureLM.load(checkpoint)
+    pieces = [p for p in load_pieces() if p.split == "test"]
+    if limit:
+        pieces = pieces[:limit]
+    tc = TrainConfig()
+    batches = fixed_eval_batches(pieces, model.config, tc, len(pieces), seed=4321)
+    metrics = {"test_pieces": len(pieces), **evaluate_nll(model, batches), **evaluate_length(model, batches, length_cells)}
+    return metrics
+
+
+MODEL_CARD = """# Measure model ({kind}) - tiny chorale checkpoint
+
+The measure model of Yan & Duan, "Structured polyphonic music modeling via a measure model"
+(TISMIR), re-implemented in `engine/measure/` (see docs/measure_model.md). This is a small CPU-trained
+checkpoint for tests, demos and latency work, not a quality model.
+
+- Data: the {n_train} training chorales of the music21 corpus (`music21.corpus.chorales.Iterator()`,
+  {n_pieces} read), split by BWV work with `training.corpus.split_of` (~90/5/5); random crops of
+  {max_columns} measures, transposed by {shifts} semitones (instrument tokens record the shift).
+- Model: {params:,} parameters; config.json holds every size and choice (key function
+  `{key_function}`, reader `{reader}`, context layers {layers}).
+- Training: {steps} steps of batch {batch_size}, AdamW lr {lr}, {wall_min:.0f} min wall time on {hardware},
+  {threads} thread(s). Best validation NLL at step {best_step}.
+- Command: `{command}`
+- Measured on the test split (`python -m training.measure eval --checkpoint assets/measure`):
+{metrics}
+
+NLL is in nats per masked part-wise measure (masks: ratio ~ U(0,1) per crop, fixed seed). Length
+accuracy: masked measures sampled at temperature 1 *without* the length constraint whose every voice
+sums exactly to the measure length; with `constrained=True` (the default for inpainting) it is 100%
+by construction.
+"""
+
+
+def export(run: Path, out: Path, metrics: dict | None = None) -> None:
+    import shutil
+
+    best = run / "best"
+    info = json.loads((best / "training.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(best / "model.safetensors", out / "model.safetensors")
+    shutil.copy(best / "config.json", out / "config.json")
+    tc = TrainConfig(**{k: (tuple(v) if k == "shifts" else v) for k, v in json.loads((run / "train_config.json").read_text()).items()})
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    config = MeasureConfig.load(out / "config.json")
+    pieces = load_pieces()
+    metrics = metrics or evaluate(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    text = MODEL_CARD.format(
+        kind=config.kind.upper(), n_train=sum(p.split == "train" for p in pieces), n_pieces=len(pieces),
+        max_columns=tc.max_columns, shifts=f"{tc.shifts[0]}..{tc.shifts[1]}",
+        params=sum(p.numel() for p in MeasureLM(config).parameters()),
+        key_function=config.key_function, reader=config.reader, layers=list(config.layers),
+        steps=state["step"], batch_size=tc.batch_size, lr=tc.lr, wall_min=state["wall"] / 60,
+        hardware=f"{platform.processor() or platform.machine()} CPU ({platform.system()})", threads=tc.threads,
+        best_step=info["step"], command=f"python -m training.measure --config {info['config']}",
+        metrics="\n".join(f"  - {k}: {v:.4g}" if isinstance(v, float) else f"  - {k}: {v}" for k, v in metrics.items()),
+    )
+    (out / "MODEL_CARD.md").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in ("train", "eval", "export", "data") else "train"
+    parser = argparse.ArgumentParser(prog=f"python -m training.measure {command}")
+    if command == "train":
+        parser.add_argument("--config", default=str(ROOT / "training/configs/measure_tiny.json"))
+        parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+        args = parser.parse_args(argv)
+        train(args.config, fresh=args.fresh)
+    elif command == "eval":
+        parser.add_argument("--checkpoint", default=str(ROOT / "assets/measure"))
+        parser.add_argument("--limit", type=int, default=0, help="test pieces (0: all)")
+        parser.add_argument("--length-cells", type=int, default=96)
+        args = parser.parse_args(argv)
+        print(json.dumps(evaluate(args.checkpoint, args.limit, args.length_cells), indent=2))
+    elif command == "export":
+        parser.add_argument("--run", default=str(ROOT / "runs/measure_tiny"))
+        parser.add_argument("--out", default=str(ROOT / "assets/measure"))
+        args = parser.parse_args(argv)
+        export(Path(args.run), Path(args.out))
+    else:
+        pieces = load_pieces()
+        print(f"{len(pieces)} pieces: " + ", ".join(f"{s} {sum(p.split == s for p in pieces)}" for s in ("train", "validation", "test")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
