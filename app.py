@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--notagen-checkpoint", metavar="PATH",
                         help="NotaGen weights: an official .pth (NotaGen-small/medium/large/X) or a saved model "
                              "folder; default: the shipped model in assets/notagen/ when present")
+    parser.add_argument("--measure-checkpoint", metavar="DIR",
+                        help="measure-model folder (model.safetensors + config.json) for inpainting; "
+                             "default: the shipped model in assets/measure/ when present")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
@@ -43,6 +46,17 @@ def load_notagen(checkpoint: str | None):
     return generator, prompts_for_checkpoint(checkpoint or DEFAULT_MODEL_DIR)
 
 
+def load_measure_model(checkpoint: str | None):
+    """The measure model for inpainting; None when none is given or shipped."""
+    from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
+
+    if checkpoint is None and not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        print("note: no measure model in assets/measure/; inpainting is off (see --measure-checkpoint)",
+              file=sys.stderr)
+        return None
+    return load_model(checkpoint)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     auth = None
@@ -61,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         notagen, prompts = load_notagen(args.notagen_checkpoint)
+        measure_model = load_measure_model(args.measure_checkpoint)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    composer = Composer(notagen=notagen, prompts=prompts)  # main thread: verovio resolves its fonts here
+    composer = Composer(notagen=notagen, prompts=prompts, measure_model=measure_model)  # main thread: verovio resolves its fonts here
     demo = build_app(composer)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from engine.errors import ModelError, ScoreError, describe
+from engine.measure.cli import add_inpaint_arguments, run_inpaint_cli
 
 OUTPUT_EXTENSIONS = {
     ".musicxml": "musicxml",
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="how many pieces (generated together; default 1)")
     generate.add_argument("--max-bars", type=int, default=32, help="stop each piece after this many bars (default 32)")
     generate.add_argument("--out", type=Path, required=True, help="folder for piece_NN.abc and piece_NN.musicxml")
+
+    add_inpaint_arguments(commands.add_parser(
+        "inpaint", help="regenerate the unlocked measures of a score with the measure model"))
 
     resume = commands.add_parser("continue", help="continue a score (or regenerate it from a bar) with NotaGen")
     resume.add_argument("input", type=Path, help="a .musicxml/.xml/.mxl/.abc/.krn/.mid file")
@@ -199,7 +203,13 @@ def _read_score(path: Path):
     return read_score_file(path)
 
 
-COMMANDS = {"convert": run_convert, "check": run_check, "generate": run_generate, "continue": run_continue}
+COMMANDS = {
+    "convert": run_convert,
+    "check": run_check,
+    "generate": run_generate,
+    "continue": run_continue,
+    "inpaint": run_inpaint_cli,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,14 +64,17 @@ class Composer:
         output_dir: str | Path | None = None,
         notagen=None,
         prompts: tuple = (),
+        measure_model=None,
     ) -> None:
-        """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off) and
-        `prompts` the `Prompt`s it was fine-tuned on."""
+        """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off),
+        `prompts` the `Prompt`s it was fine-tuned on, and `measure_model` an `engine.measure` model
+        (None: inpainting is off)."""
         self._engraver = Engraver()
         self._cache = _LruCache(cache_size)
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="notagen-app-"))
         self.notagen = notagen
         self.prompts = tuple(prompts)
+        self.measure_model = measure_model
 
     examples = tuple(EXAMPLES)
 
@@ -147,6 +150,17 @@ class Composer:
         events = generator.stream_continuation(document, bars, keep=keep, n=1, **options)
         return self._progress(events, continuation.finisher(document.title), preview_every,
                               start=len(continuation.context.text))
+
+    def inpaint(self, document: ScoreDocument, locked_cells, *, sweeps: int = 0, seed: int = 0,
+                temperature: float = 1.0, time_budget_s: float | None = None) -> ScoreDocument:
+        """`document` with every (part, column) cell not in `locked_cells` rewritten by the measure model."""
+        from engine.measure.inpaint import inpaint
+
+        if self.measure_model is None:
+            raise ModelError("no measure model is loaded (start the app with --measure-checkpoint PATH)")
+        result = inpaint(document, set(locked_cells), model=self.measure_model, seed=seed, temperature=temperature,
+                         sweeps=sweeps, time_budget_s=time_budget_s)
+        return ScoreDocument(musicxml=result.musicxml, title=document.title)
 
     def _require_notagen(self):
         if self.notagen is None:

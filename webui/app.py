@@ -8,6 +8,7 @@ score on screen and the history are never lost.
 from __future__ import annotations
 
 import html
+import random
 from functools import partial
 
 import gradio as gr
@@ -27,6 +28,8 @@ CSS = VIEW_CSS
 USER_ERRORS = (ScoreError, ModelError)
 GENERATION_TIME_LIMIT = 300.0
 """Seconds one generation may run before it stops with what it has."""
+INPAINT_TIME_BUDGET = 60.0
+"""Seconds the refinement sweeps of one inpainting may take."""
 VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(AUDIO_DOWNLOADS)
 """session, saved, view, status, lock summary, versions, undo, redo, player, downloads."""
 
@@ -189,6 +192,21 @@ def build_app(composer: Composer) -> gr.Blocks:
         label = f"Regenerated from measure {document.grid.columns[keep_bars].number}" if from_cursor else f"Continued by {int(bars)} bars"
         yield from stream_versions(session, progress, label)
 
+    def regenerate_unlocked(session: Session, n_sweeps, seed):
+        document = session.document
+        if document is None:
+            return failed(session, "open or generate a score first")
+        if len(session.locks.cells) == session.locks.n_parts * session.locks.n_columns:
+            return failed(session, "every measure is locked: unlock the ones to regenerate")
+        try:
+            result = composer.inpaint(document, session.locks.cells, sweeps=int(n_sweeps),
+                                      seed=random.randrange(2**31) if seed is None or int(seed) < 0 else int(seed),
+                                      time_budget_s=INPAINT_TIME_BUDGET)
+        except USER_ERRORS as exc:
+            return failed(session, f"regenerating failed: {exc}")
+        session = session.with_version(result, f"Regenerated unlocked ({session.locks.describe()})")
+        return show(session, summary(session))
+
     def render_audio(session: Session, tempo: float):
         if session.document is None:
             gr.Warning("open a score first")
@@ -245,6 +263,13 @@ def build_app(composer: Composer) -> gr.Blocks:
                         lock_all = gr.Button("Lock all", size="sm", elem_id="lock-all")
                         unlock_all = gr.Button("Unlock all", size="sm", elem_id="unlock-all")
                         invert = gr.Button("Invert", size="sm", elem_id="invert-locks")
+                    can_inpaint = composer.measure_model is not None
+                    sweeps = gr.Slider(0, 4, value=0, step=1, label="Refinement sweeps", elem_id="sweeps")
+                    inpaint_button = gr.Button("Regenerate unlocked", variant="primary", interactive=can_inpaint,
+                                               elem_id="inpaint")
+                    if not can_inpaint:
+                        gr.Markdown("Inpainting is off: no measure model is loaded "
+                                    "(start with `--measure-checkpoint DIR`).", elem_id="inpaint-off")
                 with gr.Accordion("History", open=True):
                     with gr.Row():
                         undo = gr.Button("Undo", size="sm", interactive=False, elem_id="undo")
@@ -310,4 +335,5 @@ def build_app(composer: Composer) -> gr.Blocks:
                                     [session_state, continue_bars, *sampling_inputs], version_outputs),
         ]
         stop_button.click(None, None, None, cancels=runs)
+        inpaint_button.click(regenerate_unlocked, [session_state, sweeps, seed], version_outputs)
     return demo

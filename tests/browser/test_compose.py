@@ -101,3 +101,27 @@ def test_continue_and_regenerate_keep_the_start(page, shot, tmp_path):
         assert parts[part][:3] == original[part * per_part : part * per_part + 3]
     page.locator("#undo").click()
     page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length === 13")
+
+
+def test_regenerate_unlocked_keeps_locked_measures(page, shot, tmp_path):
+    open_example(page, "Bach - Chorale BWV 66.6")
+    before = measures_of(download_musicxml(page, tmp_path, "before.musicxml"))
+    click_measure(page, 2)
+    click_measure(page, 6)
+    page.wait_for_function("() => document.querySelector('#lock-summary').innerText.includes('2 measures locked')")
+    shot(page, "locked")
+    page.locator("#seed input").fill("3")
+    page.locator("#inpaint").click()
+    page.wait_for_function(
+        "() => document.querySelector('#versions input').value.includes('Regenerated unlocked')", timeout=180_000)
+    assert page.locator("#score-view g.measure.locked").count() == 2  # the locks stay on for another round
+    after = measures_of(download_musicxml(page, tmp_path, "after.musicxml"))
+    assert len(after) == len(before)
+    columns = len(before) // 4
+    for part in range(4):
+        for column in range(columns):
+            index = part * columns + column
+            if column in (2, 6):
+                assert after[index] == before[index], (part, column)
+    assert any(after[i] != before[i] for i in range(len(before)) if i % columns not in (2, 6))
+    shot(page, "inpainted")
