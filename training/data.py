@@ -187,23 +187,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {describe(exc, 280)}"
 
 
-_MUSIC21_OBJECT_ID = re.compile(r"^\d{9,}$")
-
-
-def _stable_grid(grid: dict) -> dict:
-    """The grid with music21's per-process object ids blanked out of part names.
-
-    For a part with no name (abc2xml output, for one) `measure_grid` falls back to `part.id`, which
-    music21 sets to `id(part)`, a memory address that differs on every run; it would make shards
-    differ between identical builds and teach the measure model noise.
-    """
-    for part in grid.get("parts", []):
-        for key in ("name", "instrument"):
-            if isinstance(part.get(key), str) and _MUSIC21_OBJECT_ID.match(part[key]):
-                part[key] = ""
-    return grid
-
-
 def convert_piece(ref: PieceRef, keys: tuple[str, ...]) -> dict:
     """Every output for one piece, or the reasons it has none. Never raises (but see the watchdog).
 
@@ -257,7 +240,7 @@ def convert_piece(ref: PieceRef, keys: tuple[str, ...]) -> dict:
                 measure_grid = document.grid
                 grid = {
                     **common, "parts": len(measure_grid.parts), "measures": len(measure_grid.columns),
-                    "grid": _stable_grid(measure_grid.to_dict()),
+                    "grid": measure_grid.to_dict(),
                 }
             except (Exception, MemoryError) as exc:  # noqa: BLE001
                 failures.append({"stage": "grid", "reason": _describe(exc)})
@@ -606,6 +589,8 @@ def build(options: BuildOptions) -> dict:
         return iter_pieces(options.specs, options.sources, options.limit)
 
     total = sum(1 for _ in refs())  # enumeration is cheap (no parsing) and gives the bar an ETA
+    manifest.update(total_inputs=total, shards=-(-total // options.shard_size))
+    _write_json(out / "build.json", manifest)
     bar = tqdm(total=total, unit="piece", desc="building", disable=not options.progress, dynamic_ncols=True, smoothing=0.05)
     counters = {"shards": 0, "skipped_shards": 0, "built_shards": 0, "skipped_pieces": 0}
     pending_shards: deque[tuple[int, list[PieceRef], str]] = deque()
@@ -756,7 +741,7 @@ def make_report(out: str | Path) -> dict:
         "finished": manifest.get("finished"),
         "complete": manifest.get("finished") is not None and shards_done == manifest.get("shards"),
         "build_seconds": manifest.get("seconds"),
-        "total_build_seconds": manifest.get("total_seconds"),
+        "total_build_seconds": manifest.get("total_seconds") or round(sum(r["seconds"] for r in manifest.get("runs", [])), 1),
         "runs": len(manifest.get("runs", [])),
         "piece_seconds": round(totals["seconds"], 1),
         "workers": manifest.get("workers"),
@@ -820,13 +805,17 @@ def _split_prompt(prompt: str) -> tuple[str, str, str]:
 def report_markdown(report: dict) -> str:
     """The report as Markdown (what the CLI prints and docs/datasets.md quotes)."""
     lines = ["# Dataset build report", ""]
-    state = "complete" if report["complete"] else "INCOMPLETE (interrupted or still running; rerun the command to resume)"
+    state = "complete" if report["complete"] else "INCOMPLETE (still running, or interrupted: rerun the command to resume)"
     lines += [
         f"- command: `{report['command']}`",
-        f"- state: {state}; shards done {report['shards']['done']} of {report['shards']['total']}"
-        f" (this run built {report['shards']['built_this_run']}, skipped {report['shards']['skipped_this_run']} already done)",
-        f"- started {report['started']}, finished {report['finished']}; wall time of the last run: "
-        f"{_duration(report['build_seconds'])}, of the whole build ({report['runs']} run(s)): {_duration(report['total_build_seconds'])}; "
+        f"- state: {state}; shards done {report['shards']['done']} of {report['shards']['total'] or '?'}"
+        + (f" (the last run built {report['shards']['built_this_run']}, skipped {report['shards']['skipped_this_run']} already done)"
+           if report["shards"]["built_this_run"] is not None else ""),
+        f"- last run started {report['started']}, finished {report['finished'] or '(not yet)'}; wall time of the last run: "
+        f"{_duration(report['build_seconds'])}, "
+        + (f"of the whole build ({report['runs']} run(s), resumed ones added up): " if report["finished"]
+           else f"of the {report['runs']} earlier (interrupted) run(s): ")
+        + f"{_duration(report['total_build_seconds'])}; "
         f"conversion time summed over pieces: {_duration(report['piece_seconds'])} on {report['workers']} workers",
     ]
     t = report["totals"]

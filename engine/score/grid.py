@@ -78,7 +78,9 @@ def measure_grid(score: music21.stream.Score) -> MeasureGrid:
 
 def _part_info(part: music21.stream.Part) -> PartInfo:
     instrument = part.getInstrument(returnDefault=False)
-    name = part.partName or (instrument.partName if instrument else None) or part.id
+    # music21 sets an unnamed part's id to id(part), a memory address: never use that as a name
+    given_id = part.id if isinstance(part.id, str) else None
+    name = part.partName or (instrument.partName if instrument else None) or given_id
     return PartInfo(
         name=str(name or ""),
         instrument=str((instrument.instrumentName if instrument else None) or name or ""),
