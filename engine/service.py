@@ -94,6 +94,12 @@ class Composer:
             ("engrave", document.digest), lambda: self._engraver.engrave(document.musicxml)
         )
 
+    def measure_onsets(self, document: ScoreDocument) -> tuple[tuple[float, str], ...]:
+        """When each engraved measure starts in the audio (ms at tempo 1, measure id)."""
+        return self._cache.get_or_make(
+            ("onsets", document.digest), lambda: self._engraver.measure_onsets(document.musicxml)
+        )
+
     @property
     def audio_problem(self) -> str | None:
         """Why audio is off on this machine (shown in the UI), or None."""

@@ -23,7 +23,10 @@ def test_engraving_has_every_measure_with_numbers(composer):
     numbers = re.findall(r'<g[^>]*class="measure[^"]*"[^>]*data-n="([^"]+)"', svg)
     assert len(numbers) == document.n_measures
     assert numbers == [c.number for c in document.grid.columns]
-    assert len(engraving.measure_onsets_ms) >= document.n_measures
+    onsets = composer.measure_onsets(document)
+    assert [t for t, _ in onsets] == sorted(t for t, _ in onsets)
+    svg_ids = set(re.findall(r'<g id="([^"]+)" class="measure', svg))
+    assert {m for _, m in onsets} <= svg_ids and len(onsets) >= document.n_measures
     assert composer.engrave(document) is engraving  # cached per version
 
 

@@ -216,7 +216,8 @@ def build_app(composer: Composer) -> gr.Blocks:
         except USER_ERRORS as exc:
             gr.Warning(str(exc))
             return [gr.update(), f"**Error:** {html.escape(str(exc))}", *(gr.update() for _ in AUDIO_DOWNLOADS)]
-        return [player_html(file_url(paths[0]), tempo), summary(session),
+        onsets = composer.measure_onsets(session.document)
+        return [player_html(file_url(paths[0]), tempo, onsets), summary(session),
                 *(gr.update(value=str(p), interactive=True) for p in paths)]
 
     with gr.Blocks(title="NotaGen Composer") as demo:

@@ -4,7 +4,7 @@ Clicks on a measure send a `measure_toggle` event (column index in document orde
 whether only that part is meant) to Python, which owns the locks and sends them back in the `locks`
 prop; `watch` re-applies the highlight whenever the score or the locks change, because a re-render
 replaces the SVG. While audio plays, the measure under the playhead gets the class `playing`, from
-the verovio timemap embedded in the view and the tempo factor the audio was rendered at.
+the verovio timemap and the tempo factor carried by the audio element.
 """
 from __future__ import annotations
 
@@ -102,9 +102,7 @@ view.addEventListener('click', (event) => {
   trigger('measure_toggle', {column, part, single: event.shiftKey || event.altKey || Boolean(props.part_mode)});
 });
 function highlight(audio) {
-  const score = view.querySelector('.score');
-  if (!score) return;
-  const onsets = JSON.parse(score.getAttribute('data-onsets') || '[]');
+  const onsets = JSON.parse(audio.getAttribute('data-onsets') || '[]');
   const t = audio.currentTime * 1000 * Number(audio.getAttribute('data-tempo') || 1);
   let current = null;
   for (const [ms, id] of onsets) { if (ms <= t + 1) current = id; else break; }
@@ -123,12 +121,11 @@ watch(['value', 'locks'], applyLocks);
 
 
 def score_html(engraving: Engraving) -> str:
-    """All engraved pages, each scaled to the view's width, with the measure onsets for playback."""
-    onsets = html.escape(json.dumps([[t, m] for t, m in engraving.measure_onsets_ms]), quote=True)
+    """All engraved pages, each scaled to the view's width."""
     pages = "".join(
         f'<div class="score-page" data-page="{i + 1}">{svg}</div>' for i, svg in enumerate(engraving.pages)
     )
-    return f'<div class="score" data-onsets="{onsets}">{pages}</div>'
+    return f'<div class="score">{pages}</div>'
 
 
 def locks_prop(locks: Locks) -> dict:
@@ -136,9 +133,11 @@ def locks_prop(locks: Locks) -> dict:
     return {"columns": locks.full_columns(), "cells": [list(cell) for cell in locks.partial_cells()]}
 
 
-def player_html(url: str, tempo: float) -> str:
-    """An audio element the highlighter follows; `tempo` maps playback time to score time."""
+def player_html(url: str, tempo: float, onsets: tuple[tuple[float, str], ...]) -> str:
+    """An audio element the highlighter follows: `onsets` are the measure starts (ms at tempo 1, measure
+    id) and `tempo` maps playback time to score time."""
+    onsets_json = html.escape(json.dumps([[t, m] for t, m in onsets]), quote=True)
     return (
         f'<audio controls preload="auto" src="{html.escape(url, quote=True)}" '
-        f'data-tempo="{tempo:g}"></audio>'
+        f'data-tempo="{tempo:g}" data-onsets="{onsets_json}"></audio>'
     )

@@ -7,6 +7,7 @@ the main thread because a toolkit created in a worker thread may fail to find it
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,9 @@ BASE_OPTIONS = {
 
 @dataclass(frozen=True)
 class Engraving:
-    """The engraved pages (SVG text, one per page) and the measure onsets for highlighting."""
+    """The engraved pages: SVG text, one per page."""
 
     pages: tuple[str, ...]
-    measure_onsets_ms: tuple[tuple[float, str], ...]
-    """(time in ms, measure id) at each measure start, in playback order, at tempo factor 1."""
 
 
 class Engraver:
@@ -54,11 +53,22 @@ class Engraver:
         with self._lock:
             self._load(musicxml, {"pageWidth": page_width, "scale": scale})
             pages = tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
+        return Engraving(pages=pages)
+
+    def measure_onsets(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> tuple[tuple[float, str], ...]:
+        """(time in ms, measure id) at each measure start in playback order, at tempo factor 1.
+
+        The ids are those of `engrave` with the same layout (a fixed id seed), so the browser can find
+        the measure under the playhead. Computed only when audio is rendered, not for every version.
+        """
+        with self._lock:
+            self._load(musicxml, {"pageWidth": page_width, "scale": scale})
             timemap = self._toolkit.renderToTimemap({"includeMeasures": True, "includeRests": False})
-        onsets = tuple(
-            (float(entry["tstamp"]), entry["measureOn"]) for entry in timemap if "measureOn" in entry
+        # a repeated passage plays again as "<id>-rend2", ...: highlight the engraved measure each time
+        return tuple(
+            (float(entry["tstamp"]), re.sub(r"-rend\d+$", "", entry["measureOn"]))
+            for entry in timemap if "measureOn" in entry
         )
-        return Engraving(pages=pages, measure_onsets_ms=onsets)
 
     def svg(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> str:
         """The whole score on one tall page: what `convert OUT.svg` writes."""
