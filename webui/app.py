@@ -28,6 +28,20 @@ CSS = VIEW_CSS
 USER_ERRORS = (ScoreError, ModelError)
 GENERATION_TIME_LIMIT = 300.0
 """Seconds one generation may run before it stops with what it has."""
+STORAGE_KEY = "notagen-composer-session"
+STORE_SAVED_JS = f"""(saved) => {{
+    if (!saved) return;
+    const text = JSON.stringify(saved);
+    try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
+    try {{ localStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
+}}"""
+"""Each tab keeps its own work in sessionStorage (per tab, kept across reloads); the newest work of any tab
+also goes to localStorage, only so that a brand-new tab can start from it."""
+LOAD_SAVED_JS = f"""(saved, session) => {{
+    const text = sessionStorage.getItem('{STORAGE_KEY}') || localStorage.getItem('{STORAGE_KEY}');
+    try {{ return [text ? JSON.parse(text) : null, session]; }} catch (e) {{ return [null, session]; }}
+}}"""
+
 INPAINT_TIME_BUDGET = 60.0
 """Seconds the refinement sweeps of one inpainting may take."""
 VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(AUDIO_DOWNLOADS)
@@ -222,7 +236,7 @@ def build_app(composer: Composer) -> gr.Blocks:
 
     with gr.Blocks(title="NotaGen Composer") as demo:
         session_state = gr.State(Session())
-        saved = gr.BrowserState(None, storage_key="notagen-composer-session")
+        saved = gr.JSON(None, visible=False, elem_id="saved-session")
         gr.Markdown("## NotaGen Composer")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -312,7 +326,8 @@ def build_app(composer: Composer) -> gr.Blocks:
         unlock_all.click(lambda s: change_locks(s, Locks.none), session_state, lock_outputs)
         invert.click(lambda s: change_locks(s, Locks.inverted), session_state, lock_outputs)
         listen.click(render_audio, [session_state, tempo], [player, status, *audio_downloads])
-        demo.load(restore, [saved, session_state], version_outputs)
+        demo.load(restore, [saved, session_state], version_outputs, js=LOAD_SAVED_JS)
+        saved.change(None, saved, None, js=STORE_SAVED_JS)
 
         def composers_for(period_value):
             names = sorted({p.composer for p in composer.prompts if p.period == period_value})

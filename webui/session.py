@@ -1,8 +1,8 @@
 """One browser tab's state: its history of versions and its measure locks.
 
-Held in `gr.State` on the server and mirrored to the browser's localStorage (`gr.BrowserState`) so a
-page reload finds the work again. The browser copy keeps the newest versions that fit a size budget:
-localStorage holds a few MiB per site.
+Held in `gr.State` on the server and mirrored to the browser (sessionStorage for the tab, see
+webui/app.py) so a page reload finds the work again. The browser copy keeps the newest versions that fit
+a size budget: browser storage holds a few MiB per site.
 """
 from __future__ import annotations
 

@@ -12,8 +12,15 @@ def open_example(page, title: str) -> None:
     page.locator("#example input").click()
     page.get_by_role("option", name=title).click()
     page.locator("#open-example").click()
-    page.wait_for_function(f"() => document.querySelector('#status').innerText.includes({title!r})")
+    wait_for_status(page, title)
     page.wait_for_selector(MEASURES)
+
+
+def wait_for_status(page, text: str) -> None:
+    """Wait until the status line (present once the page has rendered) contains `text`."""
+    page.wait_for_function(
+        "(text) => { const s = document.querySelector('#status'); return s && s.innerText.includes(text); }", arg=text
+    )
 
 
 def upload(page, path) -> None:
@@ -136,11 +143,22 @@ def test_undo_redo_and_reload_restore(page, shot, browser, app_url):
 
     page.reload()
     page.wait_for_selector(MEASURES)
-    page.wait_for_function("() => document.querySelector('#status').innerText.includes('restored')")
+    wait_for_status(page, "restored")
     assert page.locator(MEASURES).count() == 9
     wait_for_lock_summary(page, "1 measure locked")
     assert locked_columns(page) == [3]
     shot(page, "reloaded")
+
+    second_tab = page.context.new_page()  # a new tab starts from the newest work, then goes its own way
+    second_tab.goto(app_url)
+    wait_for_status(second_tab, "restored")
+    assert second_tab.locator(MEASURES).count() == 9
+    open_example(second_tab, "Bach - Chorale BWV 4.8")
+    page.reload()  # the first tab keeps its own score
+    wait_for_status(page, "restored")
+    assert page.locator(MEASURES).count() == 9
+    second_tab.reload()
+    wait_for_status(second_tab, "BWV 4.8")
 
     other = browser.new_context().new_page()  # another visitor starts empty
     other.goto(app_url)
