@@ -716,10 +716,11 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompts: list[str] | None,
-                seed: int = 0, threads: int = 1, **sampling) -> dict:
+                seed: int = 0, threads: int = 1, bae_resample: bool = False, **sampling) -> dict:
     """Generate `n` pieces (in calls of `batch`, cycling through `prompts`; None: unconditional) and measure
     them: the share that converts to a score (MusicXML) at the first attempt, the bar alignment error
-    (BAE: misaligned bars / bars, over the converted pieces, without the generator's bar resampling), the
+    (BAE: misaligned bars / bars, over the converted pieces; by default without the generator's bar
+    resampling, `bae_resample=True` measures what the app returns), the
     mean number of bars, and the share the model ended itself (EOS) within `max_bars`."""
     from collections import Counter
 
@@ -735,7 +736,7 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
         if prompts:
             period, composer, instrumentation = prompts[call % len(prompts)].split("_")
             prompt = Prompt(period, composer, instrumentation)
-        result = generator.generate(prompt, n=size, seed=seed + call, max_bars=max_bars, bae_resample=False,
+        result = generator.generate(prompt, n=size, seed=seed + call, max_bars=max_bars, bae_resample=bae_resample,
                                     max_attempts=1, **sampling)
         converted += [(piece.bars, piece.alignment.bars, piece.alignment.misaligned, piece.ended) for piece in result.pieces]
         failures += len(result.failures)
@@ -748,7 +749,7 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
         "bae": misaligned / bars if bars else None, "bars_checked": bars, "misaligned_bars": misaligned,
         "mean_bars": sum(item[0] for item in converted) / len(converted) if converted else None,
         "ended_by_model": sum(item[3] for item in converted), "failure_reasons": dict(reasons),
-        "max_bars": max_bars, "prompts": prompts, "seed": seed, "sampling": sampling,
+        "max_bars": max_bars, "bae_resample": bae_resample, "prompts": prompts, "seed": seed, "sampling": sampling,
         "seconds": time.perf_counter() - started,
     }
 
@@ -787,6 +788,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", help="prompts.txt to cycle through (default: unconditional)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--bae-resample", action="store_true",
+                   help="let the generator sample misaligned bars again (as the app does); default: raw output")
     g.add_argument("--out", help="write the result as JSON here")
     return parser
 
@@ -800,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sample-eval":
         result = sample_eval(args.model, args.n, args.batch, args.max_bars,
-                             read_prompts(args.prompts) if args.prompts else None, args.seed, args.threads)
+                             read_prompts(args.prompts) if args.prompts else None, args.seed, args.threads,
+                             bae_resample=args.bae_resample)
         text = json.dumps(result, indent=2)
         print(text)
         if args.out:
