@@ -35,6 +35,17 @@ def notagen_reference() -> Path:
     return _require(NOTAGEN_REFERENCE)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the test machine is shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _require(SHARED_DIR)

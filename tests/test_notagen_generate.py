@@ -36,19 +36,10 @@ from engine.score.bae import bar_alignment
 from engine.score.document import ScoreDocument
 from engine.score.notagen_abc import strip_bar_annotations
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_torch_thread")]
 
 BACH = Prompt("Baroque", "Bach, Johann Sebastian", "Choral")
 HAYDN = Prompt("Classical", "Haydn, Joseph", "Chamber")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread (and the test machine is shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -34,20 +34,12 @@ from training.notagen_data import (
     select,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("one_torch_thread")]
 
 ROOT = Path(__file__).resolve().parents[1]
 CHORALES = ("bach/bwv66.6", "bach/bwv1.6", "bach/bwv10.7", "bach/bwv101.7")
 LABELS = {"period": "Baroque", "composer": "Bach, Johann Sebastian", "instrumentation": "Choral"}
 PROMPT_LINES = "%Baroque\n%Bach, Johann Sebastian\n%Choral\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
