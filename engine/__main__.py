@@ -1,4 +1,4 @@
-"""Command line: `python -m engine convert IN OUT`, `check FILE`, `generate ...`, `continue IN ...`.
+"""Command line: `python -m engine convert IN OUT`, `check FILE`, `generate ...`, `continue IN ...`, `evaluate ...`.
 
 Errors print one line on stderr and exit non-zero; a user never sees a traceback.
 """
@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--prompt", default=None, help='optional "Period|Composer|Instrumentation" lines')
     resume.add_argument("-n", type=int, default=1, help="how many versions (default 1)")
     resume.add_argument("--out", type=Path, required=True, help="a .musicxml/.xml/.abc file, or a folder (for -n > 1)")
+    evaluate = commands.add_parser("evaluate", help="the NotaGen paper's Table 2 metrics for a model and prompts")
+    evaluate.add_argument("--checkpoint", type=Path, default=None, help="NotaGen model (default: assets/notagen)")
+    evaluate.add_argument("--encoder", type=Path, default=Path(__file__).resolve().parents[1] / "assets" / "m3",
+                          help="music encoder: a saved folder, an official M3 or CLaMP 2 .pth (default: assets/m3)")
+    evaluate.add_argument("--data", type=Path, default=Path("data"), help="data set built by training.data (default: data)")
+    evaluate.add_argument("--prompts", type=Path, default=None,
+                          help="prompts.txt (default: the data set's prompts with --min-references training pieces)")
+    evaluate.add_argument("--min-references", type=int, default=5, help="default prompt set's minimum (default 5)")
+    evaluate.add_argument("-n", type=int, default=8, help="pieces per prompt (default 8)")
+    evaluate.add_argument("--max-bars", type=int, default=16, help="bars per piece (default 16)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    evaluate.add_argument("--out", type=Path, required=True, help="FILE.json (the table also goes to FILE.md)")
     return parser
 
 
@@ -93,11 +106,15 @@ def run_check(args: argparse.Namespace) -> None:
     print(json.dumps(composer.check(composer.open_file(args.input))))
 
 
-def _generation_options(args: argparse.Namespace) -> dict:
+def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+
+
+def _generation_options(args: argparse.Namespace) -> dict:
+    _set_threads(args)
     from engine.notagen.generate import GenerationOptions
 
     options = dict(
@@ -203,12 +220,26 @@ def _read_score(path: Path):
     return read_score_file(path)
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    _set_threads(args)
+    from engine.notagen.prompts import read_prompts
+    from engine.scoring.evaluate import TableRow, evaluate, markdown_table
+
+    prompts = None
+    if args.prompts is not None:
+        prompts = ["_".join((p.period, p.composer, p.instrumentation)) for p in read_prompts(args.prompts)]
+    result = evaluate(args.checkpoint, args.encoder, args.data, args.out, prompts, n=args.n, max_bars=args.max_bars,
+                      seed=args.seed, min_references=args.min_references)
+    print(markdown_table([TableRow(**row) for row in result["rows"]]), end="")
+
+
 COMMANDS = {
     "convert": run_convert,
     "check": run_check,
     "generate": run_generate,
     "continue": run_continue,
     "inpaint": run_inpaint_cli,
+    "evaluate": run_evaluate,
 }
 
 

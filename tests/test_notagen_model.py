@@ -264,3 +264,18 @@ def test_cached_path_equals_reference_path(notagen_reference, tiny):
     assert torch.equal(tiny.decode_patch(reordered.last_hidden), tiny.decode_patch(cache.last_hidden)[[1, 0, 1]])
     with pytest.raises(ModelError):
         tiny.encode_patches(batch[:, :1].expand(2, 35, 16), cache)
+
+
+def test_sequence_log_probs_sum_to_the_training_loss(notagen_reference):
+    """Per-row sums over the same chars the loss averages: -sum/count equals the loss, rows independent."""
+    model, _ = load_checkpoint(notagen_reference / "tiny_notagen.pth")
+    torch.manual_seed(0)
+    patches = torch.randint(3, 128, (2, 5, 16))
+    masks = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        log_probs, counts = model.sequence_log_probs(patches, masks)
+        loss = model(patches, masks)
+        alone, alone_count = model.sequence_log_probs(patches[1:, :3], masks[1:, :3])
+    assert counts.tolist() == [64, 32]
+    torch.testing.assert_close(-log_probs.sum() / counts.sum(), loss)
+    torch.testing.assert_close(alone, log_probs[1:], atol=1e-4, rtol=1e-5)

@@ -193,6 +193,24 @@ class NotagenModel(nn.Module):
         """Training loss: mean next-char cross-entropy over all valid target chars of the batch (EOS counts, pad not)."""
         return self.char_level_decoder(*self.training_pairs(patches, masks)).loss
 
+    def sequence_log_probs(self, patches: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Per row: the summed log-probability of its target chars [B] and how many there are [B].
+
+        The same chars the training loss averages over; DPO compares these sums between models, and
+        `exp(-sum / count)` over a set is its per-char perplexity.
+        """
+        encoded, targets = self.training_pairs(patches, masks)
+        logits = self.char_level_decoder(encoded, targets).logits[:, :-1]
+        valid = targets != PAD_ID
+        chosen = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        per_patch = (chosen * valid).sum(dim=-1)
+        is_target = masks.clone()
+        is_target[:, 0] = 0
+        rows = is_target.nonzero()[:, 0]  # row of each target, in the order boolean indexing takes them
+        log_probs = per_patch.new_zeros(masks.shape[0]).index_add(0, rows, per_patch)
+        counts = per_patch.new_zeros(masks.shape[0]).index_add(0, rows, valid.sum(dim=-1).float())
+        return log_probs, counts
+
     # ------------------------------------------------------------------ reference (official) generation
     @torch.no_grad()
     def generate_patch(self, context: Sequence[int] | Tensor, choose: TokenChooser = greedy) -> list[int]:

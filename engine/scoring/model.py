@@ -105,7 +105,9 @@ class M3Model(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
-        safetensors.torch.save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        # lm_head is tied to wte; safetensors stores each tensor once.
+        state = {k: v.contiguous() for k, v in self.state_dict().items() if k != "decoder.base.lm_head.weight"}
+        safetensors.torch.save_file(state, str(directory / WEIGHTS_FILE))
 
 
 class MusicEncoder(nn.Module):

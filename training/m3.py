@@ -1,0 +1,228 @@
+"""Trains the project's own M3 music encoder with M3's masked-patch objective (CLaMP 2, section 3.1).
+
+    python -m training.m3 train --config training/configs/m3_tiny.json     # resumes runs/<name>/last.pt
+    python -m training.m3 export runs/m3_tiny --out assets/m3
+
+Data: the interleaved ABC (CLaMP 2's format) of every piece in `data/pieces` built by
+`python -m training.data build --out data/`, train / validation splits as built. As in the official
+`train_m3.py`, each piece is cut to `patch_length` patches (head, tail or a random middle), 45 % of its
+patches are selected, and the input is corrupted by one of: all selected patches replaced by the mask
+patch (80 %), the characters inside each selected patch shuffled (10 %), or left as they are (10 %).
+The token decoder must rebuild each selected patch from its encoder state.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.scoring import patchilizer
+from engine.scoring.model import M3Config, M3Model
+from training.notagen_data import complete_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+MASK_RATIO = 0.45  # the official M3_MASK_RATIO
+
+
+@dataclass
+class TrainConfig:
+    name: str = "m3_tiny"
+    steps: int = 6000
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 500
+    eval_pieces: int = 64
+    checkpoint_every: int = 100
+    log_every: int = 20
+    threads: int = 1
+    max_minutes: float = 0.0
+    max_pieces: int = 0
+    seed: int = 0
+
+
+def read_config(path: str | Path) -> tuple[M3Config, TrainConfig]:
+    raw = json.loads(Path(path).read_text())
+    return M3Config(**raw["model"]), TrainConfig(**raw["train"])
+
+
+def load_texts(data_dir: str | Path, max_pieces: int = 0) -> dict[str, list[str]]:
+    """Interleaved ABC of every built piece, by split (`train`, `validation`, `test`)."""
+    texts: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for shard in complete_shards(data_dir):
+        with open(Path(data_dir) / "pieces" / shard["name"], encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                texts[record["split"]].append(record["interleaved"])
+                if max_pieces and sum(map(len, texts.values())) >= max_pieces:
+                    return texts
+    return texts
+
+
+def cut(patches: list[list[int]], length: int, rng: random.Random) -> list[list[int]]:
+    """At most `length` patches: the head, the tail or a random middle stretch, as M3 trains."""
+    if len(patches) <= length:
+        return patches
+    choice = rng.choice(["head", "tail", "middle"])
+    if choice == "head":
+        return patches[:length]
+    if choice == "tail":
+        return patches[-length:]
+    start = rng.randint(1, len(patches) - length)
+    return patches[start:start + length]
+
+
+def corrupt(patches: torch.Tensor, rng: random.Random, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input patches, selected-patch flags) for one piece; evaluation keeps the input intact."""
+    n = len(patches)
+    chosen = sorted(rng.sample(range(n), math.ceil(MASK_RATIO * n)))
+    inputs = patches.clone()
+    mode = rng.choices(["mask", "shuffle", "original"], weights=[0.8, 0.1, 0.1])[0] if train else "original"
+    if mode == "mask":
+        inputs[chosen] = patchilizer.MASK_ID
+    elif mode == "shuffle":
+        for index in chosen:
+            patch = inputs[index]
+            eos = (patch == patchilizer.EOS_ID).nonzero()
+            end = int(eos[0]) if len(eos) else len(patch)
+            middle = list(range(1, end))
+            rng.shuffle(middle)
+            inputs[index] = patch[[0, *middle, *range(end, len(patch))]]
+    selected = torch.zeros(n)
+    selected[chosen] = 1
+    return inputs, selected
+
+
+def batch_of(texts: list[str], config: M3Config, rng: random.Random, train: bool = True) -> tuple[torch.Tensor, ...]:
+    """Padded (inputs, masks, selected, targets) for a list of pieces."""
+    pieces = [cut(patchilizer.encode(text, add_special_patches=True), config.patch_length, rng) for text in texts]
+    width = max(map(len, pieces))
+    shape = (len(pieces), width, config.patch_size)
+    inputs, targets = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+    masks, selected = torch.zeros(len(pieces), width), torch.zeros(len(pieces), width)
+    for row, piece in enumerate(pieces):
+        target = torch.tensor(piece)
+        corrupted, chosen = corrupt(target, rng, train)
+        inputs[row, :len(piece)], targets[row, :len(piece)] = corrupted, target
+        masks[row, :len(piece)], selected[row, :len(piece)] = 1, chosen
+    return inputs, masks, selected, targets
+
+
+@torch.no_grad()
+def evaluate(model: M3Model, texts: list[str], batch_size: int) -> float:
+    """Mean reconstruction loss of 45 % of the patches of each validation piece, input uncorrupted
+    (the official evaluation); the selection is seeded so every evaluation scores the same patches."""
+    model.eval()
+    rng = random.Random(1234)
+    losses = [float(model(*batch_of(texts[i:i + batch_size], model.config, rng, train=False)))
+              for i in range(0, len(texts), batch_size)]
+    model.train()
+    return sum(losses) / max(1, len(losses))
+
+
+def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_root: Path = ROOT / "runs") -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    config, tc = read_config(config_path)
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    run = run_root / tc.name
+    run.mkdir(parents=True, exist_ok=True)
+    texts = load_texts(data_dir, tc.max_pieces)
+    if not texts["train"]:
+        raise SystemExit(f"no built pieces in {data_dir}/pieces: run `python -m training.data build --out {data_dir}` first")
+    valid = texts["validation"][: tc.eval_pieces]
+    model = M3Model(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    rng = random.Random(tc.seed)
+    step, wall, best = 0, 0.0, math.inf
+    last = run / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)  # our own file, written below
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, wall, best = state["step"], state["wall"], state["best"]
+        rng.setstate(state["rng"])
+        print(f"resumed {run} at step {step}")
+    writer = SummaryWriter(str(run / "tb"))
+    print(f"{len(texts['train'])} training / {len(valid)} validation pieces; "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
+
+    def save() -> None:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "wall": wall,
+                    "best": best, "rng": rng.getstate()}, run / "last.tmp")
+        (run / "last.tmp").replace(last)
+
+    started, wall_at_start = time.time(), wall
+    while step < tc.steps:
+        warm = min(1.0, (step + 1) / tc.warmup)
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / tc.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * warm * decay
+        loss = model(*batch_of(rng.sample(texts["train"], tc.batch_size), config, rng))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        step += 1
+        wall = wall_at_start + time.time() - started
+        if step % tc.log_every == 0:
+            writer.add_scalar("train/loss", loss.item(), step)
+        if step % tc.eval_every == 0 or step == tc.steps:
+            valid_loss = evaluate(model, valid, tc.batch_size)
+            writer.add_scalar("valid/loss", valid_loss, step)
+            print(f"step {step}: train {loss.item():.3f} validation {valid_loss:.3f} ({wall / 60:.1f} min)", flush=True)
+            if valid_loss < best:
+                best = valid_loss
+                model.save_pretrained(run / "best")
+                (run / "best" / "training.json").write_text(json.dumps(
+                    {"step": step, "wall_s": round(wall), "valid_loss": best, "pieces": len(texts["train"]),
+                     "config": str(config_path), "train": dataclasses.asdict(tc)}, indent=1) + "\n")
+        if step % tc.checkpoint_every == 0:
+            save()
+        if tc.max_minutes and wall - wall_at_start > tc.max_minutes * 60:
+            print(f"time limit reached at step {step}")
+            break
+    save()
+    writer.close()
+    return run
+
+
+def export(run: str | Path, out: str | Path) -> Path:
+    """Copies the run's best model (config.json + model.safetensors + training.json) to `out`."""
+    source, out = Path(run) / "best", Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors", "training.json"):
+        (out / name).write_bytes((source / name).read_bytes())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.m3", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train (resumes runs/<name>/last.pt)")
+    t.add_argument("--config", default=str(ROOT / "training/configs/m3_tiny.json"))
+    t.add_argument("--data", default=str(ROOT / "data"))
+    t.add_argument("--runs", default=str(ROOT / "runs"))
+    e = sub.add_parser("export", help="copy a run's best model into a folder such as assets/m3")
+    e.add_argument("run")
+    e.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        print(train(args.config, args.data, Path(args.runs)))
+    else:
+        print(export(args.run, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
