@@ -780,6 +780,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    d = sub.add_parser("dpo", help="CLaMP-DPO iterations (resumes after the last finished one)")
+    d.add_argument("--config", required=True, help="training/configs/notagen_dpo_*.json")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (JSON value), e.g. --set iterations=1")
     g = sub.add_parser("sample-eval", help="generate pieces and measure conversion rate, BAE and length")
     g.add_argument("--model", required=True, help="a save_pretrained folder or a checkpoint")
     g.add_argument("--n", type=int, default=100)
@@ -800,6 +804,17 @@ def main(argv: list[str] | None = None) -> int:
         path = export(args.checkpoint, args.out, args.fp16)
         size = (path / "model.safetensors").stat().st_size
         print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+        return 0
+    if args.command == "dpo":
+        from training.notagen_dpo import DpoRun, read_config
+
+        overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+        dist = init_distributed()
+        try:
+            print(DpoRun(read_config(args.config, overrides)).run())
+        finally:
+            if dist.enabled:
+                torch.distributed.destroy_process_group()
         return 0
     if args.command == "sample-eval":
         result = sample_eval(args.model, args.n, args.batch, args.max_bars,

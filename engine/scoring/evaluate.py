@@ -160,10 +160,9 @@ class ScoredPiece:
     bars: int
     staves_adjacent: bool
 
-    @property
-    def chosen_eligible(self) -> bool:
+    def chosen_eligible(self, plagiarism: float = PLAGIARISM_THRESHOLD) -> bool:
         """May be a DPO "chosen" piece: aligned bars, adjacent staves, not a near-copy of one reference."""
-        return self.misaligned_bars == 0 and self.staves_adjacent and self.max_similarity <= PLAGIARISM_THRESHOLD
+        return self.misaligned_bars == 0 and self.staves_adjacent and self.max_similarity <= plagiarism
 
 
 def score_pieces(reference: ReferenceSet, encoder: MusicEncoder, prompt: str, texts: Sequence[str],

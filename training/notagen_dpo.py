@@ -1,0 +1,226 @@
+"""CLaMP-DPO (the NotaGen paper, Algorithm 1): NotaGen learns from its own pieces, ranked by CLaMP score.
+
+    python -m training.notagen dpo --config training/configs/notagen_dpo_ship.json
+
+Each iteration k = 1..K, starting from the previous iteration's model (k = 1: the config's `model`):
+
+1. generate `pieces_per_prompt` pieces for every prompt with more than `min_references` training
+   pieces (one attempt, no bar resampling: the model's own output), in batches; with torchrun the
+   prompts are split across ranks and the scored pieces gathered;
+2. score each piece: cosine of its music-encoder feature with its prompt's mean reference feature;
+3. per prompt, the top `fraction` are "chosen" and the bottom `fraction` "rejected"; a chosen piece is
+   dropped when a bar's voices do not add up, an instrument's staves are not adjacent, or it is closer
+   than 0.95 (cosine) to any single reference piece (plagiarism);
+4. train the model on every chosen x rejected pair of a prompt with the DPO-Positive loss (beta,
+   lambda) against a frozen copy of the iteration's starting model;
+5. write `iter_k/preferences.jsonl`, `iter_k/model/` (loadable by the app) and the metrics table.
+
+The pieces generated in iteration k are also the evaluation sample of model k-1, so `metrics.md` gets
+row k-1 from them; after the last iteration one more round of generation gives row K. Every iteration
+leaves `iter_k/done.json`; a rerun resumes after the last finished iteration.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from engine.notagen.generate import NotagenGenerator
+from engine.notagen.model import NotagenModel
+from engine.notagen.patchilizer import Patchilizer
+from engine.scoring.evaluate import (PLAGIARISM_THRESHOLD, ReferenceSet, ScoredPiece, TableRow, generate_scored, markdown_table, model_row,
+                                     perplexity, sheet_gt_row)
+from engine.scoring.model import MusicEncoder, load_encoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DpoConfig:
+    name: str = "notagen_dpo"
+    model: str = "assets/notagen"
+    encoder: str = "assets/m3"
+    data: str = "data"
+    out: str = "runs"
+    iterations: int = 3
+    min_references: int = 10
+    pieces_per_prompt: int = 20
+    max_bars: int = 16
+    fraction: float = 0.1
+    plagiarism: float = PLAGIARISM_THRESHOLD
+    beta: float = 0.1
+    lam: float = 10.0
+    lr: float = 1e-6
+    epochs: int = 1
+    max_pairs_per_prompt: int = 64
+    seed: int = 0
+    threads: int = 1
+
+
+def read_config(path: str | Path, overrides: dict | None = None) -> DpoConfig:
+    raw = json.loads(Path(path).read_text()) | (overrides or {})
+    return DpoConfig(**raw)
+
+
+def dpop_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+              ref_rejected: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+    """DPO-Positive (Pal et al. 2024): DPO plus a penalty when the chosen piece becomes *less* likely
+    than under the reference model, which plain DPO allows as long as the rejected one drops faster."""
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    penalty = torch.clamp(ref_chosen - policy_chosen, min=0)
+    return -F.logsigmoid(beta * (margin - lam * penalty)).mean()
+
+
+def preference_pairs(scored: list[ScoredPiece], fraction: float, max_pairs: int, rng: random.Random,
+                     plagiarism: float = PLAGIARISM_THRESHOLD) -> list[dict]:
+    """Chosen x rejected pairs per prompt: top / bottom `fraction` by CLaMP score, chosen ones filtered."""
+    pairs = []
+    for prompt in sorted({p.prompt for p in scored}):
+        ranked = sorted((p for p in scored if p.prompt == prompt), key=lambda p: p.clamp_score, reverse=True)
+        count = max(1, math.ceil(fraction * len(ranked)))
+        if len(ranked) < 2 * count:
+            continue
+        chosen = [p for p in ranked[:count] if p.chosen_eligible(plagiarism)]
+        rejected = ranked[-count:]
+        group = [(c, r) for c in chosen for r in rejected]
+        rng.shuffle(group)
+        pairs += [{"prompt": prompt, "chosen": c.text, "rejected": r.text, "chosen_score": c.clamp_score,
+                   "rejected_score": r.clamp_score} for c, r in group[:max_pairs]]
+    return pairs
+
+
+def _log_probs(model: NotagenModel, texts: list[str], patches_of: dict[str, torch.Tensor]) -> torch.Tensor:
+    items = [patches_of[text] for text in texts]
+    patches = torch.nn.utils.rnn.pad_sequence(items, batch_first=True).to(model.device)
+    masks = torch.zeros(patches.shape[:2], dtype=torch.long, device=model.device)
+    for row, item in enumerate(items):
+        masks[row, : len(item)] = 1
+    return model.sequence_log_probs(patches, masks)[0]
+
+
+def train_on_pairs(policy: NotagenModel, pairs: list[dict], config: DpoConfig, rng: random.Random) -> dict:
+    """DPOP on the pairs, one pair per step; the reference is a frozen copy of the starting policy."""
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    patchilizer = Patchilizer(policy.config.patch_size)
+    cut = random.Random(config.seed)  # one fixed stream cut per text, shared by policy and reference
+    texts = {text for pair in pairs for text in (pair["chosen"], pair["rejected"])}
+    patches_of = {text: torch.tensor(patchilizer.encode_train(text, policy.config.patch_length, rng=cut))
+                  for text in sorted(texts)}
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
+    policy.train()
+    losses, margins = [], []
+    for _ in range(config.epochs):
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        for index in order:
+            pair = pairs[index]
+            both = [pair["chosen"], pair["rejected"]]
+            with torch.no_grad():
+                ref_chosen, ref_rejected = _log_probs(reference, both, patches_of)
+            policy_chosen, policy_rejected = _log_probs(policy, both, patches_of)
+            loss = dpop_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, config.beta, config.lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            margins.append(float((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))
+    policy.eval()
+    return {"pairs": len(pairs), "steps": len(losses), "mean_loss": sum(losses) / len(losses) if losses else None,
+            "final_margin": sum(margins[-len(pairs):]) / len(pairs) if pairs else None}
+
+
+def _gather(scored: list[ScoredPiece], attempted: int) -> tuple[list[ScoredPiece], int]:
+    """Every rank's pieces on every rank (torchrun); unchanged in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return scored, attempted
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, (scored, attempted))
+    return [p for part, _ in gathered for p in part], sum(n for _, n in gathered)
+
+
+def _rank_share(prompts: list[str]) -> list[str]:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return prompts
+    return prompts[torch.distributed.get_rank()::torch.distributed.get_world_size()]
+
+
+class DpoRun:
+    """The iterations of one run directory, resumable at any finished iteration."""
+
+    def __init__(self, config: DpoConfig) -> None:
+        self.config = config
+        self.dir = ROOT / config.out / config.name if not Path(config.out).is_absolute() else Path(config.out) / config.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.encoder: MusicEncoder = load_encoder(_resolve(config.encoder))
+        self.reference = ReferenceSet.build(_resolve(config.data), self.encoder)
+        self.prompts = self.reference.prompts(min_train=config.min_references + 1)
+        if not self.prompts:
+            raise SystemExit(f"no prompt has more than {config.min_references} training pieces")
+        self.validation = [p.text for p in self.reference.pieces if p.split == "validation" and p.prompt in self.prompts]
+        self.rows: list[TableRow] = [sheet_gt_row(self.reference, self.prompts)]
+
+    def model_dir(self, k: int) -> Path:
+        return _resolve(self.config.model) if k == 0 else self.dir / f"iter_{k}" / "model"
+
+    def sample(self, k: int) -> list[ScoredPiece]:
+        """Generates and scores the pieces of model k (the data of iteration k+1 and row k of the table)."""
+        generator = NotagenGenerator.load(self.model_dir(k))
+        scored, attempted = generate_scored(generator, self.reference, self.encoder, _rank_share(self.prompts),
+                                            self.config.pieces_per_prompt, self.config.max_bars,
+                                            seed=self.config.seed + 1000 * k)
+        scored, attempted = _gather(scored, attempted)
+        self.rows.append(model_row("NotaGen", str(k), scored, attempted, perplexity(generator.model, self.validation)))
+        self.write_table()
+        return scored
+
+    def write_table(self) -> None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        (self.dir / "metrics.md").write_text(markdown_table(self.rows))
+        (self.dir / "metrics.json").write_text(json.dumps([dataclasses.asdict(r) for r in self.rows], indent=1) + "\n")
+
+    def run(self) -> Path:
+        config = self.config
+        torch.set_num_threads(config.threads)
+        main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        rng = random.Random(config.seed)
+        for k in range(1, config.iterations + 1):
+            iteration = self.dir / f"iter_{k}"
+            if (iteration / "done.json").exists():
+                self.rows.append(TableRow(**json.loads((iteration / "done.json").read_text())["row_before"]))
+                continue
+            started = time.perf_counter()
+            scored = self.sample(k - 1)
+            pairs = preference_pairs(scored, config.fraction, config.max_pairs_per_prompt, rng, config.plagiarism)
+            if main:
+                iteration.mkdir(parents=True, exist_ok=True)
+                with open(iteration / "preferences.jsonl", "w", encoding="utf-8") as handle:
+                    for pair in pairs:
+                        handle.write(json.dumps(pair) + "\n")
+                policy = NotagenGenerator.load(self.model_dir(k - 1)).model.float()
+                stats = train_on_pairs(policy, pairs, config, rng)
+                policy.save_pretrained(iteration / "model")
+                prompts_file = self.model_dir(0) / "prompts.txt"
+                if prompts_file.is_file():
+                    (iteration / "model" / "prompts.txt").write_text(prompts_file.read_text())
+                (iteration / "done.json").write_text(json.dumps({
+                    "iteration": k, "row_before": dataclasses.asdict(self.rows[-1]), "training": stats,
+                    "seconds": round(time.perf_counter() - started, 1), "config": dataclasses.asdict(config)}, indent=1) + "\n")
+                print(f"iteration {k}: {len(pairs)} pairs, {stats}", flush=True)
+            if torch.distributed.is_initialized():
+                torch.distributed.barrier()
+        self.sample(config.iterations)
+        return self.dir
+
+
+def _resolve(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else ROOT / path
