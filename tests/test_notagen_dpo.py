@@ -38,6 +38,7 @@ def test_preference_pairs_take_top_and_bottom_and_drop_ineligible_chosen():
     b = [p for p in pairs if p["prompt"] == "b"]
     assert {p["chosen_score"] for p in b} == {0.8}  # the top piece of b has a misaligned bar
     assert not _piece("c", 0.5).chosen_eligible(plagiarism=0.4)
+    assert _piece("c", 0.5, misaligned=1).chosen_eligible(max_misaligned_share=0.25)
 
 
 def test_one_dpo_iteration_end_to_end(notagen_reference, data_dir, tmp_path):  # noqa: F811
@@ -45,7 +46,8 @@ def test_one_dpo_iteration_end_to_end(notagen_reference, data_dir, tmp_path):  #
               "encoder": str(notagen_reference / "m3_tiny.pth"), "data": str(data_dir), "out": str(tmp_path),
               "iterations": 1, "min_references": 1, "pieces_per_prompt": 4, "max_bars": 2, "fraction": 0.25,
               "lr": 1e-4, "max_pairs_per_prompt": 4,
-              "plagiarism": 1.0}  # the random tiny encoder finds every piece close to some reference
+              "plagiarism": 1.0, "max_misaligned_share": 1.0}  # a random tiny encoder and model: every piece
+    # is close to some reference and may have misaligned bars; the filters are tested above
     path = tmp_path / "dpo.json"
     path.write_text(json.dumps(config))
     command = [sys.executable, "-m", "training.notagen", "dpo", "--config", str(path)]

@@ -56,6 +56,8 @@ class DpoConfig:
     max_bars: int = 16
     fraction: float = 0.1
     plagiarism: float = PLAGIARISM_THRESHOLD
+    max_misaligned_share: float = 0.0
+    """Share of misaligned bars a chosen piece may have; the paper's check allows none."""
     beta: float = 0.1
     lam: float = 10.0
     lr: float = 1e-6
@@ -80,7 +82,7 @@ def dpop_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_ch
 
 
 def preference_pairs(scored: list[ScoredPiece], fraction: float, max_pairs: int, rng: random.Random,
-                     plagiarism: float = PLAGIARISM_THRESHOLD) -> list[dict]:
+                     plagiarism: float = PLAGIARISM_THRESHOLD, max_misaligned_share: float = 0.0) -> list[dict]:
     """Chosen x rejected pairs per prompt: top / bottom `fraction` by CLaMP score, chosen ones filtered."""
     pairs = []
     for prompt in sorted({p.prompt for p in scored}):
@@ -88,7 +90,7 @@ def preference_pairs(scored: list[ScoredPiece], fraction: float, max_pairs: int,
         count = max(1, math.ceil(fraction * len(ranked)))
         if len(ranked) < 2 * count:
             continue
-        chosen = [p for p in ranked[:count] if p.chosen_eligible(plagiarism)]
+        chosen = [p for p in ranked[:count] if p.chosen_eligible(plagiarism, max_misaligned_share)]
         rejected = ranked[-count:]
         group = [(c, r) for c in chosen for r in rejected]
         rng.shuffle(group)
@@ -200,7 +202,8 @@ class DpoRun:
                 continue
             started = time.perf_counter()
             scored = self.sample(k - 1)
-            pairs = preference_pairs(scored, config.fraction, config.max_pairs_per_prompt, rng, config.plagiarism)
+            pairs = preference_pairs(scored, config.fraction, config.max_pairs_per_prompt, rng, config.plagiarism,
+                                     config.max_misaligned_share)
             if main:
                 iteration.mkdir(parents=True, exist_ok=True)
                 with open(iteration / "preferences.jsonl", "w", encoding="utf-8") as handle:

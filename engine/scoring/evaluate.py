@@ -160,9 +160,11 @@ class ScoredPiece:
     bars: int
     staves_adjacent: bool
 
-    def chosen_eligible(self, plagiarism: float = PLAGIARISM_THRESHOLD) -> bool:
-        """May be a DPO "chosen" piece: aligned bars, adjacent staves, not a near-copy of one reference."""
-        return self.misaligned_bars == 0 and self.staves_adjacent and self.max_similarity <= plagiarism
+    def chosen_eligible(self, plagiarism: float = PLAGIARISM_THRESHOLD, max_misaligned_share: float = 0.0) -> bool:
+        """May be a DPO "chosen" piece: aligned bars (the paper: all of them), adjacent staves, and not a
+        near-copy of one reference piece."""
+        aligned = self.misaligned_bars <= max_misaligned_share * self.bars
+        return aligned and self.staves_adjacent and self.max_similarity <= plagiarism
 
 
 def score_pieces(reference: ReferenceSet, encoder: MusicEncoder, prompt: str, texts: Sequence[str],
