@@ -57,6 +57,8 @@ def test_one_dpo_iteration_end_to_end(notagen_reference, data_dir, tmp_path):  #
     table = (run / "metrics.md").read_text()
     assert "| sheet-GT | - |" in table and "| NotaGen | 0 |" in table and "| NotaGen | 1 |" in table
     finished = json.loads((run / "iter_1" / "done.json").read_text())
+    samples = [json.loads(line) for line in (run / "samples_0.jsonl").read_text().splitlines()]
+    assert len(samples) == finished["row_before"]["convert"] * 8 and {"clamp_score", "abc"} <= set(samples[0])
     pairs = [json.loads(line) for line in (run / "iter_1" / "preferences.jsonl").read_text().splitlines()]
     assert finished["training"]["pairs"] == len(pairs) > 0 and finished["training"]["steps"] == len(pairs)
     assert all(p["chosen_score"] >= p["rejected_score"] for p in pairs)

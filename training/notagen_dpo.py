@@ -182,6 +182,10 @@ class DpoRun:
         scored, attempted = _gather(scored, attempted)
         self.rows.append(model_row("NotaGen", str(k), scored, attempted, perplexity(generator.model, self.validation)))
         self.write_table()
+        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            with open(self.dir / f"samples_{k}.jsonl", "w", encoding="utf-8") as handle:
+                for piece in scored:
+                    handle.write(json.dumps({key: value for key, value in dataclasses.asdict(piece).items() if key != "text"}) + "\n")
         return scored
 
     def write_table(self) -> None:

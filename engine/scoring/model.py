@@ -9,7 +9,8 @@ Module and parameter names equal the official ones, so official checkpoints load
 An official M3 checkpoint holds `encoder.*` and `decoder.*`; an official CLaMP 2 checkpoint holds the
 encoder as `music_model.*` plus the `music_proj` Linear that maps pooled features into the joint space.
 The project's own encoder (trained by `python -m training.m3`) has no text side and hence no
-projection: its features are the pooled encoder states.
+contrastive projection; its export stores a standardizing `music_proj` fitted on the corpus instead
+(see `training.m3.standardizing_projection`).
 """
 from __future__ import annotations
 
