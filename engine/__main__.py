@@ -22,6 +22,7 @@ OUTPUT_EXTENSIONS = {
     ".ogg": "ogg",
     ".wav": "wav",
     ".svg": "svg",
+    ".pdf": "pdf",
 }
 
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert a score; formats come from the extensions")
     convert.add_argument("input", type=Path, help="a .musicxml/.xml/.mxl/.abc/.krn/.mid file")
-    convert.add_argument("output", type=Path, help="a .musicxml/.abc/.mid/.ogg/.wav/.svg file")
+    convert.add_argument("output", type=Path, help="a .musicxml/.abc/.mid/.ogg/.wav/.svg/.pdf file")
     convert.add_argument("--interleaved", action="store_true", help="with .abc: write NotaGen's interleaved ABC")
     convert.add_argument("--tempo", type=float, default=1.0, help="tempo factor for .mid/.ogg/.wav (default 1.0)")
 

@@ -5,9 +5,12 @@ by the document's content hash and bounded in size, so repeated renders of the s
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ class Progress:
     stop: str | None = None
 
 
-EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg")
+EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg", "pdf")
 
 
 class _LruCache:
@@ -65,13 +68,19 @@ class Composer:
         notagen=None,
         prompts: tuple = (),
         measure_model=None,
+        max_export_folders: int = 64,
     ) -> None:
         """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off),
         `prompts` the `Prompt`s it was fine-tuned on, and `measure_model` an `engine.measure` model
-        (None: inpainting is off)."""
+        (None: inpainting is off). `export_file` keeps the `max_export_folders` most recently used
+        version folders; a temporary `output_dir` made here is removed when the composer goes."""
         self._engraver = Engraver()
         self._cache = _LruCache(cache_size)
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="notagen-app-"))
+        if output_dir is None:
+            weakref.finalize(self, shutil.rmtree, self.output_dir, ignore_errors=True)
+        self.max_export_folders = max_export_folders
+        self._files_lock = threading.Lock()
         self.notagen = notagen
         self.prompts = tuple(prompts)
         self.measure_model = measure_model
@@ -112,15 +121,25 @@ class Composer:
         return self._cache.get_or_make((fmt, document.digest, tempo), lambda: self._export(document, fmt, tempo))
 
     def export_file(self, document: ScoreDocument, fmt: str, tempo: float = 1.0) -> Path:
-        """`export` written to the output folder as `<title>.<fmt>`, one folder per version."""
+        """`export` written to the output folder as `<title>.<fmt>`, one folder per version.
+
+        The folders form an LRU bounded by `max_export_folders`, so a long-running app's disk use is bounded."""
         folder = self.output_dir / f"{document.digest}-{tempo:g}"
         path = folder / f"{_file_stem(document.title)}.{fmt}"
-        if not path.is_file():
-            data = self.export(document, fmt, tempo)
+        with self._files_lock:
+            if path.is_file():
+                os.utime(folder)
+                return path
+        data = self.export(document, fmt, tempo)
+        with self._files_lock:
             folder.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".part")
             partial.write_bytes(data)
             partial.replace(path)
+            os.utime(folder)
+            folders = sorted((p for p in self.output_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
+            for old in folders[: -self.max_export_folders]:
+                shutil.rmtree(old, ignore_errors=True)
         return path
 
     def _export(self, document: ScoreDocument, fmt: str, tempo: float) -> bytes:
@@ -132,6 +151,10 @@ class Composer:
             return document.interleaved_abc.encode("utf-8")
         if fmt == "svg":
             return self._engraver.svg(document.musicxml).encode("utf-8")
+        if fmt == "pdf":
+            from engine.render.pdf import A4_LAYOUT, svg_pages_to_pdf  # cairo is loaded only when a PDF is made
+
+            return svg_pages_to_pdf(self._engraver.engrave(document.musicxml, **A4_LAYOUT).pages)
         midi = self._engraver.midi(document.musicxml, tempo)
         if fmt in AUDIO_FORMATS:
             return synthesize(midi, fmt)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine: system packages, .venv, pinned requirements.
-#   scripts/setup.sh run    what the app needs (FluidSynth, a SoundFont)
+#   scripts/setup.sh run    what the app needs (FluidSynth, a SoundFont, cairo for PDF)
 #   scripts/setup.sh test   that plus Chromium for the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
-packages=(fluidsynth timgm6mb-soundfont python3-venv)
+packages=(fluidsynth timgm6mb-soundfont libcairo2 python3-venv)
 [ "$mode" = test ] && packages+=(chromium chromium-driver)
 
 missing=()

@@ -22,6 +22,7 @@ def run_engine(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("suffix, magic", [
     (".musicxml", b"<?xml"), (".abc", b"X:"), (".mid", b"MThd"), (".ogg", b"OggS"), (".wav", b"RIFF"), (".svg", b"<svg"),
+    (".pdf", b"%PDF"),
 ])
 def test_convert_writes_each_format(tmp_path, suffix, magic):
     out = tmp_path / f"out{suffix}"
@@ -70,5 +71,5 @@ def test_bad_file_exits_non_zero_with_one_line(tmp_path, content, name, fragment
 def test_missing_file_and_unknown_output_type(tmp_path):
     result = run_engine("check", tmp_path / "nope.musicxml")
     assert result.returncode == 1 and "no such file" in result.stderr
-    result = run_engine("convert", corpus_path(), tmp_path / "out.pdf")
+    result = run_engine("convert", corpus_path(), tmp_path / "out.docx")
     assert result.returncode == 1 and "unsupported output type" in result.stderr

@@ -6,6 +6,8 @@ import re
 import pytest
 
 from engine.render.audio import synthesize
+from engine.render.engrave import Engraver
+from engine.render.pdf import A4_LAYOUT
 from engine.score.formats import read_score_file
 from engine.service import Composer
 from tests.helpers import corpus_path
@@ -39,3 +41,13 @@ def test_audio_is_ogg_of_plausible_length(composer):
     slow = synthesize(composer.export(document, "mid", tempo=0.5), "wav")
     assert len(slow) > 1.6 * len(wav)  # half tempo, roughly twice as long
     assert composer.export(document, "ogg")[:4] == b"OggS"
+
+
+def test_pdf_has_one_a4_page_per_engraved_page(composer):
+    document = read_score_file(corpus_path("mozart/k80/movement1.mxl"))
+    pages = Engraver().engrave(document.musicxml, **A4_LAYOUT).pages
+    pdf = composer.export(document, "pdf")
+    assert pdf.startswith(b"%PDF") and len(pages) > 1
+    assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages)
+    sizes = {(round(float(w)), round(float(h))) for w, h in re.findall(rb"/MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)}
+    assert sizes == {(595, 842)}  # A4 in points

@@ -24,7 +24,20 @@ from webui.session import Session
 UPLOAD_TYPES = [".musicxml", ".xml", ".mxl", ".abc", ".krn", ".mid", ".midi"]
 SCORE_DOWNLOADS = (("musicxml", "MusicXML"), ("mid", "MIDI"), ("abc", "ABC"), ("svg", "SVG"))
 AUDIO_DOWNLOADS = (("ogg", "Ogg"), ("wav", "WAV"))
-CSS = VIEW_CSS
+REQUESTED_DOWNLOADS = (*AUDIO_DOWNLOADS, ("pdf", "PDF"))
+"""Made on request (Render audio, Make PDF: each takes seconds), so every new version clears them."""
+LAYOUT_CSS = """
+#toolbar { align-items: end; }
+#app-title { flex: 0 0 240px; }
+#app-title h2 { margin: 0 0 8px; white-space: nowrap; }
+#lock-bar { align-items: center; gap: 8px; }
+#lock-summary { flex: 0 0 150px; }
+@media (min-width: 1000px) {
+  #sidebar { position: sticky; top: 8px; align-self: flex-start; max-height: calc(100vh - 16px); overflow-y: auto; }
+}
+"""
+"""A compact toolbar above; on wide screens the controls scroll on their own beside the score."""
+CSS = VIEW_CSS + LAYOUT_CSS
 USER_ERRORS = (ScoreError, ModelError)
 GENERATION_TIME_LIMIT = 300.0
 """Seconds one generation may run before it stops with what it has."""
@@ -42,9 +55,11 @@ LOAD_SAVED_JS = f"""(saved, session) => {{
     try {{ return [text ? JSON.parse(text) : null, session]; }} catch (e) {{ return [null, session]; }}
 }}"""
 
+GRADIO_CACHE_CLEANUP = (1800, 3 * 3600)
+"""Every 30 min Gradio deletes the uploads and served copies of downloads older than 3 h: bounded disk use."""
 INPAINT_TIME_BUDGET = 60.0
 """Seconds the refinement sweeps of one inpainting may take."""
-VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(AUDIO_DOWNLOADS)
+VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(REQUESTED_DOWNLOADS)
 """session, saved, view, status, lock summary, versions, undo, redo, player, downloads."""
 
 
@@ -88,7 +103,7 @@ def build_app(composer: Composer) -> gr.Blocks:
             gr.update(interactive=history.can_redo),
             "",
             *downloads,
-            *(gr.update(value=None, interactive=False) for _ in AUDIO_DOWNLOADS),
+            *(gr.update(value=None, interactive=False) for _ in REQUESTED_DOWNLOADS),
         ]
 
     def failed(session: Session, message: str) -> list:
@@ -176,6 +191,12 @@ def build_app(composer: Composer) -> gr.Blocks:
         except USER_ERRORS as exc:
             yield failed(session, str(exc))
 
+    def stopped(session: Session):
+        """Stop keeps the piece as far as it got: a full version, downloads included, not a preview."""
+        if session.document is None:
+            return keep(session, "Stopped.")
+        return show(session, f"{summary(session)}. Stopped: kept what was made.")
+
     def generate(session: Session, period, composer_name, instrumentation, temperature, top_k, top_p, seed, max_bars):
         prompt = Prompt(period or "", composer_name or "", instrumentation or "") if period else None
         label = "Generated " + (" / ".join(x for x in (period, composer_name, instrumentation) if x) or "unconditionally")
@@ -221,99 +242,124 @@ def build_app(composer: Composer) -> gr.Blocks:
         session = session.with_version(result, f"Regenerated unlocked ({session.locks.describe()})")
         return show(session, summary(session))
 
+    def request_failed(message: str, n_outputs: int) -> list:
+        """A Render audio or Make PDF that could not be done: the status says why, its outputs stay."""
+        gr.Warning(message)
+        return [f"**Error:** {html.escape(message)}", *(gr.update() for _ in range(n_outputs))]
+
     def render_audio(session: Session, tempo: float):
         if session.document is None:
-            gr.Warning("open a score first")
-            return [gr.update(), "**Error:** open a score first", *(gr.update() for _ in AUDIO_DOWNLOADS)]
+            return request_failed("open a score first", 1 + len(AUDIO_DOWNLOADS))
         try:
             paths = [composer.export_file(session.document, fmt, tempo=tempo) for fmt, _ in AUDIO_DOWNLOADS]
         except USER_ERRORS as exc:
-            gr.Warning(str(exc))
-            return [gr.update(), f"**Error:** {html.escape(str(exc))}", *(gr.update() for _ in AUDIO_DOWNLOADS)]
+            return request_failed(str(exc), 1 + len(AUDIO_DOWNLOADS))
         onsets = composer.measure_onsets(session.document)
-        return [player_html(file_url(paths[0]), tempo, onsets), summary(session),
+        return [summary(session), player_html(file_url(paths[0]), tempo, onsets),
                 *(gr.update(value=str(p), interactive=True) for p in paths)]
 
-    with gr.Blocks(title="NotaGen Composer") as demo:
+    def make_pdf(session: Session):
+        if session.document is None:
+            return request_failed("open a score first", 1)
+        try:
+            path = composer.export_file(session.document, "pdf")
+        except USER_ERRORS as exc:
+            return request_failed(str(exc), 1)
+        return [summary(session) + ". The PDF is ready.", gr.update(value=str(path), interactive=True)]
+
+    with gr.Blocks(title="NotaGen Composer", fill_width=True, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         session_state = gr.State(Session())
         saved = gr.JSON(None, visible=False, elem_id="saved-session")
-        gr.Markdown("## NotaGen Composer")
+        with gr.Row(elem_id="toolbar", equal_height=True):
+            gr.Markdown("## NotaGen Composer", elem_id="app-title")
+            upload = gr.UploadButton(
+                "Open a score file", file_types=UPLOAD_TYPES, type="filepath", variant="primary", size="md",
+                scale=0, min_width=170, elem_id="upload",
+            )
+            example = gr.Dropdown(choices=list(composer.examples), value=None, label="...or an example",
+                                  scale=2, min_width=200, elem_id="example")
+            open_button = gr.Button("Open example", size="md", scale=0, min_width=150, elem_id="open-example")
+            undo = gr.Button("Undo", interactive=False, size="md", scale=0, min_width=70, elem_id="undo")
+            redo = gr.Button("Redo", interactive=False, size="md", scale=0, min_width=70, elem_id="redo")
+            versions = gr.Dropdown(choices=[], label="Versions", scale=3, min_width=220, elem_id="versions")
+        status = gr.Markdown("", elem_id="status")
         with gr.Row():
-            with gr.Column(scale=1, min_width=320):
+            with gr.Column(scale=0, min_width=340, elem_id="sidebar"):
                 with gr.Accordion("Compose with NotaGen", open=True):
                     can_compose = composer.notagen is not None
                     if not can_compose:
                         gr.Markdown("Composing is off: no NotaGen model is loaded "
                                     "(start with `--notagen-checkpoint PATH`).", elem_id="compose-off")
                     periods = sorted({p.period for p in composer.prompts})
-                    period = gr.Dropdown(periods, value=periods[0] if periods else None, label="Period", elem_id="period")
-                    composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
-                    instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
+                    with gr.Group():
+                        period = gr.Dropdown(periods, value=periods[0] if periods else None, label="Period",
+                                             elem_id="period")
+                        composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
+                        instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
                     with gr.Row():
+                        max_bars = gr.Number(32, precision=0, minimum=1, maximum=128, label="Maximum bars",
+                                             min_width=100, elem_id="max-bars")
+                        seed = gr.Number(-1, precision=0, label="Seed (-1: random)", min_width=100, elem_id="seed")
+                    with gr.Accordion("Sampling", open=False):
                         temperature = gr.Slider(0.1, 2.0, value=1.2, step=0.05, label="Temperature", elem_id="temperature")
                         top_k = gr.Slider(1, 64, value=9, step=1, label="Top-k", elem_id="top-k")
-                    with gr.Row():
                         top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p", elem_id="top-p")
-                        seed = gr.Number(-1, precision=0, label="Seed (-1: random)", elem_id="seed")
-                    max_bars = gr.Slider(1, 128, value=32, step=1, label="Maximum bars", elem_id="max-bars")
                     with gr.Row():
-                        generate_button = gr.Button("Generate", variant="primary", interactive=can_compose, elem_id="generate")
-                        stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
-                    continue_bars = gr.Slider(1, 64, value=8, step=1, label="Bars to add", elem_id="continue-bars")
-                    with gr.Row():
-                        continue_button = gr.Button("Continue", interactive=can_compose, elem_id="continue")
-                        regenerate_button = gr.Button("Regenerate from clicked measure", interactive=can_compose,
-                                                      elem_id="regenerate-from")
-                upload = gr.UploadButton(
-                    "Open a score file (MusicXML, MXL, ABC, kern, MIDI)", file_types=UPLOAD_TYPES,
-                    type="filepath", variant="primary", elem_id="upload",
-                )
-                example = gr.Dropdown(choices=list(composer.examples), value=None, label="...or an example", elem_id="example")
-                open_button = gr.Button("Open example", elem_id="open-example")
-                status = gr.Markdown("", elem_id="status")
-                with gr.Accordion("Locks", open=True):
-                    lock_summary = gr.Markdown("no measures locked", elem_id="lock-summary")
-                    part_mode = gr.Checkbox(False, label="Clicks lock a single part (or Shift-click)", elem_id="part-mode")
-                    with gr.Row():
-                        lock_all = gr.Button("Lock all", size="sm", elem_id="lock-all")
-                        unlock_all = gr.Button("Unlock all", size="sm", elem_id="unlock-all")
-                        invert = gr.Button("Invert", size="sm", elem_id="invert-locks")
-                    can_inpaint = composer.measure_model is not None
-                    sweeps = gr.Slider(0, 4, value=0, step=1, label="Refinement sweeps", elem_id="sweeps")
-                    inpaint_button = gr.Button("Regenerate unlocked", variant="primary", interactive=can_inpaint,
-                                               elem_id="inpaint")
-                    if not can_inpaint:
-                        gr.Markdown("Inpainting is off: no measure model is loaded "
-                                    "(start with `--measure-checkpoint DIR`).", elem_id="inpaint-off")
-                with gr.Accordion("History", open=True):
-                    with gr.Row():
-                        undo = gr.Button("Undo", size="sm", interactive=False, elem_id="undo")
-                        redo = gr.Button("Redo", size="sm", interactive=False, elem_id="redo")
-                    versions = gr.Dropdown(choices=[], label="Versions", elem_id="versions")
+                        generate_button = gr.Button("Generate", variant="primary", interactive=can_compose,
+                                                    min_width=100, elem_id="generate")
+                        stop_button = gr.Button("Stop", variant="stop", min_width=100, elem_id="stop")
+                    with gr.Row(equal_height=True):
+                        continue_bars = gr.Number(8, precision=0, minimum=1, maximum=64, label="Bars to add",
+                                                  min_width=100, elem_id="continue-bars")
+                        continue_button = gr.Button("Continue", interactive=can_compose, min_width=100, elem_id="continue")
+                    regenerate_button = gr.Button("Regenerate from clicked measure", interactive=can_compose,
+                                                  elem_id="regenerate-from")
                 with gr.Accordion("Listen", open=True):
-                    tempo = gr.Slider(0.25, 2.0, value=1.0, step=0.05, label="Tempo factor", elem_id="tempo")
                     audio_problem = composer.audio_problem
-                    listen = gr.Button("Render audio", elem_id="listen", interactive=audio_problem is None)
+                    with gr.Row(equal_height=True):
+                        tempo = gr.Number(1.0, minimum=0.25, maximum=2.0, step=0.05, label="Tempo factor",
+                                          min_width=100, elem_id="tempo")
+                        listen = gr.Button("Render audio", interactive=audio_problem is None, min_width=100,
+                                           elem_id="listen")
                     if audio_problem:
                         gr.Markdown(audio_problem, elem_id="audio-problem")
                     player = gr.HTML("", elem_id="player")
                 with gr.Accordion("Download", open=True):
                     with gr.Row():
                         score_downloads = [
-                            gr.DownloadButton(label, interactive=False, size="sm", elem_id=f"download-{fmt}")
+                            gr.DownloadButton(label, interactive=False, size="sm", min_width=60, elem_id=f"download-{fmt}")
                             for fmt, label in SCORE_DOWNLOADS
                         ]
                     with gr.Row():
                         audio_downloads = [
-                            gr.DownloadButton(label, interactive=False, size="sm", elem_id=f"download-{fmt}")
+                            gr.DownloadButton(label, interactive=False, size="sm", min_width=60, elem_id=f"download-{fmt}")
                             for fmt, label in AUDIO_DOWNLOADS
                         ]
-            with gr.Column(scale=4):
+                        make_pdf_button = gr.Button("Make PDF", size="sm", min_width=60, elem_id="make-pdf")
+                        pdf_download = gr.DownloadButton("PDF", interactive=False, size="sm", min_width=60,
+                                                         elem_id="download-pdf")
+            with gr.Column(scale=1):
+                with gr.Row(equal_height=True, elem_id="lock-bar"):
+                    lock_summary = gr.Markdown("no measures locked", elem_id="lock-summary")
+                    part_mode = gr.Checkbox(False, label="Lock single parts (or Shift-click)", scale=2,
+                                            min_width=150, elem_id="part-mode")
+                    lock_all = gr.Button("Lock all", size="sm", scale=0, min_width=70, elem_id="lock-all")
+                    unlock_all = gr.Button("Unlock all", size="sm", scale=0, min_width=80, elem_id="unlock-all")
+                    invert = gr.Button("Invert", size="sm", scale=0, min_width=60, elem_id="invert-locks")
+                    can_inpaint = composer.measure_model is not None
+                    sweeps = gr.Dropdown([("no refinement", 0), *((f"{n} refinement sweeps", n) for n in range(1, 5))],
+                                         value=0, show_label=False, container=False, scale=0, min_width=160,
+                                         elem_id="sweeps")
+                    inpaint_button = gr.Button("Regenerate unlocked", variant="primary", interactive=can_inpaint,
+                                               size="md", scale=0, min_width=180, elem_id="inpaint")
+                    if not can_inpaint:
+                        gr.Markdown("Inpainting is off: no measure model is loaded "
+                                    "(start with `--measure-checkpoint DIR`).", elem_id="inpaint-off")
                 view = gr.HTML(EMPTY_VIEW, js_on_load=JS_ON_LOAD, locks={"columns": [], "cells": []},
                                part_mode=False, elem_id="score-view")
 
         version_outputs = [session_state, saved, view, status, lock_summary, versions, undo, redo, player,
-                           *score_downloads, *audio_downloads]
+                           *score_downloads, *audio_downloads, pdf_download]
         lock_outputs = [session_state, saved, view, lock_summary]
         upload.upload(open_upload, [upload, session_state], version_outputs)
         open_button.click(open_example, [example, session_state], version_outputs)
@@ -325,7 +371,8 @@ def build_app(composer: Composer) -> gr.Blocks:
         lock_all.click(lambda s: change_locks(s, Locks.all), session_state, lock_outputs)
         unlock_all.click(lambda s: change_locks(s, Locks.none), session_state, lock_outputs)
         invert.click(lambda s: change_locks(s, Locks.inverted), session_state, lock_outputs)
-        listen.click(render_audio, [session_state, tempo], [player, status, *audio_downloads])
+        listen.click(render_audio, [session_state, tempo], [status, player, *audio_downloads])
+        make_pdf_button.click(make_pdf, session_state, [status, pdf_download])
         demo.load(restore, [saved, session_state], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
 
@@ -350,6 +397,6 @@ def build_app(composer: Composer) -> gr.Blocks:
             regenerate_button.click(partial(continue_piece, from_cursor=True),
                                     [session_state, continue_bars, *sampling_inputs], version_outputs),
         ]
-        stop_button.click(None, None, None, cancels=runs)
+        stop_button.click(stopped, session_state, version_outputs, cancels=runs)
         inpaint_button.click(regenerate_unlocked, [session_state, sweeps, seed], version_outputs)
     return demo

@@ -48,10 +48,15 @@ class Engraver:
             raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
         self._toolkit.setOptions({"xmlIdSeed": 1})
 
-    def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> Engraving:
-        """All pages of the score at the given width (verovio units) and scale (percent)."""
+    def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40,
+                page_height: int | None = None) -> Engraving:
+        """All pages of the score at the given width (verovio units) and scale (percent).
+
+        A `page_height` makes every page that tall, as paper is; without it each page is as tall
+        as its music, as a screen wants."""
+        fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False}
         with self._lock:
-            self._load(musicxml, {"pageWidth": page_width, "scale": scale})
+            self._load(musicxml, {"pageWidth": page_width, "scale": scale, **fixed})
             pages = tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
         return Engraving(pages=pages)
 

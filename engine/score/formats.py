@@ -8,6 +8,7 @@ memory with bounds on its size, so a hostile upload cannot exhaust memory or tou
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -53,10 +54,10 @@ def read_score(data: bytes, filename: str) -> ScoreDocument:
     if fmt is None:
         known = ", ".join(sorted(INPUT_FORMATS))
         raise ScoreError(f"{name}: unsupported file type (use one of {known})")
-    if not data.strip():
-        raise ScoreError(f"{name} is empty")
     if len(data) > MAX_FILE_BYTES:
         raise ScoreError(f"{name} is {len(data) / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    if not data.strip():
+        raise ScoreError(f"{name} is empty")
     found = _sniff(data)
     if found is not None and _family(found) != _family(fmt):
         raise ScoreError(f"{name} is named as {_FORMAT_NAMES[fmt]} but holds {_FORMAT_NAMES[found]}")
@@ -111,6 +112,10 @@ def _sniff(data: bytes) -> str | None:
 
 
 def _decode_text(data: bytes, name: str) -> str:
+    """Text of a text format; binary data is refused here, since latin-1 would decode it and the
+    lenient ABC and Humdrum readers would find "notes" in it."""
+    if _BINARY_BYTES.search(data[:65536]):
+        raise ScoreError(f"{name} holds binary data, not text")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -118,6 +123,14 @@ def _decode_text(data: bytes, name: str) -> str:
             return data.decode("latin-1")
         except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes every byte
             raise ScoreError(f"{name} is not a text file") from exc
+
+
+_BINARY_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+"""Control characters no score text holds (tab, line breaks, form feed and escape are allowed)."""
+_ABC_KEY_LINE = re.compile(r"^[ \t]*K:", re.MULTILINE)
+_ABC_UNKNOWN_FIELD = re.compile(r"^[JYhijklnopqt]:[^\n]*\n?", re.MULTILINE)
+"""Field letters ABC 2.1 does not define (and no note or music symbol starts a line with): the standard says
+to ignore them, while abc2xml refuses the whole tune."""
 
 
 def _checked_musicxml(data: bytes, name: str) -> str:
@@ -187,8 +200,10 @@ def _musicxml_from_abc(text: str, name: str) -> str:
     """ABC through abc2xml, the converter NotaGen's pipeline uses (it reads multi-voice ABC properly)."""
     from engine.score.notagen_abc import abc_to_musicxml
 
+    if not _ABC_KEY_LINE.search(text):
+        raise ScoreError(f"{name} holds no ABC tune (an ABC tune header ends with a K: key line)")
     try:
-        return abc_to_musicxml(text)
+        return abc_to_musicxml(_ABC_UNKNOWN_FIELD.sub("", text))
     except ScoreError as exc:
         raise ScoreError(f"{name}: {exc}") from exc
 

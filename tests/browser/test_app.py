@@ -72,6 +72,11 @@ def test_open_engrave_and_download(page, shot, tmp_path):
     with page.expect_download() as info:
         page.locator("#download-svg").click()
     assert info.value.suggested_filename.endswith(".svg")
+    page.locator("#make-pdf").click()
+    page.wait_for_function("() => !document.querySelector('#download-pdf').disabled")
+    with page.expect_download() as info:
+        page.locator("#download-pdf").click()
+    assert Path(info.value.path()).read_bytes().startswith(b"%PDF")
 
 
 def test_click_measures_to_lock_and_unlock(page, shot):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import music21
 
-from tests.browser.test_app import MEASURES, click_measure, open_example
+from tests.browser.test_app import MEASURES, click_measure, open_example, wait_for_status
 
 RECORD_STATUSES = """() => {
     window.statuses = [];
@@ -125,3 +125,26 @@ def test_regenerate_unlocked_keeps_locked_measures(page, shot, tmp_path):
                 assert after[index] == before[index], (part, column)
     assert any(after[i] != before[i] for i in range(len(before)) if i % columns not in (2, 6))
     shot(page, "inpainted")
+
+
+def test_stop_keeps_the_bars_made_so_far(page, shot, tmp_path):
+    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.locator("#seed input").fill("0")
+    page.locator("#max-bars input").fill("128")
+    page.locator("#generate").click()
+    page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length >= 1", timeout=120_000)
+    page.locator("#stop").click()
+    wait_for_status(page, "Stopped")
+    shot(page, "stopped")
+    kept = page.locator(MEASURES).count()
+    assert kept >= 1
+    page.wait_for_timeout(2000)  # nothing is still generating behind the stopped version
+    assert page.locator(MEASURES).count() == kept and "Stopped" in page.locator("#status").inner_text()
+    assert "Generated" in page.locator("#versions input").input_value()
+    assert len(measures_of(download_musicxml(page, tmp_path, "stopped.musicxml"))) >= kept  # parts x measures
+
+    page.locator("#max-bars input").fill("4")
+    page.locator("#generate").click()
+    assert "Done in" in wait_until_done(page)
+    page.locator("#undo").click()
+    page.wait_for_function(f"(n) => document.querySelectorAll('{MEASURES}').length === n", arg=kept)

@@ -1,0 +1,46 @@
+"""PDF of engraved pages: each verovio SVG page drawn by CairoSVG onto one multipage cairo PDF.
+
+CairoSVG writes one page per SVG, so its PDF surface is pointed at a shared cairo surface that is
+resized and turned over for each page instead of owning a surface of its own.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import cairocffi
+from cairosvg.parser import Tree
+from cairosvg.surface import PDFSurface
+
+from engine.errors import ScoreError
+
+A4_LAYOUT = {"page_width": 2100, "page_height": 2970, "scale": 55}
+"""Verovio's print layout: A4 pages in tenths of a millimetre, staves about 4 mm high."""
+A4_WIDTH_MM = 210.0
+
+
+class _PageSurface(PDFSurface):
+    """Draws one SVG as the next page of a shared cairo PDF surface."""
+
+    def __init__(self, tree: Tree, target: cairocffi.PDFSurface, dpi: float) -> None:
+        self._target = target
+        super().__init__(tree, None, dpi)
+
+    def _create_surface(self, width: float, height: float):
+        self._target.set_size(width, height)
+        return self._target, width, height
+
+
+def svg_pages_to_pdf(pages: Sequence[str], width_mm: float = A4_WIDTH_MM) -> bytes:
+    """One PDF page per SVG page, each scaled to `width_mm` wide (verovio SVGs have only a viewBox)."""
+    if not pages:
+        raise ScoreError("there is no engraved page to write as PDF")
+    output = io.BytesIO()
+    target = cairocffi.PDFSurface(output, 1, 1)
+    for page in pages:
+        tree = Tree(bytestring=page.encode("utf-8"))
+        width = float(tree.get("viewBox").split()[2])
+        _PageSurface(tree, target, dpi=width * 25.4 / width_mm)
+        target.show_page()
+    target.finish()
+    return output.getvalue()
