@@ -46,3 +46,20 @@ def test_train_resume_and_export_a_standardized_scorer(data_dir, tmp_path):  # n
     features = encoder.features(texts)
     torch.testing.assert_close(features.mean(dim=0), torch.zeros(64), atol=1e-4, rtol=0)
     assert json.loads((out / "training.json").read_text())["projection_pieces"] == len(texts)
+
+
+def test_shipped_encoder_tells_the_test_sets_prompts_apart(data_dir):  # noqa: F811
+    """The default scorer (assets/m3): every piece of the small set is closer to its own prompt's mean
+    than to the other prompt's (means over the other pieces, so a piece is never compared with itself)."""
+    from engine.scoring.evaluate import load_reference
+    from engine.scoring.metrics import cosine_to
+
+    encoder = load_encoder(m3.ROOT / "assets" / "m3")
+    pieces = load_reference(data_dir)
+    features = encoder.features([p.interleaved for p in pieces])
+    assert features.shape == (len(pieces), encoder.feature_size)
+    for i, piece in enumerate(pieces):
+        others = [j for j in range(len(pieces)) if j != i]
+        own = features[[j for j in others if pieces[j].prompt == piece.prompt]].mean(dim=0)
+        other = features[[j for j in others if pieces[j].prompt != piece.prompt]].mean(dim=0)
+        assert cosine_to(features[i:i + 1], own) > cosine_to(features[i:i + 1], other), piece.id

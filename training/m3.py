@@ -2,6 +2,7 @@
 
     python -m training.m3 train --config training/configs/m3_tiny.json     # resumes runs/<name>/last.pt
     python -m training.m3 export runs/m3_tiny --out assets/m3
+    python -m training.m3 report assets/m3                                  # what it knows of the labels
 
 Data: the interleaved ABC (CLaMP 2's format) of every piece in `data/pieces` built by
 `python -m training.data build --out data/`, train / validation splits as built. As in the official
@@ -231,6 +232,29 @@ def export(run: str | Path, out: str | Path, data_dir: str | Path = ROOT / "data
     return out
 
 
+def report(encoder_path: str | Path, data_dir: str | Path = ROOT / "data", min_train: int = 11) -> dict:
+    """What an encoder knows of the labelled pieces: the label classifiers' test accuracy, sheet-GT ACS,
+    and how much closer a test piece is to its own prompt's mean than to the other prompts' means
+    (prompts with at least `min_train` training pieces)."""
+    from engine.scoring.evaluate import ReferenceSet, sheet_gt_row
+    from engine.scoring.metrics import cosine_to
+
+    reference = ReferenceSet.build(data_dir, load_encoder(encoder_path))
+    row = sheet_gt_row(reference, reference.prompts(min_train=1))
+    prompts = reference.prompts(min_train=min_train)
+    means = {prompt: reference.prompt_features(prompt).mean(dim=0) for prompt in prompts}
+    own, other = [], []
+    for i in reference.indices("test"):
+        prompt = reference.pieces[i].prompt
+        if prompt in means:
+            own.append(float(cosine_to(reference.features[i:i + 1], means[prompt])[0]))
+            other += [float(cosine_to(reference.features[i:i + 1], means[q])[0]) for q in prompts if q != prompt]
+    return {"labelled_pieces": len(reference.pieces), "test_pieces": row.pieces, "probe_test_period": row.la_period,
+            "probe_test_instrumentation": row.la_instrumentation, "sheet_gt_acs": row.acs,
+            "own_prompt_cosine": sum(own) / len(own) if own else None,
+            "other_prompt_cosine": sum(other) / len(other) if other else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.m3", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,8 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("run")
     e.add_argument("--out", required=True)
     e.add_argument("--data", default=str(ROOT / "data"))
+    r = sub.add_parser("report", help="label-probe accuracy, sheet-GT ACS and prompt separation of an encoder")
+    r.add_argument("encoder")
+    r.add_argument("--data", default=str(ROOT / "data"))
     args = parser.parse_args(argv)
-    if args.command == "train":
+    if args.command == "report":
+        print(json.dumps(report(args.encoder, args.data), indent=1))
+    elif args.command == "train":
         print(train(args.config, args.data, Path(args.runs)))
     else:
         print(export(args.run, args.out, args.data))

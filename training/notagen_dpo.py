@@ -134,7 +134,7 @@ def train_on_pairs(policy: NotagenModel, pairs: list[dict], config: DpoConfig, r
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
-            margins.append(float((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))
+            margins.append(((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)).item())
     policy.eval()
     return {"pairs": len(pairs), "steps": len(losses), "mean_loss": sum(losses) / len(losses) if losses else None,
             "final_margin": sum(margins[-len(pairs):]) / len(pairs) if pairs else None}
