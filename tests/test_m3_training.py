@@ -35,10 +35,10 @@ def test_train_resume_and_export_a_standardized_scorer(data_dir, tmp_path):  # n
     path = tmp_path / "m3.json"
     path.write_text(json.dumps(config))
     run = m3.train(path, data_dir, tmp_path)
-    assert torch.load(run / "last.pt", weights_only=False)["step"] == 4
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
     config["train"]["steps"] = 6
     path.write_text(json.dumps(config))
-    assert torch.load(m3.train(path, data_dir, tmp_path) / "last.pt", weights_only=False)["step"] == 6
+    assert torch.load(m3.train(path, data_dir, tmp_path) / "last.pt", weights_only=True)["step"] == 6
     out = m3.export(run, tmp_path / "scorer", data_dir)
     encoder = load_encoder(out)
     assert encoder.feature_size == 64 and encoder.music_proj is not None

@@ -149,7 +149,7 @@ def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_roo
     step, wall, best = 0, 0.0, math.inf
     last = run / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)  # our own file, written below
+        state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, wall, best = state["step"], state["wall"], state["best"]
