@@ -102,3 +102,21 @@ def test_zip_bomb_is_refused_without_unpacking():
     assert len(buffer.getvalue()) < 1_000_000
     with pytest.raises(ScoreError, match="unpacks to"):
         read_score(buffer.getvalue(), "bomb.mxl")
+
+
+@pytest.mark.parametrize("work", ["bach/bwv66.6", "schoenberg/opus19/movement2"])
+def test_in_place_export_writes_the_same_musicxml(work):
+    """Making notation on the score itself (no copy) gives the exporter's usual output."""
+    import copy
+    import re
+
+    import music21
+
+    from engine.score.formats import score_to_musicxml
+
+    def normalized(text: str) -> str:  # the encoding date and random instrument ids differ per call
+        return re.sub(r"I[0-9a-f]{32}", "I", re.sub(r"<encoding-date>.*?</encoding-date>", "", text))
+
+    score = music21.corpus.parse(work)
+    expected = normalized(score_to_musicxml(copy.deepcopy(score)))
+    assert normalized(score_to_musicxml(score, in_place=True)) == expected

@@ -148,7 +148,7 @@ def _read_document(ref: PieceRef):
             parsed = parsed.mergeScores()
         if not isinstance(parsed, music21.stream.Score) or not parsed.parts:
             raise ScoreError(f"{path.name} holds no parts")
-        return ScoreDocument(musicxml=score_to_musicxml(parsed), title=ref.title)
+        return ScoreDocument(musicxml=score_to_musicxml(parsed, in_place=True), title=ref.title)
     return read_score(path.read_bytes(), path.name)
 
 

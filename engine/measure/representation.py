@@ -473,7 +473,7 @@ def to_document(grid: MeasureScore):
     from engine.score.document import ScoreDocument
     from engine.score.formats import score_to_musicxml
 
-    return ScoreDocument(musicxml=score_to_musicxml(to_score(grid)), title=grid.title)
+    return ScoreDocument(musicxml=score_to_musicxml(to_score(grid), in_place=True), title=grid.title)
 
 
 def _measure_number(number: str) -> int:
@@ -597,7 +597,7 @@ def replace_cells(document, grid: MeasureScore, cells: set[tuple[int, int]]):
                 fill_measure(measure, grid.cells[p][m], ties)
             else:
                 ties = _TieState()
-    return ScoreDocument(musicxml=score_to_musicxml(score), title=document.title)
+    return ScoreDocument(musicxml=score_to_musicxml(score, in_place=True), title=document.title)
 
 
 # ---------------------------------------------------------------------------------------------

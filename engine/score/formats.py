@@ -75,9 +75,19 @@ def read_score(data: bytes, filename: str) -> ScoreDocument:
     return document
 
 
-def score_to_musicxml(score: music21.stream.Score) -> str:
-    """MusicXML text of a music21 score (music21 writes MusicXML well, unlike ABC)."""
+def score_to_musicxml(score: music21.stream.Score, in_place: bool = False) -> str:
+    """MusicXML text of a music21 score (music21 writes MusicXML well, unlike ABC).
+
+    music21's exporter first deep-copies the score to add rests and notation to the copy. With
+    `in_place=True` it does the same steps on `score` itself, for a score the caller built and will
+    throw away: the copy was a third of the inpainting round trip (`bench/measure_speed.py`).
+    """
     exporter = music21.musicxml.m21ToXml.GeneralObjectExporter(score)
+    if in_place:
+        score.makeRests(refStreamOrTimeRange=[0.0, score.highestTime], fillGaps=True, inPlace=True, hideRests=True,
+                        timeRangeFromBarDuration=True)
+        score.makeNotation(inPlace=True)
+        exporter.makeNotation = False
     return exporter.parse().decode("utf-8")
 
 
@@ -223,7 +233,7 @@ def _musicxml_from_music21(data: bytes, fmt: str, name: str) -> str:
     if not isinstance(parsed, music21.stream.Score) or not parsed.parts:
         raise ScoreError(f"{name} holds no parts")
     try:
-        return score_to_musicxml(parsed)
+        return score_to_musicxml(parsed, in_place=True)
     except Exception as exc:  # music21 export of odd input
         raise ScoreError(f"{name} could not be converted to MusicXML ({describe(exc)})") from exc
 
