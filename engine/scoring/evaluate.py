@@ -219,12 +219,15 @@ class TableRow:
     pieces: int
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def model_row(name: str, k: str, scored: list[ScoredPiece], attempted: int, ppl: float | None) -> TableRow:
     """The table row of a set of scored pieces (`attempted` counts the ones that failed to convert too)."""
     bars = sum(p.bars for p in scored)
-    mean = (lambda values: sum(values) / len(values) if values else None)
-    return TableRow(name, k, mean([p.clamp_score for p in scored]), mean([float(p.period_hit) for p in scored]),
-                    mean([float(p.instrumentation_hit) for p in scored]),
+    return TableRow(name, k, _mean([p.clamp_score for p in scored]), _mean([float(p.period_hit) for p in scored]),
+                    _mean([float(p.instrumentation_hit) for p in scored]),
                     100 * sum(p.misaligned_bars for p in scored) / bars if bars else None, ppl,
                     len(scored) / attempted if attempted else None, attempted)
 
@@ -236,7 +239,7 @@ def sheet_gt_row(reference: ReferenceSet, prompts: Sequence[str]) -> TableRow:
     scores = [float(clamp_scores(features[j:j + 1], reference.prompt_features(reference.pieces[i].prompt))[0])
               for j, i in enumerate(test)]
     alignment = bar_alignment_of_set(reference.pieces[i].interleaved for i in test)
-    return TableRow("sheet-GT", "-", sum(scores) / len(scores) if scores else None,
+    return TableRow("sheet-GT", "-", _mean(scores),
                     reference.period_probe.accuracy(features, [reference.pieces[i].period for i in test]),
                     reference.instrumentation_probe.accuracy(features, [reference.pieces[i].instrumentation for i in test]),
                     100 * alignment.rate if alignment.bars else None, None, 1.0, len(test))
@@ -294,7 +297,7 @@ def evaluate(checkpoint: str | Path | None, encoder_path: str | Path, data_dir: 
         "checkpoint": str(checkpoint), "encoder": str(encoder_path), "prompts": prompts, "n": n, "max_bars": max_bars,
         "seed": seed, "sampling": sampling, "rows": [asdict(row) for row in rows],
         "probe_test_accuracy": {"period": rows[0].la_period, "instrumentation": rows[0].la_instrumentation},
-        "pieces": [{k2: v for k2, v in asdict(p).items() if k2 != "text"} for p in scored],
+        "pieces": [{key: value for key, value in asdict(p).items() if key != "text"} for p in scored],
         "seconds": round(time.perf_counter() - started, 1),
     }
     out = Path(out)
