@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,7 @@ def report(encoder_path: str | Path, data_dir: str | Path = ROOT / "data", min_t
     and how much closer a test piece is to its own prompt's mean than to the other prompts' means
     (prompts with at least `min_train` training pieces)."""
     from engine.scoring.evaluate import ReferenceSet, sheet_gt_row
-    from engine.scoring.metrics import cosine_to
+    from engine.scoring.metrics import cosine_to, max_similarity
 
     reference = ReferenceSet.build(data_dir, load_encoder(encoder_path))
     row = sheet_gt_row(reference, reference.prompts(min_train=1))
@@ -249,10 +250,18 @@ def report(encoder_path: str | Path, data_dir: str | Path = ROOT / "data", min_t
         if prompt in means:
             own.append(float(cosine_to(reference.features[i:i + 1], means[prompt])[0]))
             other += [float(cosine_to(reference.features[i:i + 1], means[q])[0]) for q in prompts if q != prompt]
+    # How close genuinely different pieces come: a held-out piece against its prompt's training pieces.
+    # CLaMP-DPO's plagiarism bound (0.95 for CLaMP 2) only means something well above these values.
+    held_out = [float(max_similarity(reference.features[i:i + 1], reference.prompt_features(reference.pieces[i].prompt))[0])
+                for i in reference.indices("test") + reference.indices("validation")
+                if reference.indices("train", reference.pieces[i].prompt)]
     return {"labelled_pieces": len(reference.pieces), "test_pieces": row.pieces, "probe_test_period": row.la_period,
             "probe_test_instrumentation": row.la_instrumentation, "sheet_gt_acs": row.acs,
             "own_prompt_cosine": sum(own) / len(own) if own else None,
-            "other_prompt_cosine": sum(other) / len(other) if other else None}
+            "other_prompt_cosine": sum(other) / len(other) if other else None,
+            "held_out_pieces": len(held_out),
+            "held_out_max_similarity_median": statistics.median(held_out) if held_out else None,
+            "held_out_share_above_0.95": sum(v > 0.95 for v in held_out) / len(held_out) if held_out else None}
 
 
 def main(argv: list[str] | None = None) -> int:
