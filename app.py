@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
     parser.add_argument("--concurrency", type=int, default=2,
-                        help="how many actions run at once (the rest wait in the queue)")
+                        help="how many model, audio and PDF actions run at once, all sessions together (the rest wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=64, help="longest queue before new requests are refused")
     return parser.parse_args(argv)
 

@@ -448,7 +448,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, notagen_referenc
     not_a_checkpoint = tmp_path / "junk.pth"
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     assert main(["generate", "--checkpoint", str(not_a_checkpoint), "--out", str(tmp_path)]) == 1
-    assert "cannot load" in capsys.readouterr().err
+    assert "not a readable PyTorch file" in capsys.readouterr().err
 
 
 def test_default_checkpoint_folder(tmp_path, monkeypatch, notagen_reference):

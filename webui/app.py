@@ -189,7 +189,11 @@ def build_app(composer: Composer) -> gr.Blocks:
                 else:
                     yield show(session, status, preview=True)
         except USER_ERRORS as exc:
-            yield failed(session, str(exc))
+            if first:
+                yield failed(session, str(exc))
+            else:  # a preview is on screen: keep it as a full version, downloads included, as Stop does
+                gr.Warning(str(exc))
+                yield show(session, f"**Error:** {html.escape(str(exc))}. Kept what was made.")
 
     def stopped(session: Session):
         """Stop keeps the piece as far as it got: a full version, downloads included, not a preview."""
@@ -371,8 +375,11 @@ def build_app(composer: Composer) -> gr.Blocks:
         lock_all.click(lambda s: change_locks(s, Locks.all), session_state, lock_outputs)
         unlock_all.click(lambda s: change_locks(s, Locks.none), session_state, lock_outputs)
         invert.click(lambda s: change_locks(s, Locks.inverted), session_state, lock_outputs)
-        listen.click(render_audio, [session_state, tempo], [status, player, *audio_downloads])
-        make_pdf_button.click(make_pdf, session_state, [status, pdf_download])
+        # The model, audio and PDF actions share one limit (app.py's --concurrency): Gradio counts each
+        # event on its own otherwise, so N generations, N inpaintings and N renders could all run at once.
+        heavy = dict(concurrency_id="heavy")
+        listen.click(render_audio, [session_state, tempo], [status, player, *audio_downloads], **heavy)
+        make_pdf_button.click(make_pdf, session_state, [status, pdf_download], **heavy)
         demo.load(restore, [saved, session_state], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
 
@@ -391,12 +398,12 @@ def build_app(composer: Composer) -> gr.Blocks:
         sampling_inputs = [temperature, top_k, top_p, seed]
         runs = [
             generate_button.click(generate, [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
-                                  version_outputs),
+                                  version_outputs, **heavy),
             continue_button.click(partial(continue_piece, from_cursor=False),
-                                  [session_state, continue_bars, *sampling_inputs], version_outputs),
+                                  [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy),
             regenerate_button.click(partial(continue_piece, from_cursor=True),
-                                    [session_state, continue_bars, *sampling_inputs], version_outputs),
+                                    [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy),
         ]
         stop_button.click(stopped, session_state, version_outputs, cancels=runs)
-        inpaint_button.click(regenerate_unlocked, [session_state, sweeps, seed], version_outputs)
+        inpaint_button.click(regenerate_unlocked, [session_state, sweeps, seed], version_outputs, **heavy)
     return demo

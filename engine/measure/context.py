@@ -306,13 +306,14 @@ class MeasureLM(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> MeasureLM:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
         try:
             config = MeasureConfig.load(directory / "config.json")
             state = load_file(str(directory / "model.safetensors"), device=map_location)
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:
             raise ModelError(f"cannot load the measure model from {directory}: {exc}") from exc
         model = cls(config)
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from engine.errors import ModelError, ScoreError
+from engine.errors import ModelError, ScoreError, out_of_memory_as_model_error
 from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
 from engine.measure.representation import (
@@ -192,9 +192,10 @@ def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | 
     free = [(p, m) for p in range(grid.n_parts) for m in range(grid.n_columns) if (p, m) not in locked_cells]
     if not free:
         return ScoreDocument(document.musicxml, document.title)
-    filled = run_algorithm1(model, grid, part_tokens(grid), free, seed=seed, temperature=temperature,
-                            sweeps=sweeps, refine_fraction=refine_fraction, order=order,
-                            time_budget_s=time_budget_s, constrained=constrained, on_progress=on_progress)
+    with out_of_memory_as_model_error("the measure model"):
+        filled = run_algorithm1(model, grid, part_tokens(grid), free, seed=seed, temperature=temperature,
+                                sweeps=sweeps, refine_fraction=refine_fraction, order=order,
+                                time_budget_s=time_budget_s, constrained=constrained, on_progress=on_progress)
     return replace_cells(document, filled, set(free))
 
 

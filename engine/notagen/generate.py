@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import ModelError, ScoreError, describe
+from engine.errors import ModelError, ScoreError, describe, out_of_memory_as_model_error
 from engine.notagen.model import NotagenModel, PatchCache, load_checkpoint
 from engine.notagen.patchilizer import BOS_ID, EOS_ID, PAD_ID, Patchilizer
 from engine.notagen.sampling import (
@@ -636,11 +636,12 @@ class _Engine:
 
     # -------------------------------------------------------------- the loop
     def run(self) -> Iterator[GenerationEvent]:
-        groups = self.start()
-        while groups:
-            groups = self.advance(groups)
-            yield from self.events
-            self.events = []
+        with out_of_memory_as_model_error("NotaGen"):
+            groups = self.start()
+            while groups:
+                groups = self.advance(groups)
+                yield from self.events
+                self.events = []
 
     def start(self) -> list[_Group]:
         """Encode the context and make the rows (the clock and time limit start here)."""

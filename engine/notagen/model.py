@@ -15,6 +15,7 @@ KV-cached primitives that generation uses: the patch decoder advances one patch 
 """
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +285,11 @@ class NotagenModel(nn.Module):
 
 def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The model weights of an official `.pth` checkpoint (its `model` entry), legacy attention buffers dropped."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        # torch's own message for a damaged file talks about `weights_only`, which would mislead here
+        raise ModelError(f"the NotaGen checkpoint {path} is not a readable PyTorch file (damaged, cut short or another kind of file)") from exc
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ModelError(f"{path} is not an official NotaGen checkpoint (a dict with a 'model' entry)")
     return {key: value for key, value in checkpoint["model"].items() if not key.endswith(_LEGACY_BUFFER_SUFFIXES)}

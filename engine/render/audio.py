@@ -38,6 +38,9 @@ def audio_problem() -> str | None:
     """Why audio cannot be rendered on this machine, or None when it can."""
     if shutil.which("fluidsynth") is None:
         return "audio is off: FluidSynth is not installed (apt-get install fluidsynth)"
+    configured = os.environ.get("SOUNDFONT")
+    if configured and not Path(configured).is_file():
+        return f"audio is off: SOUNDFONT is set to {configured}, which is not a file"
     if find_soundfont() is None:
         return "audio is off: no SoundFont found (apt-get install timgm6mb-soundfont, or set SOUNDFONT)"
     return None

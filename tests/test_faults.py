@@ -1,0 +1,300 @@
+"""Model and audio faults, each injected, through the web handlers a user's click runs (issue #8).
+
+Every fault must end in a one-line message and a usable tab: the score and history on screen stay, a
+stopped generation keeps its complete bars, and a broken model file stops the app at start with one
+line on stderr, never a traceback or a dead page.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+import app
+from engine.errors import ModelError, ScoreError
+from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
+from engine.notagen import generate as notagen_generate
+from engine.notagen.generate import STOP_CANCEL, NotagenGenerator
+from engine.render.audio import AudioUnavailable, synthesize
+from engine.service import Composer
+from tests.conftest import NOTAGEN_REFERENCE, ROOT
+from webui import app as webui_app
+from webui.session import Session
+
+TINY_NOTAGEN = NOTAGEN_REFERENCE / "tiny_notagen_trained_fp16.pth"
+SAMPLING = {"temperature": 1.2, "top_k": 9, "top_p": 0.9}
+CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)"
+
+
+@pytest.fixture(scope="module")
+def composer(notagen_reference, one_torch_thread):
+    return Composer(notagen=NotagenGenerator.load(TINY_NOTAGEN), measure_model=load_model(DEFAULT_CHECKPOINT))
+
+
+@pytest.fixture(scope="module")
+def handlers(composer):
+    """The real web handlers of the app, by function name (as the queue runs them)."""
+    return handlers_of(webui_app.build_app(composer))
+
+
+def handlers_of(demo) -> dict:
+    """Handlers by name; a `functools.partial` (Continue, Regenerate from) by its function's name."""
+    functions = [f.fn for f in demo.fns.values() if f.fn is not None]  # None: a JavaScript-only event
+    return {getattr(fn, "__name__", None) or fn.func.__name__: fn for fn in functions}
+
+
+@pytest.fixture(scope="module")
+def session(composer) -> Session:
+    """A tab that already shows a score, with a lock and a clicked measure, so losses would show."""
+    session = Session().with_version(composer.open_example("Bach - Chorale BWV 66.6"), "Opened chorale")
+    return session.with_locks(session.locks.toggle_cell(0, 1), cursor=3)
+
+
+def run_generate(handlers, session, max_bars=16, seed=0, on_output=None) -> list:
+    """All outputs of the Generate click (unconditional); `on_output` sees each as it streams."""
+    outputs = []
+    for output in handlers["generate"](session, None, None, None, *SAMPLING.values(), seed, max_bars):
+        outputs.append(output)
+        if on_output:
+            on_output(output)
+    return outputs
+
+
+def assert_kept(outputs: list, session: Session, words: str) -> None:
+    """The last output reports the failure and hands back the tab's session object untouched."""
+    assert outputs[-1][0] is session
+    assert outputs[-1][3].startswith("**Error:**") and words in outputs[-1][3]
+    assert "\n" not in outputs[-1][3] and "Traceback" not in outputs[-1][3]
+
+
+def offers_musicxml(output: list) -> bool:
+    """A finished version: its MusicXML download is made and offered."""
+    return any(isinstance(o, dict) and str(o.get("value")).endswith(".musicxml") and o.get("interactive") for o in output)
+
+
+def assert_session_intact(session: Session) -> None:
+    assert len(session.history.versions) == 1 and session.document.n_measures == 10
+    assert session.locks.cells == {(0, 1)} and session.cursor == 3
+
+
+# ------------------------------------------------------------------ (a) output that does not convert
+def _failing_finisher(*args):
+    def finish(text, start, reason):
+        raise ScoreError("abc2xml: unexpected token")
+    return finish
+
+
+@pytest.mark.parametrize("action", ["generate", "continue"])
+def test_output_that_does_not_convert_keeps_the_previous_score(handlers, session, monkeypatch, action):
+    """Every attempt's text fails to convert (previews too): the failure is reported once all attempts
+    are spent, and the tab keeps the score it had."""
+    monkeypatch.setattr(notagen_generate, "finish_generated", _failing_finisher)
+    monkeypatch.setattr(notagen_generate.ScoreContinuation, "finisher", lambda self, title: _failing_finisher())
+    with pytest.warns(UserWarning, match="could not be used"):
+        if action == "generate":
+            outputs = run_generate(handlers, session, max_bars=2)
+        else:
+            outputs = list(handlers["continue_piece"](session, 2, *SAMPLING.values(), 0, from_cursor=False))
+    assert_kept(outputs, session, "the generated piece could not be used: the generated text does not convert")
+    assert all(output[0] is session for output in outputs)  # no preview ever replaced the score
+    assert_session_intact(session)
+
+
+# ------------------------------------------------------------------ (b) time limit, (c) cancel
+def test_time_limit_keeps_the_complete_bars(handlers, session, monkeypatch):
+    """The generation is held after its first bar until its time limit has passed: it stops with that bar
+    as a finished version (downloads made), and the earlier score stays in the history."""
+    limit = 5.0
+    monkeypatch.setattr(webui_app, "GENERATION_TIME_LIMIT", limit)
+    started = time.monotonic()
+
+    def hold_after_first_bar(output):
+        if output[3].startswith("Generating: 1 bars"):
+            time.sleep(max(0.0, limit - (time.monotonic() - started)) + 0.2)
+
+    outputs = run_generate(handlers, session, on_output=hold_after_first_bar)
+    final = outputs[-1][0]
+    assert "(stopped: time)" in outputs[-1][3]
+    assert final.document.n_measures == 1 and final.history.can_undo
+    assert final.history.versions[0].document is session.document
+    assert offers_musicxml(outputs[-1])
+
+
+def test_cancel_event_keeps_the_complete_bars(composer):
+    """`cancel` set (any thread may) after two bars: the piece ends with exactly those two complete bars."""
+    cancel = threading.Event()
+    events = composer.notagen.stream(None, max_bars=16, seed=0, cancel=cancel)
+    for event in events:
+        if event.kind == "bar" and event.bars == 2:
+            cancel.set()
+        if event.kind == "done":
+            break
+    assert event.kind == "done" and event.stop == STOP_CANCEL and event.bars == 2
+    body = [line for line in event.piece.text.splitlines(keepends=True) if line.startswith("[r:")]
+    assert len(body) == 2 and all(line.endswith("\n") for line in body)
+    assert event.piece.document.n_measures == 2
+
+
+def test_stop_button_keeps_the_piece_so_far(handlers, session):
+    """The Stop button cancels the streaming handler (Gradio closes it) and shows the last piece as a full version."""
+    running = handlers["generate"](session, None, None, None, *SAMPLING.values(), 0, 16)
+    preview = next(output for output in running if output[0] is not session)
+    running.close()
+    outputs = handlers["stopped"](preview[0])
+    assert outputs[3].endswith("Stopped: kept what was made.")
+    assert outputs[0].document.n_measures >= 1 and outputs[0].history.versions[0].document is session.document
+    assert offers_musicxml(outputs)
+
+
+# ------------------------------------------------------------------ (d) out of memory
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError(CUDA_OOM), RuntimeError("DefaultCPUAllocator: can't allocate memory")])
+def test_out_of_memory_while_generating(handlers, composer, session, monkeypatch, error):
+    def out_of_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(composer.notagen.model, "decode_patch", out_of_memory)
+    with pytest.warns(UserWarning, match="ran out of memory"):
+        outputs = run_generate(handlers, session)
+    assert_kept(outputs, session, "NotaGen ran out of memory")
+    with pytest.warns(UserWarning, match="ran out of memory"):
+        outputs = list(handlers["continue_piece"](session, 2, *SAMPLING.values(), 0, from_cursor=False))
+    assert_kept(outputs, session, "NotaGen ran out of memory")
+    assert_session_intact(session)
+
+
+def test_out_of_memory_mid_piece_keeps_the_bars_so_far(handlers, composer, session, monkeypatch):
+    """Memory runs out after the first bar is on screen: the failure is shown, and the bars so far stay as a
+    finished version (downloads made, as after Stop) after the earlier score in the history."""
+    decode_patch = composer.notagen.model.decode_patch
+    shown = []
+
+    def decode_until_shown(*args, **kwargs):
+        if shown:
+            raise torch.OutOfMemoryError(CUDA_OOM)
+        return decode_patch(*args, **kwargs)
+
+    monkeypatch.setattr(composer.notagen.model, "decode_patch", decode_until_shown)
+    with pytest.warns(UserWarning, match="ran out of memory"):
+        outputs = run_generate(handlers, session, on_output=lambda output: shown.append(output[0] is not session))
+    final = outputs[-1]
+    assert "NotaGen ran out of memory" in final[3] and "Kept what was made" in final[3]
+    assert final[0].document.n_measures == 1 and final[0].history.versions[0].document is session.document
+    assert offers_musicxml(final)
+
+
+def test_out_of_memory_while_inpainting(handlers, composer, session, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(composer.measure_model.context, "forward", out_of_memory)
+    with pytest.warns(UserWarning, match="ran out of memory"):
+        outputs = handlers["regenerate_unlocked"](session, 0, 0)
+    assert_kept([outputs], session, "regenerating failed: the measure model ran out of memory")
+    assert_session_intact(session)
+
+
+def test_other_model_errors_are_not_hidden(composer, session, monkeypatch):
+    """Only memory errors become `ModelError`: a real bug still shows as itself."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("size mismatch")
+
+    monkeypatch.setattr(composer.notagen.model, "decode_patch", broken)
+    with pytest.raises(RuntimeError, match="size mismatch") as caught:
+        list(composer.generate(None, max_bars=2, seed=0))
+    assert not isinstance(caught.value, ModelError)
+
+
+# ------------------------------------------------------------------ (e) missing or corrupt checkpoints
+def test_missing_checkpoint_stops_the_app_with_one_line():
+    result = subprocess.run([sys.executable, "app.py", "--notagen-checkpoint", "/nonexistent"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: checkpoint not found: /nonexistent"]
+
+
+def _garbage(path):
+    path.write_bytes(bytes(range(256)) * 20)
+    return path
+
+
+CHECKPOINTS = {
+    "notagen garbage": (lambda tmp: ["--notagen-checkpoint", str(_garbage(tmp / "model.pth"))], "is not a readable PyTorch file"),
+    "notagen cut short": (lambda tmp: ["--notagen-checkpoint", str(_cut(tmp / "model.pth"))], "is not a readable PyTorch file"),
+    "measure missing": (lambda tmp: ["--measure-checkpoint", str(tmp / "none")], "no measure model at"),
+    "measure garbage": (lambda tmp: ["--measure-checkpoint", str(_garbage_measure(tmp))], "cannot load the measure model"),
+}
+
+
+def _cut(path):
+    path.write_bytes(TINY_NOTAGEN.read_bytes()[:100_000])
+    return path
+
+
+def _garbage_measure(tmp):
+    (tmp / "config.json").write_bytes((DEFAULT_CHECKPOINT / "config.json").read_bytes())
+    _garbage(tmp / "model.safetensors")
+    return tmp
+
+
+@pytest.mark.parametrize("case", CHECKPOINTS)
+def test_corrupt_checkpoint_stops_the_app_with_one_line(case, tmp_path, capsys, notagen_reference):
+    """`app.main` (what `python app.py` runs) refuses before starting the server."""
+    make_args, words = CHECKPOINTS[case]
+    assert app.main(make_args(tmp_path)) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+
+
+def test_app_without_models_or_audio_starts_with_those_parts_off(monkeypatch, tmp_path, session):
+    """With no model loaded and no FluidSynth, the page still builds: the buttons are off, each with its
+    reason on the page, and clicking anyway gives a message, not an error page."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    composer = Composer()
+    demo = webui_app.build_app(composer)
+    components = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
+    for button in ("generate", "continue", "regenerate-from", "inpaint", "listen"):
+        assert components[button].interactive is False
+    assert "--notagen-checkpoint" in components["compose-off"].value
+    assert "--measure-checkpoint" in components["inpaint-off"].value
+    assert "FluidSynth is not installed" in components["audio-problem"].value
+    handlers = handlers_of(demo)
+    with pytest.warns(UserWarning, match="no NotaGen model is loaded"):
+        assert_kept(run_generate(handlers, session), session, "no NotaGen model is loaded")
+    with pytest.warns(UserWarning, match="no measure model is loaded"):
+        assert_kept([handlers["regenerate_unlocked"](session, 0, 0)], session, "no measure model is loaded")
+
+
+# ------------------------------------------------------------------ (f) FluidSynth or the SoundFont missing
+@pytest.mark.parametrize("missing", ["fluidsynth", "soundfont"])
+def test_audio_unavailable_is_explained_and_the_score_stays(handlers, session, monkeypatch, tmp_path, missing):
+    if missing == "fluidsynth":
+        monkeypatch.setenv("PATH", str(tmp_path))
+        words = "FluidSynth is not installed"
+    else:
+        monkeypatch.setenv("SOUNDFONT", str(tmp_path / "gone.sf2"))
+        words = "gone.sf2, which is not a file"
+    with pytest.raises(AudioUnavailable, match=words):
+        synthesize(b"MThd", "ogg")
+    with pytest.warns(UserWarning, match=words):
+        outputs = handlers["render_audio"](session, 1.0)
+    status = next(output for output in outputs if isinstance(output, str))
+    assert status.startswith("**Error:** audio is off: ") and words in status
+    assert all(output == {"__type__": "update"} for output in outputs if output is not status)  # player, downloads stay
+    assert_session_intact(session)  # the handler does not even output the session: the score stays
+
+
+def test_model_audio_and_pdf_actions_share_one_concurrency_limit(composer):
+    """`--concurrency N` bounds all heavy work together, not N generations plus N inpaintings plus ..."""
+    demo = webui_app.build_app(composer)
+    heavy = {"generate", "continue_piece", "regenerate_unlocked", "render_audio", "make_pdf"}
+    ids = {}
+    for block in demo.fns.values():
+        fn = block.fn
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+        if name in heavy:
+            ids.setdefault(name, set()).add(block.concurrency_id)
+    assert set(ids) == heavy and {i for group in ids.values() for i in group} == {"heavy"}
