@@ -241,6 +241,21 @@ def training_grids(pieces: list[Piece], train: TrainConfig, rng: random.Random) 
     return grids
 
 
+def batch_order(config: MeasureConfig) -> str:
+    """Token order of a batch: AR's shuffled column-first order, else row-major grid order."""
+    return "ar" if config.kind == "ar" else "grid"
+
+
+def doubled(grid: MeasureScore) -> MeasureScore:
+    """The paper's length-augmentation test: every measure played twice in a row (every voice
+    repeated, twice the beats), a length never seen in training."""
+    from dataclasses import replace
+
+    cells = tuple(tuple(replace(cell, n_beats=2 * cell.n_beats, voices=tuple(v + v for v in cell.voices)) for cell in row)
+                  for row in grid.cells)
+    return replace(grid, cells=cells)
+
+
 def loss_of(model: MeasureLM, batch: GridBatch, generator: torch.Generator) -> dict:
     if model.config.kind == "csd":
         masked = sample_mask(batch.layout, generator)
@@ -253,8 +268,10 @@ def loss_of(model: MeasureLM, batch: GridBatch, generator: torch.Generator) -> d
 # ---------------------------------------------------------------------------------------------
 
 
-def fixed_eval_batches(pieces: list[Piece], config: MeasureConfig, train: TrainConfig, n: int, seed: int = 1234):
-    """Deterministic evaluation batches: one crop per piece, masks drawn with a fixed seed."""
+def fixed_eval_batches(pieces: list[Piece], config: MeasureConfig, train: TrainConfig, n: int, seed: int = 1234,
+                       double: bool = False):
+    """Deterministic evaluation batches: one crop per piece, masks drawn with a fixed seed (the
+    same crops and masks with `double`, every measure then repeated: see `doubled`)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     batches = []
@@ -262,7 +279,8 @@ def fixed_eval_batches(pieces: list[Piece], config: MeasureConfig, train: TrainC
         g = piece.grid
         length = min(train.max_columns, g.n_columns)
         start = rng.randrange(g.n_columns - length + 1)
-        batch = grid_batch([crop(g, start, length)], config, rng, order="grid" if config.kind == "csd" else "ar")
+        g = crop(g, start, length)
+        batch = grid_batch([doubled(g) if double else g], config, rng, order=batch_order(config))
         batches.append((batch, sample_mask(batch.layout, gen)))
     return batches
 
@@ -285,10 +303,12 @@ def evaluate_nll(model: MeasureLM, batches) -> dict[str, float]:
 @torch.no_grad()
 def evaluate_length(model: MeasureLM, batches, max_cells: int = 64, seed: int = 0) -> dict[str, float]:
     """Length accuracy: masked measures sampled without the length constraint (temperature 1)
-    whose every voice sums exactly to the measure's length (padding included)."""
+    whose every voice sums exactly to the measure's length (padding included). At most
+    `max_cells`, spread evenly over the batches (pieces)."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     right = tried = 0
+    per_batch = max(1, math.ceil(max_cells / max(len(batches), 1)))
     for batch, masked in batches:
         if tried >= max_cells:
             break
@@ -302,7 +322,7 @@ def evaluate_length(model: MeasureLM, batches, max_cells: int = 64, seed: int = 
             c, m_in = model.context(hg, mg, batch.layout)
             targets = batch.layout.valid[0].nonzero().flatten().tolist()
         flat = cells_list(batch)
-        for i in targets[: max_cells - tried]:
+        for i in targets[: min(per_batch, max_cells - tried)]:
             target = flat[int(batch.cell_index[0, i])]
             cell = model.measure.decode_cell(c[0, i], m_in[0, i], target.beat_unit, target.n_beats,
                                              generator=gen, constrained=False)
@@ -328,19 +348,41 @@ def cells_list(batch: GridBatch):
 # ---------------------------------------------------------------------------------------------
 
 
-def read_config(path: str | Path) -> tuple[dict, TrainConfig]:
+def read_config(path: str | Path, overrides: dict | None = None) -> tuple[dict, TrainConfig]:
+    """(model fields, training settings) of a config file; `overrides` (name -> value) replace
+    settings of either section by name (`--set key_function=skewgauss --set steps=300`)."""
     data = json.loads(Path(path).read_text())
-    train = data.get("train", {})
+    model, train = dict(data.get("model", {})), dict(data.get("train", {}))
+    train_names = set(TrainConfig.__dataclass_fields__)
+    model_names = set(MeasureConfig.__dataclass_fields__)
+    for key, value in (overrides or {}).items():
+        if key in train_names:
+            train[key] = value
+        elif key in model_names:
+            model[key] = value
+        else:
+            raise ValueError(f"unknown setting {key!r} (model: {sorted(model_names)}; train: {sorted(train_names)})")
     if "shifts" in train:
         train["shifts"] = tuple(train["shifts"])
-    return data.get("model", {}), TrainConfig(**train)
+    return model, TrainConfig(**train)
 
 
-def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False) -> Path:
+def parse_setting(text: str) -> tuple[str, object]:
+    """'key=value' with a JSON value ('steps=300', 'position_signal=false'); bare words are strings."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False, overrides: dict | None = None) -> Path:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    model_fields, tc = read_config(config_path)
+    model_fields, tc = read_config(config_path, overrides)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     run = run_root / tc.name
@@ -394,7 +436,7 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False)
     started = time.time()
     wall_at_start = wall
     bar = tqdm(total=tc.steps, initial=step, desc=tc.name, dynamic_ncols=True, mininterval=5)
-    order = "grid" if config.kind == "csd" else "ar"
+    order = batch_order(config)
     while step < tc.steps:
         model.train()
         for group in optimizer.param_groups:
@@ -439,15 +481,22 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False)
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, threads: int = 1) -> dict:
+def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, threads: int = 1,
+             pieces: list[Piece] | None = None) -> dict:
+    """Test-split NLL and length accuracy of a checkpoint on its own task (CSD: masked measures;
+    AR: every measure from its history; "concurrent" / "single": the ablation tasks), and the same
+    on the doubled-length test (`*_doubled`: every measure repeated, twice as long)."""
     torch.set_num_threads(threads)
     model = MeasureLM.load(checkpoint)
-    pieces = [p for p in load_pieces() if p.split == "test"]
+    pieces = [p for p in (pieces or load_pieces()) if p.split == "test"]
     if limit:
         pieces = pieces[:limit]
     tc = TrainConfig()
-    batches = fixed_eval_batches(pieces, model.config, tc, len(pieces), seed=4321)
-    metrics = {"test_pieces": len(pieces), **evaluate_nll(model, batches), **evaluate_length(model, batches, length_cells)}
+    metrics: dict = {"task": model.config.kind, "test_pieces": len(pieces)}
+    for suffix, double in (("", False), ("_doubled", True)):
+        batches = fixed_eval_batches(pieces, model.config, tc, len(pieces), seed=4321, double=double)
+        found = {**evaluate_nll(model, batches), **evaluate_length(model, batches, length_cells)}
+        metrics.update({f"{key}{suffix}": value for key, value in found.items()})
     return metrics
 
 
@@ -504,13 +553,21 @@ def export(run: Path, out: Path, metrics: dict | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("train", "eval", "export", "data") else "train"
+    command = argv.pop(0) if argv and argv[0] in ("train", "eval", "export", "data", "ablate") else "train"
+    if command == "ablate":
+        from training.measure_ablation import main as ablate
+
+        return ablate(argv)
     parser = argparse.ArgumentParser(prog=f"python -m training.measure {command}")
     if command == "train":
         parser.add_argument("--config", default=str(ROOT / "training/configs/measure_tiny.json"))
         parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+        parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
+                            help="override a model or train setting (JSON value), e.g. --set kind=concurrent "
+                                 "--set key_function=skewgauss --set reader=position --set position_signal=false "
+                                 "--set memory=false --set name=my_run; repeatable")
         args = parser.parse_args(argv)
-        train(args.config, fresh=args.fresh)
+        train(args.config, fresh=args.fresh, overrides=dict(args.settings))
     elif command == "eval":
         parser.add_argument("--checkpoint", default=str(ROOT / "assets/measure"))
         parser.add_argument("--limit", type=int, default=0, help="test pieces (0: all)")

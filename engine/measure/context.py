@@ -9,8 +9,13 @@
                cross-attention blocks from the next measure's query (instrument + position); the
                decoder matrix is the sum of the matrices already written in the same column.
 
+    ConcurrentContext, SinglePartContext
+               the paper's two isolated ablation tasks (section 5.3): a measure from the sum of
+               its column's other measures; the next measure of a part from a 3-layer LSTM.
+
 State-dict names: `measure.*` (engine.measure.model), `context.{inp,mask,instrument,column_beats,
-column_unit,blocks.N.*,out}` and, for AR, `context.{bos,query_blocks.N.*}`.
+column_unit,blocks.N.*,out}`, for AR `context.{bos,query_blocks.N.*}`, for the single-part task
+`context.{inp,bos,instrument,lstms.N.*,reads.N,mixes.N,ln,out}`.
 
 Relative attention (Shaw et al. 2018): score_ij = q_i . (k_j + a^m[dm_ij] + a^p[dp_ij] + a^s[same_ij]) / sqrt(d)
 with learned per-head vectors for the clipped measure distance, part distance and same-part flag.
@@ -220,14 +225,86 @@ class ARContext(_ContextBase):
         return c, aggregated
 
 
+class ConcurrentContext(nn.Module):
+    """The paper's concurrent-measure task (section 5.3): each measure is predicted from the other
+    measures of its column alone. The decoder input is the sum of their encodings (projected, plus
+    the target part's instrument) and the decoder matrix the sum of their memory matrices. Nothing
+    tells the decoder the measure's length: it must come from the context measures."""
+
+    def __init__(self, config: MeasureConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.inp = nn.Linear(config.d_measure, d)
+        self.instrument = nn.Embedding(len(config.instruments), d)
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(d, config.d_measure))
+
+    def forward(self, h, memory, layout: GridLayout):
+        """h [B, N, dm], memory [B, N, K, V] in row-major grid order -> (c, M~), each cell from the others."""
+        B, N = layout.valid.shape
+        P = int(layout.part.max()) + 1
+        keep = layout.valid.float()
+        h = h * keep[..., None]
+        memory = memory * keep[..., None, None]
+        h_sum = h.view(B, P, N // P, -1).sum(1, keepdim=True).expand(B, P, N // P, h.shape[-1]).reshape(h.shape)
+        m_sum = memory.view(B, P, N // P, *memory.shape[2:]).sum(1, keepdim=True)
+        m_sum = m_sum.expand(B, P, N // P, *memory.shape[2:]).reshape(memory.shape)
+        c = self.out(self.inp(h_sum - h) + self.instrument(layout.instrument))
+        return c, m_sum - memory
+
+
+class SinglePartContext(nn.Module):
+    """The paper's single-part task (section 5.3): the next measure of one part from its previous
+    measures, with a three-layer LSTM whose every layer reads the memory matrix. Form chosen (the
+    text gives no equations): x_t = W h_{t-1} (a BOS vector at t = 0) + instrument; per layer
+    o = LSTM(x), r_t = softmax(W_r o_t) M_{t-1}, x = x + W_o [o; r]; the decoder matrix of measure t
+    is M_{t-1}, the memory of the previous measure (the only one written in a single part)."""
+
+    def __init__(self, config: MeasureConfig, n_layers: int = 3) -> None:
+        super().__init__()
+        d = config.d_model
+        self.use_memory = config.memory
+        self.inp = nn.Linear(config.d_measure, d)
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)
+        self.instrument = nn.Embedding(len(config.instruments), d)
+        self.lstms = nn.ModuleList(nn.LSTM(d, d, batch_first=True) for _ in range(n_layers))
+        self.reads = nn.ModuleList(nn.Linear(d, config.mem_key) for _ in range(n_layers))
+        self.mixes = nn.ModuleList(nn.Linear(d + config.mem_val, d) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d)
+        self.out = nn.Linear(d, config.d_measure)
+
+    def forward(self, h, memory, layout: GridLayout):
+        """h [B, N, dm], memory [B, N, K, V] in row-major grid order; every part is its own sequence."""
+        B, N = layout.valid.shape
+        P = int(layout.part.max()) + 1
+        M = N // P
+        keep = layout.valid.float()
+        h = (h * keep[..., None]).view(B * P, M, -1)
+        memory = (memory * keep[..., None, None]).view(B * P, M, *memory.shape[2:])
+        previous = torch.cat([memory.new_zeros(B * P, 1, *memory.shape[2:]), memory[:, :-1]], 1)
+        x = torch.cat([self.bos.expand(B * P, 1, -1), self.inp(h[:, :-1])], 1)
+        x = x + self.instrument(layout.instrument).view(B * P, M, -1)
+        for lstm, read, mix in zip(self.lstms, self.reads, self.mixes):
+            o, _ = lstm(x)
+            r = (F.softmax(read(o), -1).unsqueeze(-2) @ previous).squeeze(-2)
+            if not self.use_memory:
+                r = torch.zeros_like(r)
+            x = x + mix(torch.cat([o, r], -1))
+        c = self.out(self.ln(x))
+        return c.view(B, N, -1), previous.view(B, N, *memory.shape[2:])
+
+
+CONTEXTS = {"csd": CSDContext, "ar": ARContext, "concurrent": ConcurrentContext, "single": SinglePartContext}
+
+
 class MeasureLM(nn.Module):
-    """A measure model with its inter-measure model; `kind` in the config chooses CSD or AR."""
+    """A measure model with its inter-measure model; `kind` in the config chooses CSD, AR or one of
+    the ablation tasks' context models."""
 
     def __init__(self, config: MeasureConfig) -> None:
         super().__init__()
         self.config = config
         self.measure = MeasureModel(config)
-        self.context = CSDContext(config) if config.kind == "csd" else ARContext(config)
+        self.context = CONTEXTS[config.kind](config)
 
     def layout(self, parts: torch.Tensor, columns: torch.Tensor, valid, instruments, beat_units, n_beats) -> GridLayout:
         return GridLayout(parts, columns, valid, instruments, beat_units, n_beats)
@@ -262,7 +339,9 @@ class MeasureLM(nn.Module):
         return out
 
     def ar_loss(self, batch: CellBatch, layout: GridLayout, cell_index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L = -1/B sum_b 1/N_b sum_i log p(x_i | x_<i) in the shuffled column-first order (eq. 19)."""
+        """L = -1/B sum_b 1/N_b sum_i log p(x_i | context_i): for AR, context_i = x_<i in the shuffled
+        column-first order (eq. 19); for the ablation tasks, the column's other measures
+        ("concurrent") or the part's earlier measures ("single")."""
         h, memory = self.measure.encode(batch)
         hg, mg = self._to_grid(h, memory, cell_index)
         c, m_in = self.context(hg, mg, layout)

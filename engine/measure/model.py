@@ -52,13 +52,16 @@ N_DIGITS = MAX_EXPONENT - MIN_EXPONENT + 1
 N_PRIMES = len(PRIMES)
 KEY_FUNCTIONS = ("identity", "softmax", "sigmoid", "skewgauss")
 READERS = ("attention", "position")
+KINDS = ("csd", "ar", "concurrent", "single")
 
 
 @dataclass
 class MeasureConfig:
     """Sizes and choices of a measure model and its inter-measure context model (JSON round-trip)."""
 
-    kind: str = "csd"  # "csd" (masked conditional specification) or "ar" (autoregressive measures)
+    kind: str = "csd"  # "csd" (masked conditional specification), "ar" (autoregressive measures), or the
+    # paper's two isolated ablation tasks (section 5.3): "concurrent" (a measure from the other parts'
+    # measures of its column) and "single" (the next measure of one part from its previous ones)
     d_note: int = 64
     d_chord: int = 64
     d_digit: int = 16
@@ -74,6 +77,8 @@ class MeasureConfig:
     mem_val: int = 32
     key_function: str = "softmax"
     reader: str = "attention"
+    position_signal: bool = True  # False: the "-pos" ablation (no within-beat position signal)
+    memory: bool = True  # False: the "no measure memory matrices" ablation (the decoder reads zeros)
     # inter-measure context model
     d_model: int = 128
     n_heads: int = 4
@@ -103,8 +108,8 @@ class MeasureConfig:
             raise ValueError(f"key_function must be one of {KEY_FUNCTIONS}")
         if self.reader not in READERS:
             raise ValueError(f"reader must be one of {READERS}")
-        if self.kind not in ("csd", "ar"):
-            raise ValueError("kind must be 'csd' or 'ar'")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -123,6 +128,13 @@ class MeasureConfig:
     @classmethod
     def load(cls, path: str | Path) -> MeasureConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def length_given(self) -> bool:
+        """Whether the decoder is told the measure's length (onset / n_beats as an input). CSD and AR
+        know it from the time signature; the ablation tasks must infer it from the context, as the
+        paper's length accuracy test requires."""
+        return self.kind in ("csd", "ar")
 
     def instrument_index(self, token: str) -> int:
         if token in self.instruments:
@@ -382,6 +394,7 @@ class VoiceDecoder(nn.Module):
         d_pos = 2 * config.n_harmonics
         d = config.d_voice_dec
         self.reader = config.reader
+        self.use_memory = config.memory
         self.init = nn.Linear(d_cond, 2 * d)
         self.start_chord = nn.Parameter(torch.zeros(config.d_chord))
         self.start_dur = nn.Parameter(torch.zeros(config.d_dur))
@@ -403,7 +416,7 @@ class VoiceDecoder(nn.Module):
         o, state = self.lstm(x, state if state is not None else self.initial_state(cond))
         query = torch.cat([o, pos, frac.unsqueeze(-1)], -1) if self.reader == "attention" else torch.cat([pos, frac.unsqueeze(-1)], -1)
         attention = F.softmax(self.read(query), -1)
-        read = attention @ memory
+        read = attention @ memory if self.use_memory else memory.new_zeros(*attention.shape[:-1], memory.shape[-1])
         return torch.tanh(self.out(torch.cat([o, read, c], -1))), state
 
 
@@ -461,9 +474,18 @@ class MeasureModel(nn.Module):
         chord = self.chord_enc(pitch, batch.tie, batch.encode_mask)
         dur = self.dur_enc(duration)
         onset = batch.onset[:, :-1]
-        pos = position_signal(onset, self.config.n_harmonics)
         n_beats = batch.cell_n_beats[batch.voice_cell].unsqueeze(1).float()
-        return chord, dur, pos, onset / n_beats
+        return chord, dur, self.position(onset), onset / n_beats
+
+    def position(self, onset: torch.Tensor) -> torch.Tensor:
+        """The within-beat position signal of onsets (zeros in the "-pos" ablation)."""
+        signal = position_signal(onset, self.config.n_harmonics)
+        return signal if self.config.position_signal else torch.zeros_like(signal)
+
+    def decoder_fraction(self, onset: torch.Tensor, n_beats) -> torch.Tensor:
+        """The decoder's "how far into the measure" input: onset / n_beats when the length is given,
+        else onset / max_beats (a fixed scale that tells nothing of the target's length)."""
+        return onset / (n_beats if self.config.length_given else self.config.max_beats)
 
     def encode_voices(self, batch: CellBatch, pitch=None, duration=None, drop=None):
         chord, dur, pos, frac = self._event_inputs(batch, pitch, duration)
@@ -529,8 +551,8 @@ class MeasureModel(nn.Module):
         prev_chord = torch.cat([self.voice_dec.start_chord.expand(NV, 1, -1), chord], 1)
         prev_dur = torch.cat([self.voice_dec.start_dur.expand(NV, 1, -1), dur], 1)
         n_beats = batch.cell_n_beats[batch.voice_cell].unsqueeze(1).float()
-        pos = position_signal(batch.onset, cfg.n_harmonics)
-        f, _ = self.voice_dec.features(voice_cond, memory[batch.voice_cell], prev_chord, prev_dur, pos, batch.onset / n_beats)
+        f, _ = self.voice_dec.features(voice_cond, memory[batch.voice_cell], prev_chord, prev_dur, self.position(batch.onset),
+                                       self.decoder_fraction(batch.onset, n_beats))
         lengths = batch.voice_length
         steps = torch.arange(T + 1, device=cond.device)
         stop_valid = steps.unsqueeze(0) <= lengths.unsqueeze(1)
@@ -611,8 +633,8 @@ class MeasureModel(nn.Module):
             if not constrained and step >= cfg.max_events:
                 break
             onset = torch.tensor([[float(position)]])
-            pos = position_signal(onset, cfg.n_harmonics)
-            f, state = vd.features(cond, memory, prev_chord, prev_dur, pos, onset / n_beats, state)
+            f, state = vd.features(cond, memory, prev_chord, prev_dur, self.position(onset),
+                                   self.decoder_fraction(onset, n_beats), state)
             f = f[:, -1]
             if constrained:
                 if position >= end:
