@@ -65,6 +65,8 @@ class DpoConfig:
     max_pairs_per_prompt: int = 64
     seed: int = 0
     threads: int = 1
+    model_prompts_only: bool = True
+    """Only prompts in the model's own prompts.txt (its fine-tuning prompts), when it has one."""
 
 
 def read_config(path: str | Path, overrides: dict | None = None) -> DpoConfig:
@@ -165,6 +167,10 @@ class DpoRun:
         self.encoder: MusicEncoder = load_encoder(_resolve(config.encoder))
         self.reference = ReferenceSet.build(_resolve(config.data), self.encoder)
         self.prompts = self.reference.prompts(min_train=config.min_references + 1)
+        known = self.model_dir(0) / "prompts.txt"
+        if config.model_prompts_only and known.is_file():
+            trained = {line.split("\t")[0] for line in known.read_text(encoding="utf-8").splitlines() if line.strip()}
+            self.prompts = [p for p in self.prompts if p in trained]
         if not self.prompts:
             raise SystemExit(f"no prompt has more than {config.min_references} training pieces")
         self.validation = [p.text for p in self.reference.pieces if p.split == "validation" and p.prompt in self.prompts]
