@@ -117,15 +117,16 @@ class _Filler:
         c, m_in = self.model.context(self.h, self.memory, self.masked, self.layout)
         old = self.cells[p][m]
         before, content = self.padding[(p, m)]
-        cell = self.model.measure.decode_cell(
+        cell, h, memory = self.model.measure.decode_cell(
             c[0, i], m_in[0, i], old.beat_unit, old.n_beats, temperature=self.temperature, generator=self.generator,
-            constrained=self.constrained, pad_before=before, content_beats=content,
+            constrained=self.constrained, pad_before=before, content_beats=content, with_encoding=True,
         )
         if not cell.voices:
             cell = empty_cell(old.beat_unit, old.n_beats)
+            h, memory = self.model.measure.encode(make_batch([cell], self.beat_units, max_events=self.model.config.max_events))
+            h, memory = h[0], memory[0]
         self.cells[p][m] = cell
-        h, memory = self.model.measure.encode(make_batch([cell], self.beat_units, max_events=self.model.config.max_events))
-        self.h[0, i], self.memory[0, i] = h[0], memory[0]
+        self.h[0, i], self.memory[0, i] = h, memory
         self.masked[0, i] = False
 
     def result(self) -> MeasureScore:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.measure.batch import N_PITCHES, PAD, TERMINATE, CellBatch, event_from_tensors
+from engine.measure.batch import N_PITCHES, PAD, TERMINATE, CellBatch, beat_unit_index, event_from_tensors, make_batch
 from engine.measure.representation import (
     MAX_EXPONENT,
     MIN_EXPONENT,
@@ -583,8 +583,11 @@ class MeasureModel(nn.Module):
     def decode_cell(self, cond: torch.Tensor, memory: torch.Tensor, beat_unit: Fraction, n_beats: int,
                     temperature: float = 1.0, generator: torch.Generator | None = None,
                     constrained: bool = True, pad_before: Fraction = Fraction(0),
-                    content_beats: Fraction | None = None, n_voices: int | None = None) -> Cell:
-        """Sample one part-wise measure from c [d_measure] and M~ [K, V].
+                    content_beats: Fraction | None = None, n_voices: int | None = None,
+                    with_encoding: bool = False):
+        """Sample one part-wise measure from c [d_measure] and M~ [K, V]. With `with_encoding`,
+        return (cell, h [d_measure], M [K, V]): the sampled measure's own encoding, summed from the
+        voice encodings the decoder computed anyway (saves encoding it again when inpainting).
 
         The beat unit is the column's (the time signature is known in inpainting and generation).
         With `constrained`, every voice lasts exactly `n_beats` (durations that would cross a beat,
@@ -597,7 +600,7 @@ class MeasureModel(nn.Module):
         content_beats = Fraction(n_beats) - pad_before if content_beats is None else content_beats
         h = torch.tanh(md.init(cond)).unsqueeze(0)
         x = md.start.view(1, 1, -1)
-        voices = []
+        voices, h_voices, m_voices = [], [], []
         for v in range(cfg.max_voices):
             g, h = md.gru(x, h)
             if n_voices is not None:
@@ -612,12 +615,19 @@ class MeasureModel(nn.Module):
                                        constrained, Fraction(pad_before), Fraction(content_beats))
             voices.append(voice)
             one = Cell(beat_unit, n_beats, (voice,))
-            from engine.measure.batch import make_batch
-
-            batch = make_batch([one], list(cfg.beat_units))
-            h_voice, _ = self.encode_voices(batch)
+            batch = make_batch([one], list(cfg.beat_units), max_events=cfg.max_events)
+            h_voice, m_voice = self.encode_voices(batch)
+            h_voices.append(h_voice[0])
+            m_voices.append(m_voice[0])
             x = h_voice.view(1, 1, -1)
-        return Cell(Fraction(beat_unit), n_beats, tuple(voices))
+        cell = Cell(Fraction(beat_unit), n_beats, tuple(voices))
+        if not with_encoding:
+            return cell
+        if not voices:
+            return cell, None, None
+        unit = torch.tensor(beat_unit_index(Fraction(beat_unit), list(cfg.beat_units)))
+        h = self.measure_enc.proj(torch.stack(h_voices).sum(0)) + self.measure_enc.beat_unit(unit)
+        return cell, h, torch.stack(m_voices).sum(0)
 
     def _decode_voice(self, cond, memory, n_beats, beat_unit, temperature, generator, constrained, pad_before, content_beats):
         cfg = self.config
