@@ -520,7 +520,9 @@ checkpoint for tests, demos and latency work, not a quality model.
 NLL is in nats per masked part-wise measure (masks: ratio ~ U(0,1) per crop, fixed seed). Length
 accuracy: masked measures sampled at temperature 1 *without* the length constraint whose every voice
 sums exactly to the measure length; with `constrained=True` (the default for inpainting) it is 100%
-by construction.
+by construction. The `_doubled` figures are the paper's length-generalisation test: every context
+measure repeated once (twice its beats, a length never seen in training), the model expected to
+generate doubled measures.
 """
 
 
