@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.notagen.generate import NotagenGenerator
-from engine.scoring.evaluate import ScoredPiece
+from engine.scoring.evaluate import ScoredPiece, UnconvertedPiece
 from tests.test_evaluate import data_dir  # noqa: F401 - the small built data set
 from training.notagen_dpo import dpop_loss, preference_pairs
 
@@ -41,6 +41,17 @@ def test_preference_pairs_take_top_and_bottom_and_drop_ineligible_chosen():
     assert _piece("c", 0.5, misaligned=1).chosen_eligible(max_misaligned_share=0.25)
 
 
+def test_unconverted_pieces_are_rejected_before_any_scored_piece():
+    scored = [_piece("a", s / 10) for s in range(8)]
+    unconverted = [UnconvertedPiece("a", "broken", "does not convert"), UnconvertedPiece("b", "lonely", "does not convert")]
+    pairs = preference_pairs(scored, 0.2, 64, random.Random(0), unconverted=unconverted)
+    # 10 pieces of "a": the top 2 scored are chosen, the bottom 2 are the unconverted one and the lowest scored;
+    # "b" has no scored piece, so nothing can be chosen.
+    assert {p["prompt"] for p in pairs} == {"a"} and len(pairs) == 4
+    assert {p["chosen_score"] for p in pairs} == {0.7, 0.6}
+    assert {(p["rejected"], p["rejected_score"]) for p in pairs} == {("broken", None), ("text a 0.0", 0.0)}
+
+
 def test_one_dpo_iteration_end_to_end(notagen_reference, data_dir, tmp_path):  # noqa: F811
     config = {"name": "dpo_test", "model": str(notagen_reference / "tiny_notagen_trained_fp16.pth"),
               "encoder": str(notagen_reference / "m3_tiny.pth"), "data": str(data_dir), "out": str(tmp_path),
@@ -61,7 +72,7 @@ def test_one_dpo_iteration_end_to_end(notagen_reference, data_dir, tmp_path):  #
     assert len(samples) == finished["row_before"]["convert"] * 8 and {"clamp_score", "abc"} <= set(samples[0])
     pairs = [json.loads(line) for line in (run / "iter_1" / "preferences.jsonl").read_text().splitlines()]
     assert finished["training"]["pairs"] == len(pairs) > 0 and finished["training"]["steps"] == len(pairs)
-    assert all(p["chosen_score"] >= p["rejected_score"] for p in pairs)
+    assert all(p["rejected_score"] is None or p["chosen_score"] >= p["rejected_score"] for p in pairs)
     trained = NotagenGenerator.load(run / "iter_1" / "model").model
     assert sum(p.numel() for p in trained.parameters()) > 0
     # A rerun resumes: iteration 1 is not repeated (only the final evaluation row is sampled again).

@@ -10,7 +10,8 @@ Each iteration k = 1..K, starting from the previous iteration's model (k = 1: th
 2. score each piece: cosine of its music-encoder feature with its prompt's mean reference feature;
 3. per prompt, the top `fraction` are "chosen" and the bottom `fraction` "rejected"; a chosen piece is
    dropped when a bar's voices do not add up, an instrument's staves are not adjacent, or it is closer
-   than 0.95 (cosine) to any single reference piece (plagiarism);
+   than 0.95 (cosine) to any single reference piece (plagiarism); pieces that did not convert to
+   MusicXML rank below all scored ones (`reject_unconverted`, our addition for models that often fail);
 4. train the model on every chosen x rejected pair of a prompt with the DPO-Positive loss (beta,
    lambda) against a frozen copy of the iteration's starting model;
 5. write `iter_k/preferences.jsonl`, `iter_k/model/` (loadable by the app) and the metrics table.
@@ -36,8 +37,8 @@ from torch.nn import functional as F
 from engine.notagen.generate import NotagenGenerator
 from engine.notagen.model import NotagenModel
 from engine.notagen.patchilizer import Patchilizer
-from engine.scoring.evaluate import (PLAGIARISM_THRESHOLD, ReferenceSet, ScoredPiece, TableRow, generate_scored, markdown_table, model_row,
-                                     perplexity, sheet_gt_row)
+from engine.scoring.evaluate import (PLAGIARISM_THRESHOLD, ReferenceSet, Sample, ScoredPiece, TableRow, UnconvertedPiece, generate_scored,
+                                     markdown_table, model_row, perplexity, sheet_gt_row)
 from engine.scoring.model import MusicEncoder, load_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,10 @@ class DpoConfig:
     threads: int = 1
     model_prompts_only: bool = True
     """Only prompts in the model's own prompts.txt (its fine-tuning prompts), when it has one."""
+    reject_unconverted: bool = True
+    """Pieces whose text does not convert to MusicXML rank below every scored piece, so they are the first
+    "rejected" ones. The paper's model nearly always converts (then this changes nothing); a small model
+    often does not, and ranking only the converted pieces lets DPO trade conversion away for CLaMP score."""
 
 
 def read_config(path: str | Path, overrides: dict | None = None) -> DpoConfig:
@@ -84,20 +89,24 @@ def dpop_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_ch
 
 
 def preference_pairs(scored: list[ScoredPiece], fraction: float, max_pairs: int, rng: random.Random,
-                     plagiarism: float = PLAGIARISM_THRESHOLD, max_misaligned_share: float = 0.0) -> list[dict]:
-    """Chosen x rejected pairs per prompt: top / bottom `fraction` by CLaMP score, chosen ones filtered."""
+                     plagiarism: float = PLAGIARISM_THRESHOLD, max_misaligned_share: float = 0.0,
+                     unconverted: list[UnconvertedPiece] = ()) -> list[dict]:
+    """Chosen x rejected pairs per prompt: top / bottom `fraction` by CLaMP score, chosen ones filtered.
+
+    `unconverted` pieces rank below every scored one (rejected first; their `rejected_score` is None)."""
     pairs = []
     for prompt in sorted({p.prompt for p in scored}):
         ranked = sorted((p for p in scored if p.prompt == prompt), key=lambda p: p.clamp_score, reverse=True)
-        count = max(1, math.ceil(fraction * len(ranked)))
-        if len(ranked) < 2 * count:
+        failed = [(u.text, None) for u in unconverted if u.prompt == prompt]
+        count = max(1, math.ceil(fraction * (len(ranked) + len(failed))))
+        if len(ranked) + len(failed) < 2 * count:
             continue
         chosen = [p for p in ranked[:count] if p.chosen_eligible(plagiarism, max_misaligned_share)]
-        rejected = ranked[-count:]
-        group = [(c, r) for c in chosen for r in rejected]
+        bottom = ([(p.text, p.clamp_score) for p in ranked] + failed)[-count:]
+        group = [(c, r) for c in chosen for r in bottom]
         rng.shuffle(group)
-        pairs += [{"prompt": prompt, "chosen": c.text, "rejected": r.text, "chosen_score": c.clamp_score,
-                   "rejected_score": r.clamp_score} for c, r in group[:max_pairs]]
+        pairs += [{"prompt": prompt, "chosen": c.text, "rejected": text, "chosen_score": c.clamp_score,
+                   "rejected_score": score} for c, (text, score) in group[:max_pairs]]
     return pairs
 
 
@@ -142,13 +151,14 @@ def train_on_pairs(policy: NotagenModel, pairs: list[dict], config: DpoConfig, r
             "final_margin": sum(margins[-len(pairs):]) / len(pairs) if pairs else None}
 
 
-def _gather(scored: list[ScoredPiece], attempted: int) -> tuple[list[ScoredPiece], int]:
+def _gather(sample: Sample) -> Sample:
     """Every rank's pieces on every rank (torchrun); unchanged in a single process."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return scored, attempted
+        return sample
     gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, (scored, attempted))
-    return [p for part, _ in gathered for p in part], sum(n for _, n in gathered)
+    torch.distributed.all_gather_object(gathered, sample)
+    return Sample([p for part in gathered for p in part.scored], [u for part in gathered for u in part.unconverted],
+                  sum(part.attempted for part in gathered))
 
 
 def _rank_share(prompts: list[str]) -> list[str]:
@@ -179,20 +189,19 @@ class DpoRun:
     def model_dir(self, k: int) -> Path:
         return _resolve(self.config.model) if k == 0 else self.dir / f"iter_{k}" / "model"
 
-    def sample(self, k: int) -> list[ScoredPiece]:
+    def sample(self, k: int) -> Sample:
         """Generates and scores the pieces of model k (the data of iteration k+1 and row k of the table)."""
         generator = NotagenGenerator.load(self.model_dir(k))
-        scored, attempted = generate_scored(generator, self.reference, self.encoder, _rank_share(self.prompts),
-                                            self.config.pieces_per_prompt, self.config.max_bars,
-                                            seed=self.config.seed + 1000 * k)
-        scored, attempted = _gather(scored, attempted)
-        self.rows.append(model_row("NotaGen", str(k), scored, attempted, perplexity(generator.model, self.validation)))
+        sample = _gather(generate_scored(generator, self.reference, self.encoder, _rank_share(self.prompts),
+                                         self.config.pieces_per_prompt, self.config.max_bars, seed=self.config.seed + 1000 * k))
+        scored = sample.scored
+        self.rows.append(model_row("NotaGen", str(k), scored, sample.attempted, perplexity(generator.model, self.validation)))
         self.write_table()
         if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
             with open(self.dir / f"samples_{k}.jsonl", "w", encoding="utf-8") as handle:
                 for piece in scored:
                     handle.write(json.dumps({key: value for key, value in dataclasses.asdict(piece).items() if key != "text"}) + "\n")
-        return scored
+        return sample
 
     def write_table(self) -> None:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
@@ -211,9 +220,9 @@ class DpoRun:
                 self.rows.append(TableRow(**json.loads((iteration / "done.json").read_text())["row_before"]))
                 continue
             started = time.perf_counter()
-            scored = self.sample(k - 1)
-            pairs = preference_pairs(scored, config.fraction, config.max_pairs_per_prompt, rng, config.plagiarism,
-                                     config.max_misaligned_share)
+            sample = self.sample(k - 1)
+            pairs = preference_pairs(sample.scored, config.fraction, config.max_pairs_per_prompt, rng, config.plagiarism,
+                                     config.max_misaligned_share, sample.unconverted if config.reject_unconverted else ())
             if main:
                 iteration.mkdir(parents=True, exist_ok=True)
                 with open(iteration / "preferences.jsonl", "w", encoding="utf-8") as handle:
@@ -225,10 +234,12 @@ class DpoRun:
                 prompts_file = self.model_dir(0) / "prompts.txt"
                 if prompts_file.is_file():
                     (iteration / "model" / "prompts.txt").write_text(prompts_file.read_text())
+                unconverted = sum(pair["rejected_score"] is None for pair in pairs)
                 (iteration / "done.json").write_text(json.dumps({
                     "iteration": k, "row_before": dataclasses.asdict(self.rows[-1]), "training": stats,
+                    "pairs_rejecting_unconverted": unconverted,
                     "seconds": round(time.perf_counter() - started, 1), "config": dataclasses.asdict(config)}, indent=1) + "\n")
-                print(f"iteration {k}: {len(pairs)} pairs, {stats}", flush=True)
+                print(f"iteration {k}: {len(pairs)} pairs ({unconverted} rejecting an unconverted piece), {stats}", flush=True)
             if torch.distributed.is_initialized():
                 torch.distributed.barrier()
         self.sample(config.iterations)

@@ -245,20 +245,45 @@ def sheet_gt_row(reference: ReferenceSet, prompts: Sequence[str]) -> TableRow:
                     100 * alignment.rate if alignment.bars else None, None, 1.0, len(test))
 
 
+@dataclass(frozen=True)
+class UnconvertedPiece:
+    """A generated piece whose text did not convert to MusicXML: not scored, but CLaMP-DPO may reject it."""
+
+    prompt: str
+    text: str
+    """NotaGen text as generated (complete lines), the same form as `ScoredPiece.text`."""
+    reason: str
+
+
+@dataclass
+class Sample:
+    """What `generate_scored` made: the scored pieces, the ones that did not convert, and how many were tried."""
+
+    scored: list[ScoredPiece]
+    unconverted: list[UnconvertedPiece]
+    attempted: int
+
+
 def generate_scored(generator, reference: ReferenceSet, encoder: MusicEncoder, prompts: Sequence[str], n: int,
-                    max_bars: int, seed: int = 0, **sampling) -> tuple[list[ScoredPiece], int]:
-    """Generates `n` pieces per prompt in one batch each (one attempt, no bar resampling) and scores them."""
+                    max_bars: int, seed: int = 0, **sampling) -> Sample:
+    """Generates `n` pieces per prompt in one batch each (one attempt, no bar resampling) and scores the
+    ones that convert; the others (with at least one bar) are kept as `UnconvertedPiece`s."""
     from engine.notagen.generate import Prompt
 
-    scored, attempted = [], 0
+    sample = Sample([], [], 0)
     for index, prompt in enumerate(prompts):
         period, composer, instrumentation = prompt.split("_")
+
+        def keep_unconverted(event, prompt=prompt) -> None:
+            if event.kind == "failed" and not event.will_retry and event.bars:
+                sample.unconverted.append(UnconvertedPiece(prompt, event.text, event.reason or ""))
+
         result = generator.generate(Prompt(period, composer, instrumentation), n=n, seed=seed + index, max_bars=max_bars,
-                                    max_attempts=1, bae_resample=False, **sampling)
-        attempted += n
-        scored += score_pieces(reference, encoder, prompt, [p.text for p in result.pieces], [p.abc for p in result.pieces])
+                                    max_attempts=1, bae_resample=False, on_event=keep_unconverted, **sampling)
+        sample.attempted += n
+        sample.scored += score_pieces(reference, encoder, prompt, [p.text for p in result.pieces], [p.abc for p in result.pieces])
         print(f"  {prompt}: {len(result.pieces)}/{n} converted", flush=True)
-    return scored, attempted
+    return sample
 
 
 def markdown_table(rows: Sequence[TableRow]) -> str:
@@ -289,10 +314,11 @@ def evaluate(checkpoint: str | Path | None, encoder_path: str | Path, data_dir: 
     if not prompts:
         raise ModelError(f"no prompt has {min_references} training pieces in {data_dir}; lower --min-references")
     generator = NotagenGenerator.load(checkpoint)
-    scored, attempted = generate_scored(generator, reference, encoder, prompts, n, max_bars, seed, **sampling)
+    sample = generate_scored(generator, reference, encoder, prompts, n, max_bars, seed, **sampling)
+    scored = sample.scored
     validation = [p.text for p in reference.pieces if p.split == "validation" and p.prompt in prompts]
     rows = [sheet_gt_row(reference, prompts),
-            model_row(generator.name or "NotaGen", k, scored, attempted, perplexity(generator.model, validation))]
+            model_row(generator.name or "NotaGen", k, scored, sample.attempted, perplexity(generator.model, validation))]
     result = {
         "checkpoint": str(checkpoint), "encoder": str(encoder_path), "prompts": prompts, "n": n, "max_bars": max_bars,
         "seed": seed, "sampling": sampling, "rows": [asdict(row) for row in rows],
