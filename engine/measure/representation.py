@@ -32,7 +32,7 @@ from functools import cached_property
 
 import music21
 
-from engine.errors import ScoreError
+from engine.errors import ScoreError, describe
 
 STEPS = "CDEFGAB"
 STEP_SEMITONES = (0, 2, 4, 5, 7, 9, 11)
@@ -597,7 +597,11 @@ def replace_cells(document, grid: MeasureScore, cells: set[tuple[int, int]]):
                 fill_measure(measure, grid.cells[p][m], ties)
             else:
                 ties = _TieState()
-    return ScoreDocument(musicxml=score_to_musicxml(score, in_place=True), title=document.title)
+    try:
+        musicxml = score_to_musicxml(score, in_place=True)
+    except Exception as exc:  # music21's exporter raises many types; the user's score stays as it was
+        raise ScoreError(f"the regenerated measures could not be written as MusicXML: {describe(exc)}") from exc
+    return ScoreDocument(musicxml=musicxml, title=document.title)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,12 +83,13 @@ def score_to_musicxml(score: music21.stream.Score, in_place: bool = False) -> st
     throw away: the copy was a third of the inpainting round trip (`bench/measure_speed.py`).
     """
     exporter = music21.musicxml.m21ToXml.GeneralObjectExporter(score)
-    if in_place:
-        score.makeRests(refStreamOrTimeRange=[0.0, score.highestTime], fillGaps=True, inPlace=True, hideRests=True,
-                        timeRangeFromBarDuration=True)
-        score.makeNotation(inPlace=True)
-        exporter.makeNotation = False
-    return exporter.parse().decode("utf-8")
+    if not in_place:
+        return exporter.parse().decode("utf-8")
+    # The exporter's own steps without its copy; `makeNotation` stays on, so each part's complex
+    # durations are still split and its notation fixed up (turning it off skips those too).
+    score.makeRests(refStreamOrTimeRange=[0.0, score.highestTime], fillGaps=True, inPlace=True, hideRests=True,
+                    timeRangeFromBarDuration=True)
+    return exporter.parseWellformedObject(exporter.fromScore(score)).decode("utf-8")
 
 
 _FORMAT_NAMES = {
