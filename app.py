@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    composer = Composer(notagen=notagen, prompts=prompts, measure_model=measure_model)  # main thread: verovio resolves its fonts here
+    composer = Composer(notagen=notagen, prompts=prompts, measure_model=measure_model)
     demo = build_app(composer)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(

@@ -59,7 +59,7 @@ class _LruCache:
 
 
 class Composer:
-    """Open, render, listen to and export scores. Create it in the main thread (verovio fonts)."""
+    """Open, render, listen to and export scores (engraving runs in a verovio worker process)."""
 
     def __init__(
         self,

@@ -6,6 +6,8 @@ line on stderr, never a traceback or a dead page.
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from engine.errors import ModelError, ScoreError
 from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
 from engine.notagen import generate as notagen_generate
 from engine.notagen.generate import STOP_CANCEL, NotagenGenerator
+from engine.render.engrave import Engraver
 from engine.render.audio import AudioUnavailable, synthesize
 from engine.service import Composer
 from tests.conftest import NOTAGEN_REFERENCE, ROOT
@@ -266,6 +269,53 @@ def test_app_without_models_or_audio_starts_with_those_parts_off(monkeypatch, tm
         assert_kept(run_generate(handlers, session), session, "no NotaGen model is loaded")
     with pytest.warns(UserWarning, match="no measure model is loaded"):
         assert_kept([handlers["regenerate_unlocked"](session, 0, 0)], session, "no measure model is loaded")
+
+
+# ------------------------------------------------------------------ (g) verovio crashes or hangs
+@pytest.fixture
+def chorale_musicxml(composer) -> str:
+    return composer.open_example("Bach - Chorale BWV 66.6").musicxml
+
+
+def test_a_verovio_crash_fails_only_that_request(chorale_musicxml):
+    """A real score that makes the pinned verovio segfault in loadData (our shipped models wrote it under
+    bench/load.py): a clear error instead of a dead server, then a fresh worker engraves as before."""
+    crashing = (ROOT / "tests/data/verovio_segfault.musicxml").read_text(encoding="utf-8")
+    engraver = Engraver()
+    try:
+        assert engraver.engrave(chorale_musicxml).pages
+        first = engraver.worker_pid
+        with pytest.raises(ScoreError, match="crashed on this score"):
+            engraver.engrave(crashing)
+        assert engraver.engrave(chorale_musicxml).pages and engraver.worker_pid not in (None, first)
+    finally:
+        engraver.close()
+
+
+def test_a_hung_engraving_is_stopped_after_its_time_limit(chorale_musicxml):
+    engraver = Engraver(timeout_s=1)
+    try:
+        engraver.midi(chorale_musicxml)
+        hung = engraver.worker_pid
+        os.kill(hung, signal.SIGSTOP)
+        with pytest.raises(ScoreError, match="longer than 1 s"):
+            engraver.engrave(chorale_musicxml)
+        assert engraver.midi(chorale_musicxml).startswith(b"MThd") and engraver.worker_pid != hung
+    finally:
+        engraver.close()
+
+
+def test_a_version_that_cannot_be_engraved_is_kept(handlers, composer, session, monkeypatch):
+    def crashed(document):
+        raise ScoreError("the engraver (verovio) crashed on this score")
+
+    monkeypatch.setattr(composer, "engrave", crashed)
+    outputs = handlers["regenerate_unlocked"](session, 0, 0)
+    kept = outputs[0]
+    assert len(kept.history.versions) == 2 and kept.history.versions[0].document is session.document
+    assert "could not be engraved: the engraver (verovio) crashed" in outputs[2]["value"]
+    assert "This version could not be engraved" in outputs[3] and offers_musicxml(outputs)
+    assert_session_intact(session)
 
 
 # ------------------------------------------------------------------ (f) FluidSynth or the SoundFont missing

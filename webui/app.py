@@ -18,7 +18,7 @@ from engine.locks import Locks
 from engine.notagen.generate import Prompt
 from engine.service import Composer
 from webui.score_view import CSS as VIEW_CSS
-from webui.score_view import EMPTY_VIEW, JS_ON_LOAD, locks_prop, player_html, score_html
+from webui.score_view import EMPTY_VIEW, JS_ON_LOAD, locks_prop, player_html, score_html, unengraved_html
 from webui.session import Session
 
 UPLOAD_TYPES = [".musicxml", ".xml", ".mxl", ".abc", ".krn", ".mid", ".midi"]
@@ -91,11 +91,16 @@ def build_app(composer: Composer) -> gr.Blocks:
             except USER_ERRORS as exc:
                 downloads.append(gr.update(value=None, interactive=False))
                 message += f"  \n{label} export is unavailable for this score: {exc}"
+        try:
+            view = score_html(composer.engrave(document))
+        except ScoreError as exc:  # the version is kept (history, downloads); only its picture is missing
+            view = unengraved_html(str(exc))
+            message += f"  \nThis version could not be engraved: {exc}"
         history = session.history
         return [
             session,
             session.to_browser(),
-            gr.update(value=score_html(composer.engrave(document)), locks=locks_prop(session.locks)),
+            gr.update(value=view, locks=locks_prop(session.locks)),
             message,
             session.locks.describe(),
             gr.update(choices=history.labels(), value=history.labels()[history.index]),

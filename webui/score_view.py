@@ -128,6 +128,12 @@ def score_html(engraving: Engraving) -> str:
     return f'<div class="score">{pages}</div>'
 
 
+def unengraved_html(reason: str) -> str:
+    """What the view shows for a version verovio could not engrave: why, and that nothing is lost."""
+    return (f'<div class="score score-unavailable"><p>This version could not be engraved: {html.escape(reason)}. '
+            "It stays in the history and can still be downloaded as MusicXML.</p></div>")
+
+
 def locks_prop(locks: Locks) -> dict:
     """The `locks` prop the view's script reads: fully locked columns, and single locked cells."""
     return {"columns": locks.full_columns(), "cells": [list(cell) for cell in locks.partial_cells()]}

@@ -1,34 +1,24 @@
 """Engraving with verovio: SVG pages, a timemap for playback highlighting, and MIDI.
 
-Verovio reads MusicXML (never multi-voice ABC, which it does not support). One toolkit is shared
-behind a lock because a toolkit is not thread-safe, and its resource path is resolved at import in
-the main thread because a toolkit created in a worker thread may fail to find its fonts.
+Verovio runs in a worker process (`engine.render.verovio_worker`, which says why); `Engraver` sends it
+one request at a time and starts a fresh one when the last one crashed or hung.
 """
 from __future__ import annotations
 
 import base64
-import re
+import socket
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import music21
-import verovio
 
 from engine.errors import ScoreError
 
-RESOURCE_PATH = str(Path(verovio.__file__).resolve().parent / "data")
-verovio.enableLog(verovio.LOG_OFF)  # its warnings go to stderr; failures are caught via loadData
-
-BASE_OPTIONS = {
-    "svgAdditionalAttribute": ["measure@n", "staff@n"],
-    "adjustPageHeight": True,
-    "breaks": "auto",
-    "header": "none",
-    "footer": "none",
-    "mnumInterval": 1,
-    "svgViewBox": True,
-}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -39,14 +29,16 @@ class Engraving:
 
 
 class Engraver:
-    """A verovio toolkit behind a lock. Create it in the main thread."""
+    """The verovio worker process behind a lock (a toolkit does one thing at a time).
 
-    def __init__(self) -> None:
+    A request that crashes the worker, or takes over `timeout_s`, fails with a `ScoreError`; the
+    worker is started again for the next one, so one bad score never takes the app down."""
+
+    def __init__(self, timeout_s: float = 120.0) -> None:
+        self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._toolkit = verovio.toolkit(False)
-        if not self._toolkit.setResourcePath(RESOURCE_PATH):
-            raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
-        self._toolkit.setOptions({"xmlIdSeed": 1})
+        self._process: subprocess.Popen | None = None
+        self._connection: Connection | None = None
 
     def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40,
                 page_height: int | None = None) -> Engraving:
@@ -54,11 +46,7 @@ class Engraver:
 
         A `page_height` makes every page that tall, as paper is; without it each page is as tall
         as its music, as a screen wants."""
-        fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False}
-        with self._lock:
-            self._load(musicxml, {"pageWidth": page_width, "scale": scale, **fixed})
-            pages = tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
-        return Engraving(pages=pages)
+        return Engraving(pages=self._call("pages", musicxml, page_width, scale, page_height))
 
     def measure_onsets(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> tuple[tuple[float, str], ...]:
         """(time in ms, measure id) at each measure start in playback order, at tempo factor 1.
@@ -66,41 +54,77 @@ class Engraver:
         The ids are those of `engrave` with the same layout (a fixed id seed), so the browser can find
         the measure under the playhead. Computed only when audio is rendered, not for every version.
         """
-        with self._lock:
-            self._load(musicxml, {"pageWidth": page_width, "scale": scale})
-            timemap = self._toolkit.renderToTimemap({"includeMeasures": True, "includeRests": False})
-        # a repeated passage plays again as "<id>-rend2", ...: highlight the engraved measure each time
-        return tuple(
-            (float(entry["tstamp"]), re.sub(r"-rend\d+$", "", entry["measureOn"]))
-            for entry in timemap if "measureOn" in entry
-        )
+        return self._call("measure_onsets", musicxml, page_width, scale)
 
     def svg(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> str:
         """The whole score on one tall page: what `convert OUT.svg` writes."""
-        with self._lock:
-            self._load(musicxml, {"pageWidth": page_width, "scale": scale, "breaks": "encoded", "pageHeight": 60000})
-            if self._toolkit.getPageCount() > 1:
-                self._toolkit.setOptions({"breaks": "auto"})
-                self._toolkit.redoLayout()
-            return self._toolkit.renderToSVG(1)
+        return self._call("svg", musicxml, page_width, scale)
 
     def midi(self, musicxml: str, tempo_factor: float = 1.0) -> bytes:
         """Standard MIDI file bytes, timed like the timemap (so audio and highlighting agree)."""
-        with self._lock:
-            self._load(musicxml, {})
-            encoded = self._toolkit.renderToMIDI()
+        encoded = self._call("midi_base64", musicxml)
         if not encoded:
             raise ScoreError("verovio produced no MIDI for this score")
         midi = base64.b64decode(encoded)
         return midi if tempo_factor == 1.0 else scale_tempo(midi, tempo_factor)
 
-    def _load(self, musicxml: str, options: dict) -> None:
-        """Load with fresh options; a failed load must stop here (rendering after it crashes verovio)."""
-        self._toolkit.resetOptions()
-        self._toolkit.setOptions({**BASE_OPTIONS, "xmlIdSeed": 1, **options})
-        if not self._toolkit.loadData(musicxml):
-            raise ScoreError("verovio could not read this score")
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker's process id (None before the first request): what the fault tests kill."""
+        return self._process.pid if self._alive() else None
 
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _call(self, name: str, *args):
+        with self._lock:
+            if not self._alive():
+                self._start()
+            try:
+                self._connection.send((name, args))
+                if not self._connection.poll(self.timeout_s):
+                    self._stop()
+                    raise ScoreError(f"engraving this score took longer than {self.timeout_s:.0f} s and was stopped")
+                ok, value = self._connection.recv()
+            except (EOFError, OSError) as exc:
+                self._stop()
+                raise ScoreError("the engraver (verovio) crashed on this score, so it cannot be engraved or "
+                                 "exported this way; the score itself is unchanged") from exc
+        if not ok:
+            raise ScoreError(value)
+        return value
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _start(self) -> None:
+        """`python -m engine.render.verovio_worker FD`: a plain child process (multiprocessing's spawn would
+        re-run the caller's main script), answering over one end of a socket pair."""
+        self._stop()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen([sys.executable, "-m", "engine.render.verovio_worker", str(theirs.fileno())],
+                                       cwd=ROOT, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        connection = Connection(ours.detach())
+        try:
+            ready = connection.poll(60)
+            ok, message = connection.recv() if ready else (False, "the verovio worker did not start within 60 s")
+        except (EOFError, OSError):
+            ok, message = False, "the verovio worker exited while starting"
+        if not ok:
+            connection.close()
+            process.kill()
+            process.wait()
+            raise RuntimeError(message)
+        self._process, self._connection = process, connection
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._connection.close()
+            self._process.kill()
+            self._process.wait(5)
+        self._process = self._connection = None
 
 
 def scale_tempo(midi: bytes, factor: float) -> bytes:

@@ -1,0 +1,100 @@
+"""The verovio toolkit and the worker process it runs in.
+
+Verovio is a C++ library: a bug in it on some score (a segfault in `_verovio.abi3.so` was seen under
+`bench/load.py`) would end the whole app. So the toolkit lives in a process of its own that
+`engine.render.engrave.Engraver` talks to over a pipe; a crash there ends only that process. This
+module imports nothing heavy, so the worker starts in well under a second.
+
+Verovio reads MusicXML (never multi-voice ABC, which it does not support). The worker creates its
+toolkit in its main thread because a toolkit created in another thread may fail to find its fonts.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import verovio
+
+from engine.errors import ScoreError
+
+RESOURCE_PATH = str(Path(verovio.__file__).resolve().parent / "data")
+
+BASE_OPTIONS = {
+    "svgAdditionalAttribute": ["measure@n", "staff@n"],
+    "adjustPageHeight": True,
+    "breaks": "auto",
+    "header": "none",
+    "footer": "none",
+    "mnumInterval": 1,
+    "svgViewBox": True,
+}
+
+
+class Toolkit:
+    """The verovio calls: each loads the score with fresh options, then renders."""
+
+    def __init__(self) -> None:
+        verovio.enableLog(verovio.LOG_OFF)  # its warnings go to stderr; failures are caught via loadData
+        self._toolkit = verovio.toolkit(False)
+        if not self._toolkit.setResourcePath(RESOURCE_PATH):
+            raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
+
+    def pages(self, musicxml: str, page_width: int, scale: int, page_height: int | None) -> tuple[str, ...]:
+        fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False}
+        self._load(musicxml, {"pageWidth": page_width, "scale": scale, **fixed})
+        return tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
+
+    def measure_onsets(self, musicxml: str, page_width: int, scale: int) -> tuple[tuple[float, str], ...]:
+        self._load(musicxml, {"pageWidth": page_width, "scale": scale})
+        timemap = self._toolkit.renderToTimemap({"includeMeasures": True, "includeRests": False})
+        # a repeated passage plays again as "<id>-rend2", ...: highlight the engraved measure each time
+        return tuple(
+            (float(entry["tstamp"]), re.sub(r"-rend\d+$", "", entry["measureOn"]))
+            for entry in timemap if "measureOn" in entry
+        )
+
+    def svg(self, musicxml: str, page_width: int, scale: int) -> str:
+        self._load(musicxml, {"pageWidth": page_width, "scale": scale, "breaks": "encoded", "pageHeight": 60000})
+        if self._toolkit.getPageCount() > 1:
+            self._toolkit.setOptions({"breaks": "auto"})
+            self._toolkit.redoLayout()
+        return self._toolkit.renderToSVG(1)
+
+    def midi_base64(self, musicxml: str) -> str:
+        self._load(musicxml, {})
+        return self._toolkit.renderToMIDI()
+
+    def _load(self, musicxml: str, options: dict) -> None:
+        """Load with fresh options; a failed load must stop here (rendering after it crashes verovio)."""
+        self._toolkit.resetOptions()
+        self._toolkit.setOptions({**BASE_OPTIONS, "xmlIdSeed": 1, **options})
+        if not self._toolkit.loadData(musicxml):
+            raise ScoreError("verovio could not read this score")
+
+
+def serve(connection: Connection) -> None:
+    """The worker process: a ready message (or why not), then one request at a time until the pipe closes.
+
+    A request is (method name, arguments); the answer (True, result) or (False, ScoreError message)."""
+    try:
+        toolkit = Toolkit()
+    except RuntimeError as exc:
+        connection.send((False, str(exc)))
+        return
+    connection.send((True, None))
+    while True:
+        try:
+            name, args = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer = (True, getattr(toolkit, name)(*args))
+        except ScoreError as exc:
+            answer = (False, str(exc))
+        connection.send(answer)
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
