@@ -34,7 +34,6 @@ from engine.notagen.patchilizer import Patchilizer
 from engine.notagen.sampling import SamplingOptions, Sampler, check_logits, filtered_probs, row_generators
 from engine.score.bae import bar_alignment
 from engine.score.document import ScoreDocument
-from tests.conftest import ROOT
 from engine.score.notagen_abc import strip_bar_annotations
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_torch_thread")]
@@ -458,14 +457,3 @@ def test_default_checkpoint_folder(tmp_path, monkeypatch, notagen_reference):
     monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "notagen")
     generator = NotagenGenerator.load()
     assert generator.model.config == model.config
-
-
-def test_a_piece_whose_parts_have_different_numbers_of_measures_is_refused():
-    """abc2xml can turn one line of interleaved ABC into more measures for some voices; such a score is
-    not shown (verovio once segfaulted on one after inpainting: tests/data/verovio_segfault.musicxml)."""
-    abc = ("X:1\n%%score { 1 | 2 }\nL:1/8\nM:4/4\nK:C\nV:1 treble nm=\"Violin\"\nV:2 bass nm=\"Cello\"\n"
-           "[V:1]C8|D8|E8|[V:2]C,8|\n")
-    with pytest.raises(ScoreError, match=r"different numbers of measures \(3, 1\)"):
-        generation._document(abc, "uneven")
-    crashed = (ROOT / "tests/data/verovio_segfault.musicxml").read_text(encoding="utf-8")
-    assert ScoreDocument(crashed).measures_per_part == (4, 16, 16, 4)

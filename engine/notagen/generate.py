@@ -404,12 +404,6 @@ def _document(abc: str, title: str) -> ScoreDocument:
     document = ScoreDocument(abc_to_musicxml(abc), title)
     if document.n_measures < 1:  # parses the MusicXML with music21 (raises ScoreError when it cannot)
         raise ScoreError("the converted score has no measures")
-    # Every line of NotaGen's text holds one bar of every voice, so the parts must have as many measures;
-    # when abc2xml makes more of some (a bar far longer than its metre), the score is not one to show
-    # (verovio crashed on such a score once it was inpainted).
-    counts = document.measures_per_part
-    if len(set(counts)) > 1:
-        raise ScoreError(f"the converted parts have different numbers of measures ({', '.join(map(str, counts))})")
     return document
 
 

@@ -44,11 +44,6 @@ class ScoreDocument:
         return copy.deepcopy(self._parsed)
 
     @cached_property
-    def measures_per_part(self) -> tuple[int, ...]:
-        """How many measures each part has (the same for every part of a well-formed score)."""
-        return tuple(len(part.getElementsByClass(music21.stream.Measure)) for part in self._parsed.parts)
-
-    @cached_property
     def grid(self) -> MeasureGrid:
         """The parts x measures view used by the measure model and by measure locks."""
         return measure_grid(self._parsed)
