@@ -123,10 +123,23 @@ def server_pid() -> int | None:
 
 
 def rss_mib(pid: int) -> float:
+    """VmRSS of the server and its child processes (the verovio worker, FluidSynth while it runs)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+            own = int(line.split()[1]) / 1024
+            break
+    else:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    return own + sum(_child_rss_mib(child) for child in children)
+
+
+def _child_rss_mib(pid: int) -> float:
+    try:
+        return rss_mib(pid)
+    except (OSError, RuntimeError):  # it ended meanwhile
+        return 0.0
 
 
 def disk_mib(folder: Path) -> tuple[float, int]:
@@ -191,7 +204,7 @@ def main() -> int:
             print(f"  {action:9s} p50 {percentile(values, 0.5):6.2f} s   p95 {percentile(values, 0.95):6.2f} s   "
                   f"max {max(values):6.2f} s")
     if pid:
-        print(f"server memory (VmRSS): {start_rss:.0f} MiB at start, {end_rss:.0f} MiB at end, peak {peak:.0f} MiB")
+        print(f"server memory (VmRSS, with its child processes): {start_rss:.0f} MiB at start, {end_rss:.0f} MiB at end, peak {peak:.0f} MiB")
         print(f"server temp disk: {start_disk[0]:.1f} MiB ({start_disk[1]} files) at start, "
               f"{end_disk[0]:.1f} MiB ({end_disk[1]} files) at end")
     print(f"isolation: {sum(len(r.digests) for r in runs)} downloads checked; "
