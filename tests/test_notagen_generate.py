@@ -457,3 +457,13 @@ def test_default_checkpoint_folder(tmp_path, monkeypatch, notagen_reference):
     monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "notagen")
     generator = NotagenGenerator.load()
     assert generator.model.config == model.config
+
+
+def test_generated_header_garbage_is_not_read_as_bars():
+    """A header line that is neither a field nor a %% directive (the shipped model writes `| 4 | 4 ]`)
+    would give abc2xml's first voice extra measures; the finisher drops it, so the parts stay even."""
+    text = ("%Baroque\n%Bach, Johann Sebastian\n%Choral\n| 4 | 4 ]\nL:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n"
+            "[r:0/1][V:1]A8|[V:2]C8|\n[r:1/0][V:1]B8|[V:2]D8|\n")
+    abc, document = generation.finish_generated("even")(text, 0, "end")
+    assert "| 4 | 4 ]" not in abc and "%Choral" not in abc
+    assert [len(part.getElementsByClass("Measure")) for part in document.score().parts] == [2, 2]

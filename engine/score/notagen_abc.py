@@ -472,6 +472,10 @@ def _voice_groups(metadata_lines: list[str]) -> tuple[list[str], set[str]]:
             grouped = [voice for group in groups for voice in group]
         if line.startswith("V:"):
             symbol = line.split()[0]
+            if symbol in symbols:
+                # A generated header may declare a voice twice; the official code then writes that
+                # voice twice per bar, and abc2xml gives it twice as many measures as the others.
+                continue
             symbols.append(symbol)
             if symbol[2:] not in grouped:
                 groups.append([symbol[2:]])
