@@ -8,6 +8,7 @@ import itertools
 import threading
 import time
 
+import music21
 import numpy as np
 import pytest
 import torch
@@ -34,6 +35,8 @@ from engine.notagen.patchilizer import Patchilizer
 from engine.notagen.sampling import SamplingOptions, Sampler, check_logits, filtered_probs, row_generators
 from engine.score.bae import bar_alignment
 from engine.score.document import ScoreDocument
+from engine.score.formats import score_to_musicxml
+from tests.conftest import ROOT
 from engine.score.notagen_abc import strip_bar_annotations
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_torch_thread")]
@@ -467,3 +470,12 @@ def test_generated_header_garbage_is_not_read_as_bars():
     abc, document = generation.finish_generated("even")(text, 0, "end")
     assert "| 4 | 4 ]" not in abc and "%Choral" not in abc
     assert [len(part.getElementsByClass("Measure")) for part in document.score().parts] == [2, 2]
+
+
+def test_a_converted_bar_far_longer_than_its_metre_is_refused():
+    """A piece the shipped model generated under the load bench: abc2xml wrote its quarter notes 24 beats
+    long (4/4 bars of 96). Inpainted, it is the score verovio crashed on (verovio_segfault.musicxml)."""
+    overlong = ScoreDocument((ROOT / "tests/data/overlong_bars.musicxml").read_text(encoding="utf-8"))
+    with pytest.raises(ScoreError, match=r"converted bar 1 of part 1 lasts 96 quarter notes, far more than its metre's 4"):
+        generation._check_bar_lengths(overlong)
+    generation._check_bar_lengths(ScoreDocument(score_to_musicxml(music21.corpus.parse("bach/bwv66.6"))))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import music21
 import numpy as np
 import torch
 
@@ -411,11 +412,27 @@ def finish_generated(title: str = "") -> Finisher:
     return finish
 
 
+MAX_BAR_OVERRUN = 4
+"""A converted bar may last at most this many times its metre's bar (misaligned voices stay well below)."""
+
+
 def _document(abc: str, title: str) -> ScoreDocument:
     document = ScoreDocument(abc_to_musicxml(abc), title)
     if document.n_measures < 1:  # parses the MusicXML with music21 (raises ScoreError when it cannot)
         raise ScoreError("the converted score has no measures")
+    _check_bar_lengths(document)
     return document
+
+
+def _check_bar_lengths(document: ScoreDocument) -> None:
+    """abc2xml sometimes writes a generated piece with notes far longer than their written type (a 4/4
+    bar of four quarter notes lasting 96 beats): not notation anyone can read, and verovio crashed on one."""
+    for p, part in enumerate(document.score().parts, 1):
+        for measure in part.getElementsByClass(music21.stream.Measure):
+            bar = measure.barDuration.quarterLength
+            if bar and measure.highestTime > MAX_BAR_OVERRUN * bar:
+                raise ScoreError(f"converted bar {measure.number} of part {p} lasts {float(measure.highestTime):g} "
+                                 f"quarter notes, far more than its metre's {float(bar):g}")
 
 
 # ----------------------------------------------------------------------------------- the engine
