@@ -462,16 +462,6 @@ def test_default_checkpoint_folder(tmp_path, monkeypatch, notagen_reference):
     assert generator.model.config == model.config
 
 
-def test_generated_header_garbage_is_not_read_as_bars():
-    """A header line that is neither a field nor a %% directive (the shipped model writes `| 4 | 4 ]`)
-    would give abc2xml's first voice extra measures; the finisher drops it, so the parts stay even."""
-    text = ("%Baroque\n%Bach, Johann Sebastian\n%Choral\n| 4 | 4 ]\nL:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n"
-            "[r:0/1][V:1]A8|[V:2]C8|\n[r:1/0][V:1]B8|[V:2]D8|\n")
-    abc, document = generation.finish_generated("even")(text, 0, "end")
-    assert "| 4 | 4 ]" not in abc and "%Choral" not in abc
-    assert [len(part.getElementsByClass("Measure")) for part in document.score().parts] == [2, 2]
-
-
 def test_a_converted_bar_far_longer_than_its_metre_is_refused():
     """A piece the shipped model generated under the load bench: abc2xml wrote its quarter notes 24 beats
     long (4/4 bars of 96). Inpainted, it is the score verovio crashed on (verovio_segfault.musicxml)."""

@@ -388,25 +388,14 @@ def check_generated_bars(text: str, all_body: bool = False) -> None:
             raise ScoreError(f"generated bar line {number} has no voice ([V:n])")
 
 
-_HEADER_FIELD = re.compile(r"^(%%|[A-Za-z]:)")
-
-
-def _is_kept(line: str, in_header: bool) -> bool:
-    """Drop `%` comment lines, and header lines that are neither a field nor a `%%` directive: a small
-    model writes such garbage (`| 4 | 4 ]`), and abc2xml would read it as bars of an extra voice."""
-    if line.startswith("%") and not line.startswith("%%"):
-        return False
-    return not in_header or bool(_HEADER_FIELD.match(line))
-
-
 def finish_generated(title: str = "") -> Finisher:
-    """Convert a whole generated piece: restore rests, drop `%` lines and header garbage, `X:1`, abc2xml, parse."""
+    """Convert a whole generated piece: restore rests, drop `%` lines, `X:1`, abc2xml, parse."""
 
     def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument]:
         check_generated_bars(text)
-        restored = _lines(restore_rests(text))
-        body = next(i for i, line in enumerate(restored) if "[V:" in line)
-        abc = "X:1\n" + "".join(line for i, line in enumerate(restored) if _is_kept(line, i < body))
+        restored = restore_rests(text)
+        lines = [line for line in _lines(restored) if not (line.startswith("%") and not line.startswith("%%"))]
+        abc = "X:1\n" + "".join(lines)
         return abc, _document(abc, title)
 
     return finish
