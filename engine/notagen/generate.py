@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import music21
 import numpy as np
 import torch
 
@@ -416,12 +415,13 @@ def _document(abc: str, title: str) -> ScoreDocument:
 def _check_bar_lengths(document: ScoreDocument) -> None:
     """abc2xml sometimes writes a generated piece with notes far longer than their written type (a 4/4
     bar of four quarter notes lasting 96 beats): not notation anyone can read, and verovio crashed on one."""
-    for p, part in enumerate(document.score().parts, 1):
-        for measure in part.getElementsByClass(music21.stream.Measure):
-            bar = measure.barDuration.quarterLength
-            if bar and measure.highestTime > MAX_BAR_OVERRUN * bar:
-                raise ScoreError(f"converted bar {measure.number} of part {p} lasts {float(measure.highestTime):g} "
-                                 f"quarter notes, far more than its metre's {float(bar):g}")
+    grid = document.grid  # already built by `n_measures`: no second walk over a copy of the score
+    for p, row in enumerate(grid.cells, 1):
+        for column, events in zip(grid.columns, row):
+            length = max((event.offset + event.duration for event in events), default=0)
+            if column.bar_length and length > MAX_BAR_OVERRUN * column.bar_length:
+                raise ScoreError(f"converted bar {column.number} of part {p} lasts {float(length):g} "
+                                 f"quarter notes, far more than its metre's {float(column.bar_length):g}")
 
 
 # ----------------------------------------------------------------------------------- the engine
