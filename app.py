@@ -33,30 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_notagen(checkpoint: str | None):
-    """The NotaGen generator and its prompt list; (None, []) when no model is given or shipped."""
-    from engine.notagen.generate import DEFAULT_MODEL_DIR, NotagenGenerator
-    from engine.notagen.prompts import prompts_for_checkpoint
-
-    if checkpoint is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        print("note: no NotaGen model in assets/notagen/; composing is off (see --notagen-checkpoint)",
-              file=sys.stderr)
-        return None, []
-    generator = NotagenGenerator.load(checkpoint)
-    return generator, prompts_for_checkpoint(checkpoint or DEFAULT_MODEL_DIR)
-
-
-def load_measure_model(checkpoint: str | None):
-    """The measure model for inpainting; None when none is given or shipped."""
-    from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
-
-    if checkpoint is None and not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
-        print("note: no measure model in assets/measure/; inpainting is off (see --measure-checkpoint)",
-              file=sys.stderr)
-        return None
-    return load_model(checkpoint)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     auth = None
@@ -70,16 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
     from engine.errors import ModelError
-    from engine.service import Composer
+    from engine.service import SHIPPED, Composer
     from webui.app import CSS, build_app
 
+    notes: list[str] = []
     try:
-        notagen, prompts = load_notagen(args.notagen_checkpoint)
-        measure_model = load_measure_model(args.measure_checkpoint)
+        composer = Composer.from_checkpoints(args.notagen_checkpoint or SHIPPED, args.measure_checkpoint or SHIPPED,
+                                             notes=notes)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    composer = Composer(notagen=notagen, prompts=prompts, measure_model=measure_model)
+    for note in notes:
+        print(f"note: {note} (see --help)", file=sys.stderr)
     demo = build_app(composer)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     demo.launch(

@@ -34,6 +34,9 @@ class Progress:
     stop: str | None = None
 
 
+SHIPPED = "shipped"
+"""`Composer.from_checkpoints`' choice of the model shipped in assets/ (when there is one)."""
+
 EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg", "pdf")
 
 
@@ -84,6 +87,42 @@ class Composer:
         self.notagen = notagen
         self.prompts = tuple(prompts)
         self.measure_model = measure_model
+
+    @classmethod
+    def from_checkpoints(cls, notagen: str | Path | None = SHIPPED, measure: str | Path | None = SHIPPED,
+                         notes: list[str] | None = None, **options) -> Composer:
+        """A composer with its models loaded: for each, a checkpoint path, `SHIPPED` for the model in
+        assets/ (left out, with a line in `notes`, when none is shipped), or None for no model. A
+        checkpoint that does not load raises `ModelError`. `options` go to the constructor."""
+        generator, prompts = cls._load_notagen(notagen, notes)
+        return cls(notagen=generator, prompts=prompts, measure_model=cls._load_measure(measure, notes), **options)
+
+    @staticmethod
+    def _load_notagen(checkpoint, notes: list[str] | None) -> tuple:
+        from engine.notagen.generate import DEFAULT_MODEL_DIR, NotagenGenerator
+        from engine.notagen.prompts import prompts_for_checkpoint
+
+        if checkpoint is None:
+            return None, ()
+        if checkpoint == SHIPPED:
+            if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+                _note(notes, "no NotaGen model in assets/notagen/; composing is off")
+                return None, ()
+            checkpoint = DEFAULT_MODEL_DIR
+        return NotagenGenerator.load(checkpoint), tuple(prompts_for_checkpoint(checkpoint))
+
+    @staticmethod
+    def _load_measure(checkpoint, notes: list[str] | None):
+        from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
+
+        if checkpoint is None:
+            return None
+        if checkpoint == SHIPPED:
+            if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+                _note(notes, "no measure model in assets/measure/; inpainting is off")
+                return None
+            checkpoint = DEFAULT_CHECKPOINT
+        return load_model(checkpoint)
 
     examples = tuple(EXAMPLES)
 
@@ -180,20 +219,39 @@ class Composer:
         return self._progress(events, continuation.finisher(document.title), preview_every,
                               start=len(continuation.context.text))
 
-    def inpaint(self, document: ScoreDocument, locked_cells, *, sweeps: int = 0, seed: int = 0,
-                temperature: float = 1.0, time_budget_s: float | None = None) -> ScoreDocument:
-        """`document` with every (part, column) cell not in `locked_cells` rewritten by the measure model."""
+    def compose(self, prompt, n: int = 1, *, on_event=None, **options):
+        """`n` whole pieces from a `Prompt` (None: unconditional), generated together: a
+        `GenerationResult`; `on_event` sees every bar and failure (progress)."""
+        return self._require_notagen().generate(prompt, n=n, on_event=on_event, **options)
+
+    def compose_continuation(self, document: ScoreDocument, bars: int | None, keep: int | None = None, *,
+                             prompt=None, on_event=None, **options):
+        """`document`'s first `keep` bars (default: all) followed by `bars` new ones (default: as many as
+        the document had after `keep`, i.e. regenerate from bar `keep`): a `GenerationResult`."""
+        generator = self._require_notagen()
+        if bars is None:
+            return generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
+        return generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
+
+    def inpaint(self, document: ScoreDocument, locked_cells, **options) -> ScoreDocument:
+        """`document` with every (part, column) cell not in `locked_cells` rewritten by the measure model;
+        `options` are `engine.measure.inpaint.inpaint`'s (seed, temperature, sweeps, time_budget_s, ...)."""
         from engine.measure.inpaint import inpaint
 
         if self.measure_model is None:
-            raise ModelError("no measure model is loaded (start the app with --measure-checkpoint PATH)")
-        result = inpaint(document, set(locked_cells), model=self.measure_model, seed=seed, temperature=temperature,
-                         sweeps=sweeps, time_budget_s=time_budget_s)
+            raise ModelError("no measure model is loaded (app: --measure-checkpoint DIR; command line: --checkpoint DIR)")
+        result = inpaint(document, set(locked_cells), model=self.measure_model, **options)
         return ScoreDocument(musicxml=result.musicxml, title=document.title)
+
+    def evaluate(self, encoder: str | Path, data: str | Path, out: str | Path, prompts=None, **options) -> dict:
+        """The NotaGen paper's Table 2 for the loaded NotaGen model (`engine.scoring.evaluate.evaluate`)."""
+        from engine.scoring.evaluate import evaluate
+
+        return evaluate(self._require_notagen(), encoder, data, out, prompts, **options)
 
     def _require_notagen(self):
         if self.notagen is None:
-            raise ModelError("no NotaGen model is loaded (start the app with --notagen-checkpoint PATH)")
+            raise ModelError("no NotaGen model is loaded (app: --notagen-checkpoint PATH; command line: --checkpoint PATH)")
         return self.notagen
 
     @staticmethod
@@ -219,6 +277,11 @@ class Composer:
 
         alignment = bar_alignment(document.interleaved_abc)
         return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
+
+
+def _note(notes: list[str] | None, line: str) -> None:
+    if notes is not None:
+        notes.append(line)
 
 
 def _file_stem(title: str) -> str:

@@ -1,12 +1,11 @@
 """Inpainting never changes locked measures and fills the others; generation; the CLI's lock spec."""
-import argparse
 
 import music21
 import pytest
 import torch
 
 from engine.errors import ModelError, ScoreError
-from engine.measure.cli import add_inpaint_arguments, parse_lock_spec
+from engine.cli import build_parser, parse_lock_spec
 from engine.measure.context import MeasureLM
 from engine.measure.inpaint import generate, inpaint
 from engine.measure.representation import from_document
@@ -74,8 +73,7 @@ def test_generate(model):
 
 
 def test_lock_spec(document):
-    parser = add_inpaint_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["in.musicxml", "--lock", "1-2,4", "--lock", "2:5", "--out", "o.musicxml"])
+    args = build_parser().parse_args(["inpaint", "in.musicxml", "--lock", "1-2,4", "--lock", "2:5", "--out", "o.musicxml"])
     cells = parse_lock_spec(args.lock, document.grid)
     # columns: 0 is the pickup (measure 0), so measure n is column n
     assert cells == {(p, m) for p in range(4) for m in (1, 2, 4)} | {(1, 5)}

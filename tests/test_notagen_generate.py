@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.__main__ import main
+from engine.cli import main
 from engine.errors import ModelError, ScoreError
 from engine.notagen import generate as generation
 from engine.notagen.generate import (

@@ -3,7 +3,6 @@
     representation  scores <-> grids of part-wise measures (voices of chord-duration tuples)
     model           chord / duration / voice / measure encoders and decoders, CSD and AR inter-measure models
     inpaint         CSD inpainting (Algorithm 1) and generation of new pieces
-    cli             `python -m engine inpaint ...` hook
 
 See docs/measure_model.md for the design and the formulas chosen where the paper's were lost.
 """

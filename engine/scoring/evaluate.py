@@ -300,11 +300,10 @@ def markdown_table(rows: Sequence[TableRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(checkpoint: str | Path | None, encoder_path: str | Path, data_dir: str | Path, out: str | Path,
+def evaluate(generator, encoder_path: str | Path, data_dir: str | Path, out: str | Path,
              prompts: Sequence[str] | None = None, n: int = 8, max_bars: int = 16, seed: int = 0, k: str = "0",
              min_references: int = 5, **sampling) -> dict:
-    """Runs the whole evaluation and writes `out` (JSON) and `out` with `.md` (the table)."""
-    from engine.notagen.generate import NotagenGenerator
+    """Runs the whole evaluation of a `NotagenGenerator` and writes `out` (JSON) and `out` with `.md` (the table)."""
     from engine.scoring.model import load_encoder
 
     started = time.perf_counter()
@@ -313,14 +312,13 @@ def evaluate(checkpoint: str | Path | None, encoder_path: str | Path, data_dir: 
     prompts = list(prompts or reference.prompts(min_train=min_references))
     if not prompts:
         raise ModelError(f"no prompt has {min_references} training pieces in {data_dir}; lower --min-references")
-    generator = NotagenGenerator.load(checkpoint)
     sample = generate_scored(generator, reference, encoder, prompts, n, max_bars, seed, **sampling)
     scored = sample.scored
     validation = [p.text for p in reference.pieces if p.split == "validation" and p.prompt in prompts]
     rows = [sheet_gt_row(reference, prompts),
             model_row(generator.name or "NotaGen", k, scored, sample.attempted, perplexity(generator.model, validation))]
     result = {
-        "checkpoint": str(checkpoint), "encoder": str(encoder_path), "prompts": prompts, "n": n, "max_bars": max_bars,
+        "checkpoint": generator.name, "encoder": str(encoder_path), "prompts": prompts, "n": n, "max_bars": max_bars,
         "seed": seed, "sampling": sampling, "rows": [asdict(row) for row in rows],
         "probe_test_accuracy": {"period": rows[0].la_period, "instrumentation": rows[0].la_instrumentation},
         "pieces": [{key: value for key, value in asdict(p).items() if key != "text"} for p in scored],
