@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.notagen.generate import NotagenGenerator, Prompt  # noqa: E402
+from engine.notagen.generate import NotagenGenerator  # noqa: E402
+from engine.notagen.prompts import Prompt  # noqa: E402
 from engine.score.bae import BarAlignment, bar_alignment  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT.parent / "shared" / "fixtures" / "notagen_reference" / "tiny_notagen_trained_fp16.pth"

@@ -6,7 +6,7 @@ Random weights (speed does not depend on them), two sizes: NotaGen-small (12 pat
 layers, hidden 768, context 2048) and a tiny one (2 / 1 / 128, context 2048). Two contexts: a short
 prompt (BOS + 3 prompt patches) and a synthetic piece of about 1000 patches. Batch 1 and 8.
 
-* "cached" is the real engine (`engine.notagen.generate._Engine`, the loop behind `NotagenGenerator`):
+* "cached" is the real engine (`engine.notagen.batch_engine.BatchEngine`, the loop behind `NotagenGenerator`):
   sampling with the released settings (top-k 9, top-p 0.9, temperature 1.2), bar resampling off (random
   weights write no bars). The context encoding ("prefill") is timed separately; throughput counts only
   the generated patches (16 chars each).
@@ -36,12 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.errors import ScoreError  # noqa: E402
-from engine.notagen import generate as generation  # noqa: E402
+from engine.notagen.batch_engine import BatchEngine  # noqa: E402
 from engine.notagen.config import PRESETS, NotagenConfig  # noqa: E402
-from engine.notagen.generate import GenerationContext, GenerationOptions, Prompt, _zero_after_eos  # noqa: E402
+from engine.notagen.finish import GenerationContext  # noqa: E402
 from engine.notagen.model import NotagenModel  # noqa: E402
+from engine.notagen.options import GenerationOptions, SamplingOptions  # noqa: E402
 from engine.notagen.patchilizer import Patchilizer  # noqa: E402
-from engine.notagen.sampling import Sampler, SamplingOptions, row_generators  # noqa: E402
+from engine.notagen.prompts import Prompt  # noqa: E402
+from engine.notagen.reference import zero_after_eos  # noqa: E402
+from engine.notagen.sampling import Sampler, row_generators  # noqa: E402
 
 SIZES = {
     "NotaGen-small": PRESETS["notagen-small"],
@@ -91,7 +94,7 @@ def _no_conversion(text: str, start: int, reason: str):
 
 def time_cached(model: NotagenModel, context: GenerationContext, batch: int, patches: int) -> dict:
     options = GenerationOptions(n=batch, seed=0, bae_resample=False, max_attempts=1, max_patches=patches + 2)
-    engine = generation._Engine(model, context, _no_conversion, options)
+    engine = BatchEngine(model, context, _no_conversion, options)
     started = time.perf_counter()
     groups = engine.start()
     prefill = time.perf_counter() - started
@@ -120,7 +123,7 @@ def time_official(model: NotagenModel, context: GenerationContext, patches: int)
         started = time.perf_counter()
         for _ in range(patches):
             new = model.generate_patch(flat, choose)
-            flat += _zero_after_eos(new)
+            flat += zero_after_eos(new)
         seconds = time.perf_counter() - started
     return dict(seconds=seconds, patches=patches, context=len(ids))
 

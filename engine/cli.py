@@ -14,6 +14,14 @@ import warnings
 from pathlib import Path
 
 from engine.errors import ModelError, ScoreError, describe
+from engine.notagen.options import (
+    DEFAULT_MAX_BARS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    GenerationOptions,
+)
+from engine.notagen.prompts import Prompt, read_prompts
 
 OUTPUT_EXTENSIONS = {
     ".musicxml": "musicxml",
@@ -45,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(generate)
     generate.add_argument("--prompt", default=None, help='"Period|Composer|Instrumentation" (default: unconditional)')
     generate.add_argument("-n", type=int, default=1, help="how many pieces (generated together; default 1)")
-    generate.add_argument("--max-bars", type=int, default=32, help="stop each piece after this many bars (default 32)")
+    generate.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="stop each piece after this many bars (default %(default)s)")
     generate.add_argument("--out", type=Path, required=True, help="folder for piece_NN.abc and piece_NN.musicxml")
 
     inpaint = commands.add_parser("inpaint", help="regenerate the unlocked measures of a score with the measure model")
@@ -91,9 +99,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="an official NotaGen .pth or a saved model folder (default: assets/notagen/ if present)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    parser.add_argument("--top-k", type=int, default=9, help="sample among the k likeliest chars (1 = greedy; default 9)")
-    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
-    parser.add_argument("--temperature", type=float, default=1.2, help="sampling temperature (default 1.2)")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="sample among the k likeliest chars (1 = greedy; default %(default)s)")
+    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling mass (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature (default %(default)s)")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (default: none)")
     parser.add_argument("--no-bae-resample", action="store_true", help="keep bars whose voices do not add up")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -138,8 +146,6 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _generation_options(args: argparse.Namespace) -> dict:
     _set_threads(args)
-    from engine.notagen.generate import GenerationOptions
-
     options = dict(
         n=args.n, seed=args.seed, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
         time_limit=args.time_limit, bae_resample=not args.no_bae_resample,
@@ -159,8 +165,6 @@ def _notagen_composer(args: argparse.Namespace):
 
 
 def _prompt(args: argparse.Namespace):
-    from engine.notagen.generate import Prompt
-
     if args.prompt is None:
         return None
     try:
@@ -280,7 +284,6 @@ def run_inpaint(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
-    from engine.notagen.prompts import read_prompts
     from engine.scoring.evaluate import TableRow, markdown_table
 
     prompts = None

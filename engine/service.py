@@ -201,7 +201,7 @@ class Composer:
 
     def generate(self, prompt, preview_every: int = 4, **options) -> Iterator[Progress]:
         """Stream one new piece from a `Prompt` (None: unconditional), with a preview every few bars."""
-        from engine.notagen.generate import finish_generated
+        from engine.notagen.finish import finish_generated
 
         generator = self._require_notagen()
         preview = finish_generated("preview")
@@ -211,7 +211,7 @@ class Composer:
         self, document: ScoreDocument, bars: int, keep: int | None = None, preview_every: int = 4, **options
     ) -> Iterator[Progress]:
         """Stream `document`'s first `keep` bars (default: all) followed by `bars` new ones."""
-        from engine.notagen.generate import score_continuation
+        from engine.notagen.finish import score_continuation
 
         generator = self._require_notagen()
         continuation = score_continuation(document, bars, keep)

@@ -19,8 +19,10 @@ import torch
 import app
 from engine.errors import ModelError, ScoreError
 from engine.measure.inpaint import DEFAULT_CHECKPOINT, load_model
+from engine.notagen import finish as notagen_finish
 from engine.notagen import generate as notagen_generate
-from engine.notagen.generate import STOP_CANCEL, NotagenGenerator
+from engine.notagen.generate import NotagenGenerator
+from engine.notagen.options import STOP_CANCEL
 from engine.render.engrave import Engraver
 from engine.render.audio import AudioUnavailable, synthesize
 from engine.service import Composer
@@ -95,8 +97,9 @@ def _failing_finisher(*args):
 def test_output_that_does_not_convert_keeps_the_previous_score(handlers, session, monkeypatch, action):
     """Every attempt's text fails to convert (previews too): the failure is reported once all attempts
     are spent, and the tab keeps the score it had."""
-    monkeypatch.setattr(notagen_generate, "finish_generated", _failing_finisher)
-    monkeypatch.setattr(notagen_generate.ScoreContinuation, "finisher", lambda self, title: _failing_finisher())
+    monkeypatch.setattr(notagen_generate, "finish_generated", _failing_finisher)  # the generator's pieces
+    monkeypatch.setattr(notagen_finish, "finish_generated", _failing_finisher)  # the previews
+    monkeypatch.setattr(notagen_finish.ScoreContinuation, "finisher", lambda self, title: _failing_finisher())
     with pytest.warns(UserWarning, match="could not be used"):
         if action == "generate":
             outputs = run_generate(handlers, session, max_bars=2)

@@ -15,24 +15,27 @@ import torch
 
 from engine.cli import main
 from engine.errors import ModelError, ScoreError
+from engine.notagen import batch_engine
 from engine.notagen import generate as generation
-from engine.notagen.generate import (
+from engine.notagen.batch_engine import BatchEngine
+from engine.notagen.finish import check_bar_lengths, score_continuation, text_context
+from engine.notagen.generate import NotagenGenerator
+from engine.notagen.kv_buffers import KVBuffers, advance_patch
+from engine.notagen.options import (
     STOP_BARS,
     STOP_CANCEL,
     STOP_CONTEXT,
     STOP_END,
     STOP_PATCHES,
     STOP_TIME,
-    NotagenGenerator,
-    Prompt,
-    greedy_continue,
-    prompt_text,
-    score_continuation,
-    text_context,
+    GenerationOptions,
+    SamplingOptions,
 )
+from engine.notagen.prompts import Prompt, prompt_text
+from engine.notagen.reference import greedy_continue
 from engine.notagen.model import load_checkpoint
 from engine.notagen.patchilizer import Patchilizer
-from engine.notagen.sampling import SamplingOptions, Sampler, check_logits, filtered_probs, row_generators
+from engine.notagen.sampling import Sampler, check_logits, filtered_probs, row_generators
 from engine.score.bae import bar_alignment
 from engine.score.document import ScoreDocument
 from engine.score.formats import score_to_musicxml
@@ -168,11 +171,11 @@ def test_kv_buffers_equal_the_gpt2_cache(notagen_reference):
     patches = torch.randint(0, 128, (2, 30, 16), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         cache = model.encode_patches(patches[:, :10])
-        buffers = generation.KVBuffers.from_cache(cache, limit=64, spare=3)
+        buffers = KVBuffers.from_cache(cache, limit=64, spare=3)
         hidden_at_20 = None
         for k in range(10, 30):
             cache = model.encode_patches(patches[:, k : k + 1], cache)
-            generation.advance_patch(model, buffers, patches[:, k : k + 1])
+            advance_patch(model, buffers, patches[:, k : k + 1])
             assert buffers.num_patches == cache.num_patches
             torch.testing.assert_close(buffers.last_hidden, cache.last_hidden, atol=1e-6, rtol=1e-6)
             if k == 19:
@@ -185,17 +188,17 @@ def test_kv_buffers_equal_the_gpt2_cache(notagen_reference):
         cut = buffers.cut(1, 20, hidden_at_20[1])  # row 1 back at 20 patches, then on with other patches
         other = torch.randint(0, 128, (1, 5, 16), generator=torch.Generator().manual_seed(1))
         for k in range(5):
-            generation.advance_patch(model, cut, other[:, k : k + 1])
+            advance_patch(model, cut, other[:, k : k + 1])
         expected = model.patch_hidden(torch.cat([patches[1:, :20], other], dim=1))[:, -1]
         torch.testing.assert_close(cut.last_hidden, expected, atol=1e-5, rtol=1e-5)
 
-        joined = generation.KVBuffers.concat([buffers.select([1]), buffers.select([0])])
-        generation.advance_patch(model, joined, patches[[1, 0], :1])
+        joined = KVBuffers.concat([buffers.select([1]), buffers.select([0])])
+        advance_patch(model, joined, patches[[1, 0], :1])
         expected = model.patch_hidden(torch.cat([patches[[1, 0]], patches[[1, 0], :1]], dim=1))[:, -1]
         torch.testing.assert_close(joined.last_hidden, expected, atol=1e-5, rtol=1e-5)
-        full = generation.KVBuffers.from_cache(model.encode_patches(patches[:, :10]), limit=10)
+        full = KVBuffers.from_cache(model.encode_patches(patches[:, :10]), limit=10)
         with pytest.raises(ModelError):
-            generation.advance_patch(model, full, patches[:, :1])
+            advance_patch(model, full, patches[:, :1])
 
 
 # ---------------------------------------------------------------------------------------- greedy & seeds
@@ -244,8 +247,8 @@ def test_context_overflow_continues_past_patch_length(trained):
 def test_random_model_streams_past_the_context(random_model, bach_body_text, monkeypatch):
     """120 patches from a 34-patch context with patch_length 64: the row is re-encoded, never fails."""
     reencodes = []
-    original = generation._Engine._reencode
-    monkeypatch.setattr(generation._Engine, "_reencode", lambda self, row: reencodes.append(row.stop) or original(self, row))
+    original = BatchEngine._reencode
+    monkeypatch.setattr(BatchEngine, "_reencode", lambda self, row: reencodes.append(row.stop) or original(self, row))
     events = list(random_model.stream(bach_body_text, max_patches=120, seed=0, bae_resample=False, max_attempts=1))
     assert reencodes
     # Junk text can make the official stream step give up ("context"); otherwise the patch limit stops it.
@@ -320,8 +323,8 @@ def test_pieces_that_do_not_convert_are_resampled_then_reported(random_model):
 def test_bae_resampling_rolls_back_misaligned_bars(random_model, bach_body_text, monkeypatch):
     """The random model's bars never line up: each is sampled again `bar_retries` times, then kept."""
     rejected = []
-    real = generation.bar_is_aligned
-    monkeypatch.setattr(generation, "bar_is_aligned", lambda line: real(line) or rejected.append(line))
+    real = batch_engine.bar_is_aligned
+    monkeypatch.setattr(batch_engine, "bar_is_aligned", lambda line: real(line) or rejected.append(line))
     events = list(random_model.stream(bach_body_text, max_bars=2, seed=7, bar_retries=2, max_attempts=1))
     final = events[-1]
     assert final.stop == STOP_BARS and final.bars == 2
@@ -342,7 +345,7 @@ def test_bae_resampling_keeps_the_context_consistent(trained, monkeypatch):
         checked[key] = checked.get(key, 0) + 1
         return checked[key] > 1
 
-    monkeypatch.setattr(generation, "bar_is_aligned", reject_first_try)
+    monkeypatch.setattr(batch_engine, "bar_is_aligned", reject_first_try)
     events = list(trained.stream(BACH, max_bars=1, seed=8, bar_retries=1, top_k=1, temperature=1.0))
     # Greedy never resamples (it would write the same bar again).
     assert events[-1].piece.resampled_bars == 0 and not checked
@@ -378,7 +381,7 @@ def test_long_continuation_context_keeps_its_last_bars(trained, notagen_referenc
     document = ScoreDocument(source.read_text(encoding="utf-8"), "haydn")
     continuation = score_continuation(document, bars=1)
     assert len(Patchilizer().encode_generate(continuation.context.text, patch_length=10**6)) > 64
-    engine = generation._Engine(trained.model, continuation.context, continuation.finisher("haydn"), generation.GenerationOptions())
+    engine = BatchEngine(trained.model, continuation.context, continuation.finisher("haydn"), GenerationOptions())
     (group,) = engine.start()
     assert group.cache.num_patches < 64
     assert continuation.context.body.endswith(engine.start_context.body)
@@ -467,5 +470,5 @@ def test_a_converted_bar_far_longer_than_its_metre_is_refused():
     long (4/4 bars of 96). Inpainted, it is the score verovio crashed on (verovio_segfault.musicxml)."""
     overlong = ScoreDocument((ROOT / "tests/data/overlong_bars.musicxml").read_text(encoding="utf-8"))
     with pytest.raises(ScoreError, match=r"converted bar 1 of part 1 lasts 96 quarter notes, far more than its metre's 4"):
-        generation._check_bar_lengths(overlong)
-    generation._check_bar_lengths(ScoreDocument(score_to_musicxml(music21.corpus.parse("bach/bwv66.6"))))
+        check_bar_lengths(overlong)
+    check_bar_lengths(ScoreDocument(score_to_musicxml(music21.corpus.parse("bach/bwv66.6"))))

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from engine.errors import ModelError
 from engine.notagen.config import PRESETS, NotagenConfig, infer_from_state_dict
-from engine.notagen.generate import BODY_START, greedy_continue
+from engine.notagen.reference import BODY_START, greedy_continue
 from engine.notagen.model import NotagenModel, greedy, load_checkpoint, load_official_state_dict
 from engine.notagen.patchilizer import Patchilizer
 

@@ -724,7 +724,8 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
     mean number of bars, and the share the model ended itself (EOS) within `max_bars`."""
     from collections import Counter
 
-    from engine.notagen.generate import NotagenGenerator, Prompt
+    from engine.notagen.generate import NotagenGenerator
+    from engine.notagen.prompts import Prompt
 
     torch.set_num_threads(threads)
     generator = NotagenGenerator.load(model_dir)

@@ -15,7 +15,7 @@ import gradio as gr
 
 from engine.errors import ModelError, ScoreError
 from engine.locks import Locks
-from engine.notagen.generate import Prompt
+from engine.notagen.prompts import Prompt
 from engine.service import Composer
 from webui.score_view import CSS as VIEW_CSS
 from webui.score_view import EMPTY_VIEW, JS_ON_LOAD, locks_prop, player_html, score_html, unengraved_html

@@ -1,4 +1,5 @@
 """Token sampling for NotaGen generation: top-k, top-p (nucleus) and temperature, seedable and batched.
+The settings and their defaults (`SamplingOptions`) live in the torch-free `engine.notagen.options`.
 
 The official generator (`NotaGenLMHeadModel.generate`, package `samplings`) turns each char's logits into
 `probs = softmax(logits)` (float32) and then applies, in this order, `top_k_sampling` (keep the k most
@@ -21,7 +22,6 @@ same maths, vectorised over the batch in float64. Differences from the official 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,33 +29,7 @@ from torch import Tensor
 
 from engine.errors import ModelError
 from engine.notagen.model import TokenChooser
-
-#: The released NotaGen demo's settings.
-DEFAULT_TOP_K = 9
-DEFAULT_TOP_P = 0.9
-DEFAULT_TEMPERATURE = 1.2
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How each char is chosen. `top_k=0` and `top_p=1` switch those filters off; `top_k=1` (or
-    `temperature=0`) is greedy decoding."""
-
-    top_k: int = DEFAULT_TOP_K
-    top_p: float = DEFAULT_TOP_P
-    temperature: float = DEFAULT_TEMPERATURE
-
-    def __post_init__(self) -> None:
-        if int(self.top_k) != self.top_k or self.top_k < 0:
-            raise ValueError(f"top_k must be a whole number >= 0 (0 = off), not {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-        if not self.temperature >= 0.0 or self.temperature == float("inf"):
-            raise ValueError(f"temperature must be a finite number >= 0, not {self.temperature}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.top_k == 1 or self.temperature == 0.0
+from engine.notagen.options import SamplingOptions
 
 
 def check_logits(logits: Tensor) -> None:

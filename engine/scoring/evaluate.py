@@ -268,7 +268,7 @@ def generate_scored(generator, reference: ReferenceSet, encoder: MusicEncoder, p
                     max_bars: int, seed: int = 0, **sampling) -> Sample:
     """Generates `n` pieces per prompt in one batch each (one attempt, no bar resampling) and scores the
     ones that convert; the others (with at least one bar) are kept as `UnconvertedPiece`s."""
-    from engine.notagen.generate import Prompt
+    from engine.notagen.prompts import Prompt
 
     sample = Sample([], [], 0)
     for index, prompt in enumerate(prompts):
