@@ -142,19 +142,18 @@ def test_cli_refuses_with_one_line_and_no_traceback(chorale_bytes, tmp_path, nam
 
 def test_refused_upload_leaves_the_session_untouched(composer, chorale_bytes, tmp_path):
     """The web handler keeps the tab's history, current version and locks when an upload fails."""
-    from webui.app import build_app
+    from webui.handlers import open_upload
     from webui.session import Session
 
-    handlers = {getattr(f.fn, "__name__", None): f.fn for f in build_app(composer).fns.values()}
     session = Session().with_version(composer.open_bytes(chorale_bytes["mxl"], "chorale.mxl"), "Opened chorale")
     session = session.with_locks(session.locks.toggle_cell(0, 1), cursor=3)
     for name in ("truncated.musicxml", "passwd-entity.musicxml", "zip-bomb.mxl"):
         path = tmp_path / name
         path.write_bytes(REFUSED[name][0](chorale_bytes))
         with pytest.warns(UserWarning, match=name):  # gr.Warning: the toast the user sees
-            outputs = handlers["open_upload"](str(path), session)
-        assert outputs[0] is session
-        assert "could not open the file" in outputs[3] and name in outputs[3]
+            outputs = open_upload(composer, session, str(path))
+        assert outputs.session is session
+        assert "could not open the file" in outputs.status and name in outputs.status
     assert len(session.history.versions) == 1 and session.document.n_measures == 10
     assert session.locks.cells == {(0, 1)} and session.cursor == 3
 

@@ -28,6 +28,8 @@ from engine.render.audio import AudioUnavailable, synthesize
 from engine.service import Composer
 from tests.conftest import NOTAGEN_REFERENCE, ROOT
 from webui import app as webui_app
+from webui import compose_handlers as compose
+from webui.handlers import render_audio
 from webui.session import Session
 
 TINY_NOTAGEN = NOTAGEN_REFERENCE / "tiny_notagen_trained_fp16.pth"
@@ -41,28 +43,16 @@ def composer(notagen_reference, one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def handlers(composer):
-    """The real web handlers of the app, by function name (as the queue runs them)."""
-    return handlers_of(webui_app.build_app(composer))
-
-
-def handlers_of(demo) -> dict:
-    """Handlers by name; a `functools.partial` (Continue, Regenerate from) by its function's name."""
-    functions = [f.fn for f in demo.fns.values() if f.fn is not None]  # None: a JavaScript-only event
-    return {getattr(fn, "__name__", None) or fn.func.__name__: fn for fn in functions}
-
-
-@pytest.fixture(scope="module")
 def session(composer) -> Session:
     """A tab that already shows a score, with a lock and a clicked measure, so losses would show."""
     session = Session().with_version(composer.open_example("Bach - Chorale BWV 66.6"), "Opened chorale")
     return session.with_locks(session.locks.toggle_cell(0, 1), cursor=3)
 
 
-def run_generate(handlers, session, max_bars=16, seed=0, on_output=None) -> list:
+def run_generate(composer, session, max_bars=16, seed=0, on_output=None) -> list:
     """All outputs of the Generate click (unconditional); `on_output` sees each as it streams."""
     outputs = []
-    for output in handlers["generate"](session, None, None, None, *SAMPLING.values(), seed, max_bars):
+    for output in compose.generate(composer, session, None, None, None, *SAMPLING.values(), seed, max_bars):
         outputs.append(output)
         if on_output:
             on_output(output)
@@ -71,14 +61,14 @@ def run_generate(handlers, session, max_bars=16, seed=0, on_output=None) -> list
 
 def assert_kept(outputs: list, session: Session, words: str) -> None:
     """The last output reports the failure and hands back the tab's session object untouched."""
-    assert outputs[-1][0] is session
-    assert outputs[-1][3].startswith("**Error:**") and words in outputs[-1][3]
-    assert "\n" not in outputs[-1][3] and "Traceback" not in outputs[-1][3]
+    assert outputs[-1].session is session
+    assert outputs[-1].status.startswith("**Error:**") and words in outputs[-1].status
+    assert "\n" not in outputs[-1].status and "Traceback" not in outputs[-1].status
 
 
-def offers_musicxml(output: list) -> bool:
-    """A finished version: its MusicXML download is made and offered."""
-    return any(isinstance(o, dict) and str(o.get("value")).endswith(".musicxml") and o.get("interactive") for o in output)
+def offers_musicxml(output) -> bool:
+    """A finished version: its MusicXML download is made and offered (a preview's `downloads` is None)."""
+    return any(str(path).endswith(".musicxml") for path in output.downloads or ())
 
 
 def assert_session_intact(session: Session) -> None:
@@ -94,7 +84,7 @@ def _failing_finisher(*args):
 
 
 @pytest.mark.parametrize("action", ["generate", "continue"])
-def test_output_that_does_not_convert_keeps_the_previous_score(handlers, session, monkeypatch, action):
+def test_output_that_does_not_convert_keeps_the_previous_score(composer, session, monkeypatch, action):
     """Every attempt's text fails to convert (previews too): the failure is reported once all attempts
     are spent, and the tab keeps the score it had."""
     monkeypatch.setattr(notagen_generate, "finish_generated", _failing_finisher)  # the generator's pieces
@@ -102,29 +92,29 @@ def test_output_that_does_not_convert_keeps_the_previous_score(handlers, session
     monkeypatch.setattr(notagen_finish.ScoreContinuation, "finisher", lambda self, title: _failing_finisher())
     with pytest.warns(UserWarning, match="could not be used"):
         if action == "generate":
-            outputs = run_generate(handlers, session, max_bars=2)
+            outputs = run_generate(composer, session, max_bars=2)
         else:
-            outputs = list(handlers["continue_piece"](session, 2, *SAMPLING.values(), 0, from_cursor=False))
+            outputs = list(compose.continue_piece(composer, session, 2, *SAMPLING.values(), 0, from_cursor=False))
     assert_kept(outputs, session, "the generated piece could not be used: the generated text does not convert")
-    assert all(output[0] is session for output in outputs)  # no preview ever replaced the score
+    assert all(output.session is session for output in outputs)  # no preview ever replaced the score
     assert_session_intact(session)
 
 
 # ------------------------------------------------------------------ (b) time limit, (c) cancel
-def test_time_limit_keeps_the_complete_bars(handlers, session, monkeypatch):
+def test_time_limit_keeps_the_complete_bars(composer, session, monkeypatch):
     """The generation is held after its first bar until its time limit has passed: it stops with that bar
     as a finished version (downloads made), and the earlier score stays in the history."""
     limit = 5.0
-    monkeypatch.setattr(webui_app, "GENERATION_TIME_LIMIT", limit)
+    monkeypatch.setattr(compose, "GENERATION_TIME_LIMIT", limit)
     started = time.monotonic()
 
     def hold_after_first_bar(output):
-        if output[3].startswith("Generating: 1 bars"):
+        if output.status.startswith("Generating: 1 bars"):
             time.sleep(max(0.0, limit - (time.monotonic() - started)) + 0.2)
 
-    outputs = run_generate(handlers, session, on_output=hold_after_first_bar)
-    final = outputs[-1][0]
-    assert "(stopped: time)" in outputs[-1][3]
+    outputs = run_generate(composer, session, on_output=hold_after_first_bar)
+    final = outputs[-1].session
+    assert "(stopped: time)" in outputs[-1].status
     assert final.document.n_measures == 1 and final.history.can_undo
     assert final.history.versions[0].document is session.document
     assert offers_musicxml(outputs[-1])
@@ -145,34 +135,34 @@ def test_cancel_event_keeps_the_complete_bars(composer):
     assert event.piece.document.n_measures == 2
 
 
-def test_stop_button_keeps_the_piece_so_far(handlers, session):
+def test_stop_button_keeps_the_piece_so_far(composer, session):
     """The Stop button cancels the streaming handler (Gradio closes it) and shows the last piece as a full version."""
-    running = handlers["generate"](session, None, None, None, *SAMPLING.values(), 0, 16)
-    preview = next(output for output in running if output[0] is not session)
+    running = compose.generate(composer, session, None, None, None, *SAMPLING.values(), 0, 16)
+    preview = next(output for output in running if output.session is not session)
     running.close()
-    outputs = handlers["stopped"](preview[0])
-    assert outputs[3].endswith("Stopped: kept what was made.")
-    assert outputs[0].document.n_measures >= 1 and outputs[0].history.versions[0].document is session.document
+    outputs = compose.stopped(composer, preview.session)
+    assert outputs.status.endswith("Stopped: kept what was made.")
+    assert outputs.session.document.n_measures >= 1 and outputs.session.history.versions[0].document is session.document
     assert offers_musicxml(outputs)
 
 
 # ------------------------------------------------------------------ (d) out of memory
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError(CUDA_OOM), RuntimeError("DefaultCPUAllocator: can't allocate memory")])
-def test_out_of_memory_while_generating(handlers, composer, session, monkeypatch, error):
+def test_out_of_memory_while_generating(composer, session, monkeypatch, error):
     def out_of_memory(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(composer.notagen.model, "decode_patch", out_of_memory)
     with pytest.warns(UserWarning, match="ran out of memory"):
-        outputs = run_generate(handlers, session)
+        outputs = run_generate(composer, session)
     assert_kept(outputs, session, "NotaGen ran out of memory")
     with pytest.warns(UserWarning, match="ran out of memory"):
-        outputs = list(handlers["continue_piece"](session, 2, *SAMPLING.values(), 0, from_cursor=False))
+        outputs = list(compose.continue_piece(composer, session, 2, *SAMPLING.values(), 0, from_cursor=False))
     assert_kept(outputs, session, "NotaGen ran out of memory")
     assert_session_intact(session)
 
 
-def test_out_of_memory_mid_piece_keeps_the_bars_so_far(handlers, composer, session, monkeypatch):
+def test_out_of_memory_mid_piece_keeps_the_bars_so_far(composer, session, monkeypatch):
     """Memory runs out after the first bar is on screen: the failure is shown, and the bars so far stay as a
     finished version (downloads made, as after Stop) after the earlier score in the history."""
     decode_patch = composer.notagen.model.decode_patch
@@ -185,20 +175,20 @@ def test_out_of_memory_mid_piece_keeps_the_bars_so_far(handlers, composer, sessi
 
     monkeypatch.setattr(composer.notagen.model, "decode_patch", decode_until_shown)
     with pytest.warns(UserWarning, match="ran out of memory"):
-        outputs = run_generate(handlers, session, on_output=lambda output: shown.append(output[0] is not session))
+        outputs = run_generate(composer, session, on_output=lambda output: shown.append(output.session is not session))
     final = outputs[-1]
-    assert "NotaGen ran out of memory" in final[3] and "Kept what was made" in final[3]
-    assert final[0].document.n_measures == 1 and final[0].history.versions[0].document is session.document
+    assert "NotaGen ran out of memory" in final.status and "Kept what was made" in final.status
+    assert final.session.document.n_measures == 1 and final.session.history.versions[0].document is session.document
     assert offers_musicxml(final)
 
 
-def test_out_of_memory_while_inpainting(handlers, composer, session, monkeypatch):
+def test_out_of_memory_while_inpainting(composer, session, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError(CUDA_OOM)
 
     monkeypatch.setattr(composer.measure_model.context, "forward", out_of_memory)
     with pytest.warns(UserWarning, match="ran out of memory"):
-        outputs = handlers["regenerate_unlocked"](session, 0, 0)
+        outputs = compose.regenerate_unlocked(composer, session, 0, 0)
     assert_kept([outputs], session, "regenerating failed: the measure model ran out of memory")
     assert_session_intact(session)
 
@@ -267,11 +257,10 @@ def test_app_without_models_or_audio_starts_with_those_parts_off(monkeypatch, tm
     assert "--notagen-checkpoint" in components["compose-off"].value
     assert "--measure-checkpoint" in components["inpaint-off"].value
     assert "FluidSynth is not installed" in components["audio-problem"].value
-    handlers = handlers_of(demo)
     with pytest.warns(UserWarning, match="no NotaGen model is loaded"):
-        assert_kept(run_generate(handlers, session), session, "no NotaGen model is loaded")
+        assert_kept(run_generate(composer, session), session, "no NotaGen model is loaded")
     with pytest.warns(UserWarning, match="no measure model is loaded"):
-        assert_kept([handlers["regenerate_unlocked"](session, 0, 0)], session, "no measure model is loaded")
+        assert_kept([compose.regenerate_unlocked(composer, session, 0, 0)], session, "no measure model is loaded")
 
 
 # ------------------------------------------------------------------ (g) verovio crashes or hangs
@@ -308,22 +297,22 @@ def test_a_hung_engraving_is_stopped_after_its_time_limit(chorale_musicxml):
         engraver.close()
 
 
-def test_a_version_that_cannot_be_engraved_is_kept(handlers, composer, session, monkeypatch):
+def test_a_version_that_cannot_be_engraved_is_kept(composer, session, monkeypatch):
     def crashed(document):
         raise ScoreError("the engraver (verovio) crashed on this score")
 
     monkeypatch.setattr(composer, "engrave", crashed)
-    outputs = handlers["regenerate_unlocked"](session, 0, 0)
-    kept = outputs[0]
+    outputs = compose.regenerate_unlocked(composer, session, 0, 0)
+    kept = outputs.session
     assert len(kept.history.versions) == 2 and kept.history.versions[0].document is session.document
-    assert "could not be engraved: the engraver (verovio) crashed" in outputs[2]["value"]
-    assert "This version could not be engraved" in outputs[3] and offers_musicxml(outputs)
+    assert "could not be engraved: the engraver (verovio) crashed" in outputs.view
+    assert "This version could not be engraved" in outputs.status and offers_musicxml(outputs)
     assert_session_intact(session)
 
 
 # ------------------------------------------------------------------ (f) FluidSynth or the SoundFont missing
 @pytest.mark.parametrize("missing", ["fluidsynth", "soundfont"])
-def test_audio_unavailable_is_explained_and_the_score_stays(handlers, session, monkeypatch, tmp_path, missing):
+def test_audio_unavailable_is_explained_and_the_score_stays(composer, session, monkeypatch, tmp_path, missing):
     if missing == "fluidsynth":
         monkeypatch.setenv("PATH", str(tmp_path))
         words = "FluidSynth is not installed"
@@ -333,10 +322,10 @@ def test_audio_unavailable_is_explained_and_the_score_stays(handlers, session, m
     with pytest.raises(AudioUnavailable, match=words):
         synthesize(b"MThd", "ogg")
     with pytest.warns(UserWarning, match=words):
-        outputs = handlers["render_audio"](session, 1.0)
-    status = next(output for output in outputs if isinstance(output, str))
+        outputs = render_audio(composer, session, 1.0)
+    status = outputs.status
     assert status.startswith("**Error:** audio is off: ") and words in status
-    assert all(output == {"__type__": "update"} for output in outputs if output is not status)  # player, downloads stay
+    assert outputs.player is None and outputs.files is None  # player, downloads stay
     assert_session_intact(session)  # the handler does not even output the session: the score stays
 
 
@@ -346,8 +335,7 @@ def test_model_audio_and_pdf_actions_share_one_concurrency_limit(composer):
     heavy = {"generate", "continue_piece", "regenerate_unlocked", "render_audio", "make_pdf"}
     ids = {}
     for block in demo.fns.values():
-        fn = block.fn
-        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+        name = getattr(block.fn, "__name__", None)  # None: a JavaScript-only event
         if name in heavy:
             ids.setdefault(name, set()).add(block.concurrency_id)
     assert set(ids) == heavy and {i for group in ids.values() for i in group} == {"heavy"}
