@@ -9,7 +9,7 @@ number printed in the score ('4a' for the rest of a bar split at a repeat sign).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 
 import music21
@@ -71,10 +71,6 @@ class MeasureGrid:
             if column.number == str(number):
                 return index
         raise KeyError(f"there is no measure {number}")
-
-    def to_dict(self) -> dict:
-        """A JSON-serialisable form; fractions become strings such as '1/3'."""
-        return _jsonable(asdict(self))
 
 
 def measure_layout(score: music21.stream.Score) -> MeasureLayout:
@@ -157,12 +153,3 @@ def _events(measure: music21.stream.Measure) -> tuple[Event, ...]:
             )
     return tuple(events)
 
-
-def _jsonable(value):
-    if isinstance(value, Fraction):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
