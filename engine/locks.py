@@ -1,5 +1,9 @@
 """Measure locks: which cells of the measure grid (part, column) the models must leave alone.
 
+Cells are indices into `ScoreDocument.grid`; the measure model reads the same rows and columns
+(`engine.score.grid.measure_layout`), so inpainting keeps exactly the locked measures
+(tests/test_measure_grid_locks.py).
+
 A click on a measure column locks every part of it; a part-level lock addresses one cell. Locks are
 an immutable set, so they travel with the session state and undo cleanly.
 """

@@ -324,7 +324,7 @@ def test_pieces_carry_notagen_texts_labels_and_multi_tune_abc_is_split(built):
     assert pieces["mini-lieder/scores/tunes.abc#1"]["work"] == pieces["mini-lieder/scores/tunes.abc#2"]["work"]
 
 
-def test_finetune_index_grids_and_prompts(built):
+def test_finetune_index_and_prompts(built):
     out, report = built
     pieces = _jsonl(out, "pieces")
     index = _jsonl(out, "finetune")
@@ -337,12 +337,7 @@ def test_finetune_index_grids_and_prompts(built):
     text = data.finetune_text(next(data.iter_finetune(out)), "C")
     assert text.startswith("%Baroque\n%Bach, Johann Sebastian\n%Choral\n")
 
-    grids = _jsonl(out, "grids")
-    assert {g["id"] for g in grids} == {p["id"] for p in pieces}
-    for grid in grids:
-        assert len(grid["grid"]["parts"]) == grid["parts"] > 0
-        assert len(grid["grid"]["columns"]) == grid["measures"] > 0
-        assert len(grid["grid"]["cells"]) == grid["parts"]
+    assert not (out / "grids").exists()  # the measure model reads its own grids (training.measure)
 
     expected = Counter(r["prompt"] for r in index)
     assert {p: c["total"] for p, c in report["prompts"].items()} == dict(expected)
@@ -354,7 +349,7 @@ def test_finetune_index_grids_and_prompts(built):
 def test_splits_are_by_work(built):
     out, report = built
     splits_of_work = defaultdict(set)
-    for kind in ("pieces", "grids", "finetune"):
+    for kind in ("pieces", "finetune"):
         for record in _jsonl(out, kind):
             splits_of_work[record["work"]].add(record["split"])
             assert record["split"] == split_of(record["work"])

@@ -4,20 +4,16 @@ from fractions import Fraction
 import music21
 import pytest
 
-from engine.measure.representation import (
-    Event,
+from engine.measure.cells import (
+    ChordEvent,
     Note,
     Pitch,
     beat_structure,
     duration_exponents,
     duration_from_exponents,
-    first_difference,
-    from_score,
-    round_trip,
     split_at_beats,
-    to_document,
-    transpose,
 )
+from engine.measure.representation import first_difference, from_score, round_trip, to_document, transpose
 
 # a sample spread over the corpus: pickups, 3/4, 12/8, 3/2, instrument parts, two voices
 ROUND_TRIP_SAMPLE = ["bach/bwv66.6", "bach/bwv277", "bach/bwv248.12-2", "bach/bwv187.7", "bach/bwv8.6",
@@ -76,12 +72,12 @@ def test_cross_beat_notes_become_tied_notes():
     voice = grid.cells[0][0].voices[0]
     c4, d4, e4, g4 = (Pitch.parse(n) for n in ("C4", "D4", "E4", "G4"))
     assert voice == (
-        Event((Note(c4),), Fraction(1, 2)),
-        Event((Note(d4),), Fraction(1, 2)),
-        Event((Note(d4, True),), Fraction(1)),
-        Event((Note(d4, True),), Fraction(1, 2)),
-        Event((Note(e4), Note(g4)), Fraction(1, 2)),
-        Event((Note(e4, True), Note(g4, True)), Fraction(1)),
+        ChordEvent((Note(c4),), Fraction(1, 2)),
+        ChordEvent((Note(d4),), Fraction(1, 2)),
+        ChordEvent((Note(d4, True),), Fraction(1)),
+        ChordEvent((Note(d4, True),), Fraction(1, 2)),
+        ChordEvent((Note(e4), Note(g4)), Fraction(1, 2)),
+        ChordEvent((Note(e4, True), Note(g4, True)), Fraction(1)),
     )
     assert grid.parts[0].instrument == "violin"
     # written back, the split notes are tied notes, and reading them again gives the same grid

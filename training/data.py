@@ -1,4 +1,4 @@
-"""Build the training data sets: NotaGen texts, prompt labels, measure grids, splits and a report.
+"""Build the training data sets: NotaGen texts, prompt labels, splits and a report.
 
     python -m training.data build --out data/            # the bundled music21 corpus, all cores
     python -m training.data build --out data/ \\
@@ -20,7 +20,6 @@ Output (see docs/datasets.md):
                                      prompt, work, split, BAE          -> pre-training set
     data/finetune/shard-NNNNN.jsonl  the labelled pieces of that shard: id, split, prompt, labels,
                                      line number in pieces/            -> fine-tuning set (index)
-    data/grids/shard-NNNNN.jsonl     one line per piece: engine.score.grid.measure_grid(...).to_dict()
     data/failures/shard-NNNNN.jsonl  one line per failed stage: id, stage, reason
     data/pieces/shard-NNNNN.done     the shard's marker and statistics
     data/prompts.tsv, prompts.txt    the prompt list with counts per split
@@ -191,15 +190,15 @@ def convert_piece(ref: PieceRef, keys: tuple[str, ...]) -> dict:
     """Every output for one piece, or the reasons it has none. Never raises (but see the watchdog).
 
     Stages: read (file -> MusicXML + music21 score), notagen (official preprocessing: interleaved
-    ABC and the rest-reduced text per key, plus its bar alignment), grid (the measure grid).
-    A failed stage is recorded with its reason; the other stages still run where they can.
+    ABC and the rest-reduced text per key, plus its bar alignment).
+    A failed stage is recorded with its reason.
     """
     from engine.score.bae import bar_alignment
     from engine.score.notagen_abc import preprocess
 
     started = time.perf_counter()
     failures: list[dict] = []
-    piece = grid = None
+    piece = None
     labels, label_note = ref.labels, ref.label_note
     stage = "read"
     _arm(_worker_timeout_s)
@@ -235,20 +234,10 @@ def convert_piece(ref: PieceRef, keys: tuple[str, ...]) -> dict:
                 }
             except (Exception, MemoryError) as exc:  # noqa: BLE001
                 failures.append({"stage": "notagen", "reason": _describe(exc)})
-            stage = "grid"
-            try:
-                measure_grid = document.grid
-                grid = {
-                    **common, "parts": len(measure_grid.parts), "measures": len(measure_grid.columns),
-                    "grid": measure_grid.to_dict(),
-                }
-            except (Exception, MemoryError) as exc:  # noqa: BLE001
-                failures.append({"stage": "grid", "reason": _describe(exc)})
         _arm(0)
     except PieceTimeout:
         failures.append({"stage": stage, "reason": f"over the time limit of {_worker_timeout_s} CPU seconds (--timeout)"})
-        piece = piece if stage != "notagen" else None
-        grid = None
+        piece = None
     finally:
         try:
             _arm(0)
@@ -256,7 +245,6 @@ def convert_piece(ref: PieceRef, keys: tuple[str, ...]) -> dict:
             pass
     return {
         "piece": piece,
-        "grid": grid,
         "failures": failures,
         "labels": labels.prompt if labels else None,
         "label_note": label_note,
@@ -353,7 +341,7 @@ class PieceRunner:
 
 def _failed_result(reason: str) -> dict:
     return {
-        "piece": None, "grid": None, "failures": [{"stage": "worker", "reason": reason}],
+        "piece": None, "failures": [{"stage": "worker", "reason": reason}],
         "labels": None, "label_note": "", "seconds": 0.0,
     }
 
@@ -362,7 +350,7 @@ def _failed_result(reason: str) -> dict:
 # shards
 # ---------------------------------------------------------------------------------------------
 
-SHARD_DIRS = ("pieces", "finetune", "grids", "failures")
+SHARD_DIRS = ("pieces", "finetune", "failures")
 
 
 def shard_name(index: int) -> str:
@@ -415,7 +403,7 @@ class ShardWriter:
         self.stats = {
             "sources": {},
             "prompts": {},
-            "splits": {kind: dict.fromkeys(SPLITS, 0) for kind in ("pieces", "finetune", "grids")},
+            "splits": {kind: dict.fromkeys(SPLITS, 0) for kind in ("pieces", "finetune")},
             "failures": Counter(),
             "failure_stages": Counter(),
             "label_notes": Counter(),
@@ -436,12 +424,12 @@ class ShardWriter:
         stats = self.stats
         source = stats["sources"].setdefault(
             ref.source,
-            {"inputs": 0, "pieces": 0, "grids": 0, "failed": 0, "labelled": 0, "bars": 0, "misaligned_bars": 0, "seconds": 0.0},
+            {"inputs": 0, "pieces": 0, "failed": 0, "labelled": 0, "bars": 0, "misaligned_bars": 0, "seconds": 0.0},
         )
         source["inputs"] += 1
         source["seconds"] += result["seconds"]
         stats["seconds"] += result["seconds"]
-        piece, grid = result["piece"], result["grid"]
+        piece = result["piece"]
         if piece is not None:
             self.files["pieces"].write(json.dumps(piece, ensure_ascii=False) + "\n")
             source["pieces"] += 1
@@ -465,10 +453,6 @@ class ShardWriter:
             self.piece_lines += 1
         else:
             source["failed"] += 1
-        if grid is not None:
-            self.files["grids"].write(json.dumps(grid, ensure_ascii=False) + "\n")
-            source["grids"] += 1
-            stats["splits"]["grids"][ref.split] += 1
         for failure in result["failures"]:
             record = {"id": ref.id, "source": ref.source, "stage": failure["stage"], "reason": failure["reason"]}
             self.files["failures"].write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -689,7 +673,7 @@ def make_report(out: str | Path) -> dict:
     manifest = _read_json(out / "build.json") or {}
     sources: dict[str, dict] = {}
     prompts: dict[str, dict] = {}
-    splits = {kind: dict.fromkeys(SPLITS, 0) for kind in ("pieces", "finetune", "grids")}
+    splits = {kind: dict.fromkeys(SPLITS, 0) for kind in ("pieces", "finetune")}
     failures, stages, label_notes = Counter(), Counter(), Counter()
     totals = Counter()
     shards_done = 0
@@ -700,9 +684,9 @@ def make_report(out: str | Path) -> dict:
             into.update(stats)
         for prompt, counts in marker["prompts"].items():
             prompts.setdefault(prompt, Counter()).update(counts)
-        for kind, counts in marker["splits"].items():
-            for split, n in counts.items():
-                splits[kind][split] += n
+        for kind, counts in splits.items():
+            for split, n in marker["splits"][kind].items():
+                counts[split] += n
         failures.update(marker["failures"])
         stages.update(marker["failure_stages"])
         label_notes.update(marker["label_notes"])
@@ -714,7 +698,7 @@ def make_report(out: str | Path) -> dict:
     for name in sorted(sources):
         s = sources[name]
         source_rows[name] = {
-            "inputs": s["inputs"], "pieces": s["pieces"], "grids": s["grids"], "failed": s["failed"],
+            "inputs": s["inputs"], "pieces": s["pieces"], "failed": s["failed"],
             "labelled": s["labelled"], "bars": s["bars"], "misaligned_bars": s["misaligned_bars"],
             "bae_percent": round(100 * s["misaligned_bars"] / s["bars"], 3) if s["bars"] else None,
             "seconds": round(s["seconds"], 1),
@@ -752,7 +736,6 @@ def make_report(out: str | Path) -> dict:
         "totals": {
             "inputs": totals["inputs"],
             "pieces": pieces,
-            "grids": sum(r["grids"] for r in source_rows.values()),
             "failed": sum(r["failed"] for r in source_rows.values()),
             "labelled": sum(r["labelled"] for r in source_rows.values()),
             "prompts": len(prompt_rows),
@@ -820,7 +803,7 @@ def report_markdown(report: dict) -> str:
     ]
     t = report["totals"]
     lines += [
-        f"- inputs {t['inputs']}: converted to NotaGen text {t['pieces']}, measure grids {t['grids']}, "
+        f"- inputs {t['inputs']}: converted to NotaGen text {t['pieces']}, "
         f"no NotaGen text {t['failed']} ({t['timeouts']} timeouts); labelled for fine-tuning {t['labelled']} in {t['prompts']} prompts",
     ]
     bae = report["bae"]
@@ -829,11 +812,11 @@ def report_markdown(report: dict) -> str:
     for kind, counts in report["splits"].items():
         lines.append(f"| {kind} | " + " | ".join(str(counts[s]) for s in SPLITS) + " |")
     lines += ["", "## Pieces per source", "",
-              "| source | inputs | NotaGen texts | grids | failed | labelled | BAE % | seconds |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| source | inputs | NotaGen texts | failed | labelled | BAE % | seconds |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in report["sources"].items():
         lines.append(
-            f"| {name} | {row['inputs']} | {row['pieces']} | {row['grids']} | {row['failed']} | {row['labelled']} | "
+            f"| {name} | {row['inputs']} | {row['pieces']} | {row['failed']} | {row['labelled']} | "
             f"{'' if row['bae_percent'] is None else row['bae_percent']} | {row['seconds']} |"
         )
     lines += ["", f"## Pieces per prompt ({len(report['prompts'])} prompts)", "",
@@ -868,7 +851,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def iter_records(out: str | Path, kind: str = "pieces", split: str | None = None) -> Iterator[dict]:
-    """Stream the records of `pieces`, `grids`, `finetune` or `failures` shards, optionally one split."""
+    """Stream the records of `pieces`, `finetune` or `failures` shards, optionally one split."""
     folder = Path(out) / kind
     for path in sorted(folder.glob("shard-*.jsonl")):
         with open(path, encoding="utf-8") as handle:

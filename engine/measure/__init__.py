@@ -1,6 +1,8 @@
 """The measure model of Yan & Duan, "Structured polyphonic music modeling via a measure model".
 
-    representation  scores <-> grids of part-wise measures (voices of chord-duration tuples)
+    cells           the grid's types (MeasureScore, Cell, ChordEvent, ...) and beat/duration arithmetic
+    measure_cells   one music21 measure <-> one Cell (the paper's preprocessing)
+    representation  scores <-> grids of part-wise measures, on engine.score.grid's rows and columns
     model           chord / duration / voice / measure encoders and decoders, CSD and AR inter-measure models
     inpaint         CSD inpainting (Algorithm 1) and generation of new pieces
 

@@ -25,13 +25,13 @@ from fractions import Fraction
 
 import torch
 
-from engine.measure.representation import (
+from engine.measure.cells import (
     MAX_ALTER,
     MAX_OCTAVE,
     MIN_ALTER,
     MIN_EXPONENT,
     Cell,
-    Event,
+    ChordEvent,
     Note,
     Pitch,
     duration_exponents,
@@ -144,14 +144,14 @@ def make_batch(cells: list[Cell], beat_units: list[str], shuffle_notes: random.R
     )
 
 
-def event_from_tensors(digits, notes: list[tuple[int, int]]) -> Event:
-    """An Event from decoded exponent digits and (pitch index, tie) pairs (without TERMINATE)."""
+def event_from_tensors(digits, notes: list[tuple[int, int]]) -> ChordEvent:
+    """A ChordEvent from decoded exponent digits and (pitch index, tie) pairs (without TERMINATE)."""
     duration = duration_from_exponents([int(d) + MIN_EXPONENT for d in digits])
     if notes and notes[0][0] == PAD:
-        return Event((), duration, pad=True)
+        return ChordEvent((), duration, pad=True)
     chord = {}
     for p, t in notes:
         if p >= N_SPECIAL:
             pitch = index_pitch(p)
             chord[pitch] = chord.get(pitch, False) or bool(t)
-    return Event(tuple(sorted(Note(p, t) for p, t in chord.items())), duration)
+    return ChordEvent(tuple(sorted(Note(p, t) for p, t in chord.items())), duration)

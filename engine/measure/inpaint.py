@@ -28,18 +28,9 @@ import torch
 from engine.errors import ModelError, ScoreError, out_of_memory_as_model_error
 from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
-from engine.measure.representation import (
-    Cell,
-    Column,
-    MeasureScore,
-    Part,
-    beat_structure,
-    empty_cell,
-    from_document,
-    normalise_instrument,
-    replace_cells,
-    to_document,
-)
+from engine.measure.cells import Cell, MeasureScore, Part, beat_structure, empty_cell, normalise_instrument
+from engine.measure.representation import from_document, replace_cells, to_document
+from engine.score.grid import Column
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"
 CHORALE_VOICES = ("soprano", "alto", "tenor", "bass")
@@ -212,7 +203,7 @@ def generate(instruments: list[str], n_measures: int, time_signature: str = "4/4
         raise ScoreError("generation needs at least one instrument and one measure")
     beat_unit, n_beats = beat_structure(time_signature)
     parts = tuple(Part(name=name.title() if name.islower() else name, instrument=normalise_instrument(name)) for name in instruments)
-    columns = tuple(Column(str(i + 1), time_signature, key_sharps) for i in range(n_measures))
+    columns = tuple(Column(str(i + 1), time_signature, beat_unit * n_beats, key_sharps) for i in range(n_measures))
     cells = tuple(tuple(empty_cell(beat_unit, n_beats) for _ in range(n_measures)) for _ in parts)
     grid = MeasureScore(parts, columns, cells, title=title)
     tokens = [p.token for p in parts]

@@ -39,12 +39,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.measure.batch import N_PITCHES, PAD, TERMINATE, CellBatch, beat_unit_index, event_from_tensors, make_batch
-from engine.measure.representation import (
+from engine.measure.cells import (
     MAX_EXPONENT,
     MIN_EXPONENT,
     PRIMES,
     Cell,
-    Event,
+    ChordEvent,
     duration_exponents,
 )
 
@@ -638,7 +638,7 @@ class MeasureModel(nn.Module):
         position = Fraction(0)
         end = Fraction(n_beats)
         content_end = pad_before + content_beats
-        events: list[Event] = []
+        events: list[ChordEvent] = []
         for step in itertools.count():
             if not constrained and step >= cfg.max_events:
                 break

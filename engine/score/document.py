@@ -14,7 +14,7 @@ from functools import cached_property
 import music21
 
 from engine.errors import ScoreError, describe
-from engine.score.grid import MeasureGrid, measure_grid
+from engine.score.grid import MeasureGrid, MeasureLayout, measure_grid_of, measure_layout
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,9 +44,15 @@ class ScoreDocument:
         return copy.deepcopy(self._parsed)
 
     @cached_property
+    def layout(self) -> MeasureLayout:
+        """Rows, measures and columns of the parsed score: what `grid` and the measure model read.
+        Its music21 objects are the document's own: read them, never modify them."""
+        return measure_layout(self._parsed)
+
+    @cached_property
     def grid(self) -> MeasureGrid:
-        """The parts x measures view used by the measure model and by measure locks."""
-        return measure_grid(self._parsed)
+        """The parts x measures view whose cells measure locks address."""
+        return measure_grid_of(self.layout)
 
     @cached_property
     def abc(self) -> str:

@@ -1,15 +1,21 @@
 """The measure grid: a score as parts x measures, each cell one part-wise measure.
 
-Locks in the app address cells of this grid, and the measure model reads and writes it. Rows are
+`measure_layout` is the one reading of a score into rows and columns: the app's `MeasureGrid` (whose
+cells measure locks address) and the measure model's `MeasureScore` (engine.measure.representation)
+are both built on it, so a lock at (part, column) names the very measure the model rewrites. Rows are
 staves as music21 reads them (a piano's two staves are two rows, as they are two voices in NotaGen's
-interleaved ABC); columns are measures in score order, labelled with the number printed in the score.
+interleaved ABC); columns are the measures of the longest part in score order, labelled with the
+number printed in the score ('4a' for the rest of a bar split at a repeat sign).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 
 import music21
+
+#: What a measure without any time signature in its score is read as (music21's default metre).
+DEFAULT_TIME_SIGNATURE = "4/4"
 
 
 @dataclass(frozen=True)
@@ -22,11 +28,22 @@ class PartInfo:
 
 @dataclass(frozen=True)
 class Column:
-    """One measure column: its printed number, its time signature and its nominal length in quarters."""
+    """One measure column: its printed number, its time signature (`DEFAULT_TIME_SIGNATURE` where the
+    score has none), its nominal length in quarters and its key signature (sharps; None if none)."""
 
     number: str
     time_signature: str
     bar_length: Fraction
+    key_sharps: int | None = None
+
+
+@dataclass(frozen=True)
+class MeasureLayout:
+    """A score's rows (`Part`/`PartStaff`), the measures of each row and the columns they share."""
+
+    parts: tuple[music21.stream.Part, ...]
+    measures: tuple[tuple[music21.stream.Measure, ...], ...]
+    columns: tuple[Column, ...]
 
 
 @dataclass(frozen=True)
@@ -55,23 +72,23 @@ class MeasureGrid:
                 return index
         raise KeyError(f"there is no measure {number}")
 
-    def to_dict(self) -> dict:
-        """A JSON-serialisable form; fractions become strings such as '1/3'."""
-        return _jsonable(asdict(self))
+
+def measure_layout(score: music21.stream.Score) -> MeasureLayout:
+    """Rows, their measures, and the columns read from the longest row (a shorter row lacks the last ones)."""
+    parts = tuple(score.parts)
+    measures = tuple(tuple(part.getElementsByClass(music21.stream.Measure)) for part in parts)
+    return MeasureLayout(parts, measures, _columns(max(measures, key=len, default=())))
 
 
-def measure_grid(score: music21.stream.Score) -> MeasureGrid:
-    """Read the grid from a music21 score (one row per `Part`/`PartStaff`)."""
-    parts = list(score.parts)
-    measures_per_part = [list(part.getElementsByClass(music21.stream.Measure)) for part in parts]
-    n_columns = max((len(ms) for ms in measures_per_part), default=0)
-    longest = max(measures_per_part, key=len, default=[])
+def measure_grid_of(layout: MeasureLayout) -> MeasureGrid:
+    """The grid of a score's layout: a row per `Part`/`PartStaff`, the events of each measure."""
+    n_columns = len(layout.columns)
     return MeasureGrid(
-        parts=tuple(_part_info(part) for part in parts),
-        columns=_columns(longest),
+        parts=tuple(_part_info(part) for part in layout.parts),
+        columns=layout.columns,
         cells=tuple(
             tuple(_events(ms[i]) if i < len(ms) else () for i in range(n_columns))
-            for ms in measures_per_part
+            for ms in layout.measures
         ),
     )
 
@@ -87,25 +104,29 @@ def _part_info(part: music21.stream.Part) -> PartInfo:
     )
 
 
-def _columns(measures: list[music21.stream.Measure]) -> tuple[Column, ...]:
+def _columns(measures) -> tuple[Column, ...]:
+    """Time and key signatures carry over from the measure that sets them (or the context before)."""
     columns = []
-    time_signature = None
+    default = music21.meter.TimeSignature(DEFAULT_TIME_SIGNATURE)
+    time_signature = key = None
     for measure in measures:
         if measure.timeSignature is not None:
             time_signature = measure.timeSignature
         elif time_signature is None:
             time_signature = measure.getContextByClass(music21.meter.TimeSignature)
-        bar_length = (
-            Fraction(time_signature.barDuration.quarterLength)
-            if time_signature is not None
-            else Fraction(measure.duration.quarterLength)
-        )
-        number = f"{measure.number}{measure.numberSuffix or ''}"
+        keys = list(measure.getElementsByClass(music21.key.KeySignature))
+        if keys:
+            key = keys[0].sharps
+        elif key is None:
+            found = measure.getContextByClass(music21.key.KeySignature)
+            key = found.sharps if found is not None else None
+        metre = time_signature if time_signature is not None else default
         columns.append(
             Column(
-                number=number,
-                time_signature=time_signature.ratioString if time_signature is not None else "",
-                bar_length=bar_length,
+                number=f"{measure.number}{measure.numberSuffix or ''}",
+                time_signature=metre.ratioString,
+                bar_length=Fraction(metre.barDuration.quarterLength),
+                key_sharps=key,
             )
         )
     return tuple(columns)
@@ -132,12 +153,3 @@ def _events(measure: music21.stream.Measure) -> tuple[Event, ...]:
             )
     return tuple(events)
 
-
-def _jsonable(value):
-    if isinstance(value, Fraction):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
