@@ -23,6 +23,7 @@ AUDIO_DOWNLOADS = (("ogg", "Ogg"), ("wav", "WAV"))
 REQUESTED_DOWNLOADS = (*AUDIO_DOWNLOADS, ("pdf", "PDF"))
 """Made on request (Render audio, Make PDF: each takes seconds), so every new version clears them."""
 USER_ERRORS = (ScoreError, ModelError)
+REGENERATE_FROM_NONE = "Regenerate from a clicked measure"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,14 @@ class LockView:
     @property
     def lock_summary(self) -> str:
         return self.session.locks.describe()
+
+    @property
+    def regenerate_label(self) -> str:
+        """The regenerate-from button names the measure it starts at: the one clicked last."""
+        cursor, document = self.session.cursor, self.session.document
+        if cursor is None or document is None:
+            return REGENERATE_FROM_NONE
+        return f"Regenerate from measure {document.grid.columns[cursor].number} (clicked last)"
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ def open_upload(composer: Composer, session: Session, path: str | None) -> Versi
         return failed(session, "no file was received")
     try:
         document = composer.open_file(path)
-        session = session.with_version(document, f"Opened {document.title}")
+        session = session.with_version(document, f"Opened {document.title}", new_score=True)
         return show(composer, session, summary(session))
     except USER_ERRORS as exc:
         return failed(session, f"could not open the file: {exc}")
@@ -138,7 +147,7 @@ def open_example(composer: Composer, session: Session, title: str | None) -> Ver
     if not title:
         return failed(session, "pick an example first")
     try:
-        session = session.with_version(composer.open_example(title), f"Opened {title}")
+        session = session.with_version(composer.open_example(title), f"Opened {title}", new_score=True)
         return show(composer, session, summary(session))
     except USER_ERRORS as exc:
         return failed(session, f"could not open the example: {exc}")
@@ -199,15 +208,27 @@ def invert_locks(session: Session) -> LockView | Unchanged:
 
 
 def toggle(session: Session, click: dict) -> LockView | Unchanged:
-    """A click on the score (the view's `measure_toggle` event data): a whole measure column, or with
-    `single` only that part's cell."""
+    """A click on the score (the view's `measure_toggle` event data): a whole measure column, with `to` a
+    range of columns (locked or unlocked as the clicked one becomes), or with `single` one part's cell."""
     column, part = int(click.get("column", -1)), int(click.get("part", 0))
     try:
         if click.get("single"):
             return change_locks(session, lambda locks: locks.toggle_cell(part, column), column)
+        if click.get("to") is not None:
+            return change_locks(session, lambda locks: toggle_range(locks, column, int(click["to"])), column)
         return change_locks(session, lambda locks: locks.toggle_column(column), column)
     except IndexError as exc:
         return Unchanged(session, str(exc))
+
+
+def toggle_range(locks: Locks, column: int, to: int) -> Locks:
+    """Every column from `column` to `to` locked, or unlocked if `column` was fully locked."""
+    for end in (column, to):
+        if not 0 <= end < locks.n_columns:
+            raise IndexError(f"no measure at column {end + 1}")
+    span = {(p, c) for p in range(locks.n_parts) for c in range(min(column, to), max(column, to) + 1)}
+    lock = column not in locks.full_columns()
+    return Locks(locks.n_parts, locks.n_columns, frozenset(locks.cells | span if lock else locks.cells - span))
 
 
 def request_failed(message: str) -> Made:
