@@ -188,8 +188,8 @@ def test_out_of_memory_while_inpainting(composer, session, monkeypatch):
 
     monkeypatch.setattr(composer.measure_model.context, "forward", out_of_memory)
     with pytest.warns(UserWarning, match="ran out of memory"):
-        outputs = compose.regenerate_unlocked(composer, session, 0, 0)
-    assert_kept([outputs], session, "regenerating failed: the measure model ran out of memory")
+        outputs = list(compose.regenerate_unlocked(composer, session, 0, 0))
+    assert_kept(outputs, session, "regenerating failed: the measure model ran out of memory")
     assert_session_intact(session)
 
 
@@ -260,7 +260,7 @@ def test_app_without_models_or_audio_starts_with_those_parts_off(monkeypatch, tm
     with pytest.warns(UserWarning, match="no NotaGen model is loaded"):
         assert_kept(run_generate(composer, session), session, "no NotaGen model is loaded")
     with pytest.warns(UserWarning, match="no measure model is loaded"):
-        assert_kept([compose.regenerate_unlocked(composer, session, 0, 0)], session, "no measure model is loaded")
+        assert_kept(list(compose.regenerate_unlocked(composer, session, 0, 0)), session, "no measure model is loaded")
 
 
 # ------------------------------------------------------------------ (g) verovio crashes or hangs
@@ -302,7 +302,7 @@ def test_a_version_that_cannot_be_engraved_is_kept(composer, session, monkeypatc
         raise ScoreError("the engraver (verovio) crashed on this score")
 
     monkeypatch.setattr(composer, "engrave", crashed)
-    outputs = compose.regenerate_unlocked(composer, session, 0, 0)
+    outputs = list(compose.regenerate_unlocked(composer, session, 0, 0))[-1]
     kept = outputs.session
     assert len(kept.history.versions) == 2 and kept.history.versions[0].document is session.document
     assert "could not be engraved: the engraver (verovio) crashed" in outputs.view
