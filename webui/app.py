@@ -28,10 +28,13 @@ LAYOUT_CSS = """
 #lock-bar { align-items: center; gap: 8px; }
 #lock-summary { flex: 0 0 150px; }
 @media (min-width: 1000px) {
-  #sidebar { position: sticky; top: 8px; align-self: flex-start; max-height: calc(100vh - 16px); overflow-y: auto; }
+  #sidebar { position: sticky; top: 8px; align-self: flex-start; max-height: calc(100vh - 16px); overflow-y: auto;
+             flex-wrap: nowrap; scrollbar-gutter: stable; scrollbar-width: thin; }
+  #sidebar > * { flex-shrink: 0; }
 }
 """
-"""A compact toolbar above; on wide screens the controls scroll on their own beside the score."""
+"""A compact toolbar above; on wide screens the controls scroll on their own (one column, never wrapped
+into a clipped second one) beside the score."""
 CSS = VIEW_CSS + LAYOUT_CSS
 STORAGE_KEY = "notagen-composer-session"
 STORE_SAVED_JS = f"""(saved) => {{
@@ -40,21 +43,48 @@ STORE_SAVED_JS = f"""(saved) => {{
     try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
     try {{ localStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
 }}"""
+FOLLOW_JS = "(on) => { document.querySelector('#score-view').dataset.follow = on ? 'on' : 'off'; }"
+ZOOM_JS = "(zoom) => { document.querySelector('#score-view').style.setProperty('--zoom', zoom / 100); }"
+CONFIRM_REWRITE_JS = """(session, sweeps, seed, rewrite) => [session, sweeps, seed,
+    document.querySelector('#score-view .locked') !== null || !document.querySelector('#score-view g.measure')
+    || window.confirm('No measure is locked: regenerate the whole piece?')]"""
+"""Asked in the browser before an inpainting with no lock rewrites every measure."""
 """Each tab keeps its own work in sessionStorage (per tab, kept across reloads); the newest work of any tab
 also goes to localStorage, only so that a brand-new tab can start from it."""
 LOAD_SAVED_JS = f"""(session, saved) => {{
     const text = sessionStorage.getItem('{STORAGE_KEY}') || localStorage.getItem('{STORAGE_KEY}');
     try {{ return [session, text ? JSON.parse(text) : null]; }} catch (e) {{ return [session, null]; }}
 }}"""
+FIELDS_KEY = "notagen-composer-fields"
+SAVED_FIELDS = {"period": "#period input", "composer": "#composer input", "instrumentation": "#instrumentation input",
+                "max_bars": "#max-bars input", "seed": "#seed input", "temperature": "#temperature input[type=number]",
+                "top_k": "#top-k input[type=number]", "top_p": "#top-p input[type=number]",
+                "continue_bars": "#continue-bars input"}
+"""The prompt and sampling fields (`compose.saved_fields`'s names) and where the page shows their values."""
+LOAD_FIELDS_JS = f"""(saved) => {{
+    window.addEventListener('pagehide', () => {{
+        const fields = {{}};
+        for (const [name, selector] of Object.entries({SAVED_FIELDS!r})) {{
+            const input = document.querySelector(selector);
+            if (input) fields[name] = input.value;
+        }}
+        const text = JSON.stringify(fields);
+        try {{ sessionStorage.setItem('{FIELDS_KEY}', text); }} catch (e) {{}}
+        try {{ localStorage.setItem('{FIELDS_KEY}', text); }} catch (e) {{}}
+    }});
+    const text = sessionStorage.getItem('{FIELDS_KEY}') || localStorage.getItem('{FIELDS_KEY}');
+    try {{ return text ? JSON.parse(text) : null; }} catch (e) {{ return null; }}
+}}"""
+"""The fields are saved as the page goes away (a reload, a closed tab) and set again when it loads."""
 
 GRADIO_CACHE_CLEANUP = (1800, 3 * 3600)
 """Every 30 min Gradio deletes the uploads and served copies of downloads older than 3 h: bounded disk use."""
-VERSION_OUTPUTS = 9 + len(SCORE_DOWNLOADS) + len(REQUESTED_DOWNLOADS)
+VERSION_OUTPUTS = 10 + len(SCORE_DOWNLOADS) + len(REQUESTED_DOWNLOADS)
 
 
 def version_updates(outputs: VersionView | Unchanged) -> list:
-    """session, saved, view, status, lock summary, versions, undo, redo, player, downloads (score, then
-    audio and PDF, which every new version clears)."""
+    """session, saved, view, status, lock summary, regenerate-from button, versions, undo, redo, player,
+    downloads (score, then audio and PDF, which every new version clears)."""
     if isinstance(outputs, Unchanged):
         return [outputs.session, gr.update(), gr.update(), status_update(outputs),
                 *(gr.update() for _ in range(VERSION_OUTPUTS - 4))]
@@ -68,6 +98,7 @@ def version_updates(outputs: VersionView | Unchanged) -> list:
         gr.update(value=outputs.view, locks=outputs.locks),
         outputs.status,
         outputs.lock_summary,
+        outputs.regenerate_label,
         gr.update(choices=outputs.versions, value=outputs.version),
         gr.update(interactive=outputs.can_undo),
         gr.update(interactive=outputs.can_redo),
@@ -78,10 +109,11 @@ def version_updates(outputs: VersionView | Unchanged) -> list:
 
 
 def lock_updates(outputs: LockView | Unchanged) -> list:
-    """session, saved, view (its locks), lock summary."""
+    """session, saved, view (its locks), lock summary, regenerate-from button."""
     if isinstance(outputs, Unchanged):
-        return [outputs.session, gr.update(), gr.update(), status_update(outputs)]
-    return [outputs.session, outputs.saved, gr.update(locks=outputs.locks), outputs.lock_summary]
+        return [outputs.session, gr.update(), gr.update(), status_update(outputs), gr.update()]
+    return [outputs.session, outputs.saved, gr.update(locks=outputs.locks), outputs.lock_summary,
+            outputs.regenerate_label]
 
 
 def audio_updates(outputs: Made) -> list:
@@ -136,11 +168,23 @@ def choices_update(choices: compose.Choices) -> dict:
     return gr.update(choices=choices.options, value=choices.value)
 
 
+def prompt_choices_updates(outputs: compose.PromptChoices) -> list:
+    """composer, instrumentation."""
+    return [choices_update(outputs.composers), choices_update(outputs.instrumentations)]
+
+
+def fields_updates(outputs: compose.PromptFields) -> list:
+    """period, composer, instrumentation, then the `compose.SAVED_NUMBERS` fields."""
+    numbers = [gr.update() if value is None else value for value in outputs.numbers.values()]
+    return [choices_update(outputs.period), *prompt_choices_updates(outputs), *numbers]
+
+
 def build_app(composer: Composer) -> gr.Blocks:
     """The Blocks app over one `Composer` (shared by all sessions; each tab has its own `Session`)."""
     with gr.Blocks(title="NotaGen Composer", fill_width=True, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         session_state = gr.State(Session())
         saved = gr.JSON(None, visible=False, elem_id="saved-session")
+        saved_fields = gr.JSON(None, visible=False, elem_id="saved-fields")
         with gr.Row(elem_id="toolbar", equal_height=True):
             gr.Markdown("## NotaGen Composer", elem_id="app-title")
             upload = gr.UploadButton(
@@ -179,12 +223,12 @@ def build_app(composer: Composer) -> gr.Blocks:
                     with gr.Row():
                         generate_button = gr.Button("Generate", variant="primary", interactive=can_compose,
                                                     min_width=100, elem_id="generate")
-                        stop_button = gr.Button("Stop", variant="stop", min_width=100, elem_id="stop")
+                        stop_button = gr.Button("Stop", variant="secondary", min_width=100, elem_id="stop")
                     with gr.Row(equal_height=True):
                         continue_bars = gr.Number(8, precision=0, minimum=1, maximum=64, label="Bars to add",
                                                   min_width=100, elem_id="continue-bars")
                         continue_button = gr.Button("Continue", interactive=can_compose, min_width=100, elem_id="continue")
-                    regenerate_button = gr.Button("Regenerate from clicked measure", interactive=can_compose,
+                    regenerate_button = gr.Button(handlers.REGENERATE_FROM_NONE, interactive=can_compose,
                                                   elem_id="regenerate-from")
                 with gr.Accordion("Listen", open=True):
                     audio_problem = composer.audio_problem
@@ -195,6 +239,7 @@ def build_app(composer: Composer) -> gr.Blocks:
                                            elem_id="listen")
                     if audio_problem:
                         gr.Markdown(audio_problem, elem_id="audio-problem")
+                    follow = gr.Checkbox(True, label="Follow the playing measure", elem_id="follow")
                     player = gr.HTML("", elem_id="player")
                 with gr.Accordion("Download", open=True):
                     with gr.Row():
@@ -213,8 +258,10 @@ def build_app(composer: Composer) -> gr.Blocks:
             with gr.Column(scale=1):
                 with gr.Row(equal_height=True, elem_id="lock-bar"):
                     lock_summary = gr.Markdown("no measures locked", elem_id="lock-summary")
-                    part_mode = gr.Checkbox(False, label="Lock single parts (or Shift-click)", scale=2,
+                    part_mode = gr.Checkbox(False, label="Lock single parts (or Alt-click)", scale=2,
                                             min_width=150, elem_id="part-mode")
+                    zoom = gr.Slider(40, 200, value=100, step=10, label="Zoom %", scale=1, min_width=140,
+                                     elem_id="zoom")
                     lock_all = gr.Button("Lock all", size="sm", scale=0, min_width=70, elem_id="lock-all")
                     unlock_all = gr.Button("Unlock all", size="sm", scale=0, min_width=80, elem_id="unlock-all")
                     invert = gr.Button("Invert", size="sm", scale=0, min_width=60, elem_id="invert-locks")
@@ -227,23 +274,29 @@ def build_app(composer: Composer) -> gr.Blocks:
                     if not can_inpaint:
                         gr.Markdown("Inpainting is off: no measure model is loaded "
                                     "(start with `--measure-checkpoint DIR`).", elem_id="inpaint-off")
+                rewrite_all = gr.Checkbox(False, visible=False)
                 view = gr.HTML(EMPTY_VIEW, js_on_load=JS_ON_LOAD, locks={"columns": [], "cells": []},
                                part_mode=False, elem_id="score-view")
 
-        version_outputs = [session_state, saved, view, status, lock_summary, versions, undo, redo, player,
+        version_outputs = [session_state, saved, view, status, lock_summary, regenerate_button, versions, undo, redo, player,
                            *score_downloads, *audio_downloads, pdf_download]
-        lock_outputs = [session_state, saved, view, lock_summary]
+        lock_outputs = [session_state, saved, view, lock_summary, regenerate_button]
         shown = partial(wired, version_updates)
         upload.upload(shown(handlers.open_upload, composer), [session_state, upload], version_outputs)
         open_button.click(shown(handlers.open_example, composer), [session_state, example], version_outputs)
         undo.click(shown(handlers.undo, composer), session_state, version_outputs)
         redo.click(shown(handlers.redo, composer), session_state, version_outputs)
         versions.input(shown(handlers.jump, composer), [session_state, versions], version_outputs)
-        view.measure_toggle(measure_clicked, session_state, lock_outputs)
+        # Every click counts (Gradio drops clicks while one is pending otherwise), and lock changes run one
+        # at a time: two quick clicks would both start from the locks before either and lose one.
+        one_by_one = dict(concurrency_id="locks", concurrency_limit=1)
+        view.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **one_by_one)
         part_mode.change(lambda on: gr.update(part_mode=on), part_mode, view)
-        lock_all.click(wired(lock_updates, handlers.lock_all), session_state, lock_outputs)
-        unlock_all.click(wired(lock_updates, handlers.unlock_all), session_state, lock_outputs)
-        invert.click(wired(lock_updates, handlers.invert_locks), session_state, lock_outputs)
+        follow.change(None, follow, None, js=FOLLOW_JS)
+        zoom.change(None, zoom, None, js=ZOOM_JS)
+        lock_all.click(wired(lock_updates, handlers.lock_all), session_state, lock_outputs, **one_by_one)
+        unlock_all.click(wired(lock_updates, handlers.unlock_all), session_state, lock_outputs, **one_by_one)
+        invert.click(wired(lock_updates, handlers.invert_locks), session_state, lock_outputs, **one_by_one)
         # The model, audio and PDF actions share one limit (app.py's --concurrency): Gradio counts each
         # event on its own otherwise, so N generations, N inpaintings and N renders could all run at once.
         heavy = dict(concurrency_id="heavy")
@@ -254,21 +307,21 @@ def build_app(composer: Composer) -> gr.Blocks:
         demo.load(shown(handlers.restore, composer), [session_state, saved], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
 
-        period.change(wired(choices_update, compose.composers_for, composer), period, composer_name)
-        composer_name.change(wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
-                             instrumentation)
-        demo.load(wired(choices_update, compose.composers_for, composer), period, composer_name)
+        period.input(wired(prompt_choices_updates, compose.choices_for_period, composer), period,
+                     [composer_name, instrumentation])
+        composer_name.input(wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
+                            instrumentation)
+        fields = [period, composer_name, instrumentation, max_bars, seed, temperature, top_k, top_p, continue_bars]
+        demo.load(wired(fields_updates, compose.saved_fields, composer), saved_fields, fields, js=LOAD_FIELDS_JS)
         sampling_inputs = [temperature, top_k, top_p, seed]
-        runs = [
-            generate_button.click(shown(compose.generate, composer),
-                                  [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
-                                  version_outputs, **heavy),
-            continue_button.click(shown(partial(compose.continue_piece, from_cursor=False), composer),
-                                  [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy),
-            regenerate_button.click(shown(partial(compose.continue_piece, from_cursor=True), composer),
-                                    [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy),
-        ]
-        stop_button.click(shown(compose.stopped, composer), session_state, version_outputs, cancels=runs)
-        inpaint_button.click(shown(compose.regenerate_unlocked, composer), [session_state, sweeps, seed],
-                             version_outputs, **heavy)
+        generate_button.click(shown(compose.generate, composer),
+                              [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
+                              version_outputs, **heavy)
+        continue_button.click(shown(partial(compose.continue_piece, from_cursor=False), composer),
+                              [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy)
+        regenerate_button.click(shown(partial(compose.continue_piece, from_cursor=True), composer),
+                                [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy)
+        stop_button.click(shown(compose.stopped, composer), session_state, version_outputs)
+        inpaint_button.click(shown(compose.regenerate_unlocked, composer), [session_state, sweeps, seed, rewrite_all],
+                             version_outputs, js=CONFIRM_REWRITE_JS, **heavy)
     return demo

@@ -1,9 +1,10 @@
 """The clickable engraved score and the audio player, as HTML + JavaScript for `gr.HTML`.
 
 Clicks on a measure send a `measure_toggle` event (column index in document order, staff number,
-whether only that part is meant) to Python, which owns the locks and sends them back in the `locks`
-prop; `watch` re-applies the highlight whenever the score or the locks change, because a re-render
-replaces the SVG. While audio plays, the measure under the playhead gets the class `playing`, from
+whether only that part is meant, and for a Shift-click or a drag the column the range ends at) to Python,
+which owns the locks and sends them back in the `locks` prop. The script shows the expected locks at
+once (no round trip, no re-engraving), and `watch` re-applies the server's whenever the score or the
+locks change, because a re-render replaces the SVG. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
 the verovio timemap and the tempo factor carried by the audio element.
 """
 from __future__ import annotations
@@ -14,18 +15,19 @@ import json
 from engine.locks import Locks
 from engine.render.engrave import Engraving
 
-EMPTY_VIEW = '<div class="score-empty">Open a score file or pick an example to see it engraved here.</div>'
+EMPTY_VIEW = ('<div class="score-empty">Generate a piece with NotaGen (on the left), open a score file or pick '
+              'an example: it is engraved here.</div>')
 
 CSS = """
-#score-view { background: white; border-radius: 8px; min-height: 320px; }
-#score-view .score-page svg { width: 100%; height: auto; display: block; }
+#score-view { background: white; border-radius: 8px; min-height: 320px; overflow-x: auto; }
+#score-view .score-page svg { width: calc(100% * var(--zoom, 1)); height: auto; display: block; }
 #score-view .score-page + .score-page { border-top: 1px dashed #ccc; margin-top: 12px; padding-top: 12px; }
 #score-view .score-empty { color: #666; padding: 48px; text-align: center; }
 #score-view g.measure { cursor: pointer; }
 #score-view rect.mark { pointer-events: none; }
 #score-view rect.hit { fill: transparent; pointer-events: all; }
 #score-view rect.mark-locked { fill: #f59e0b; fill-opacity: 0.28; stroke: #b45309; stroke-width: 18; stroke-opacity: 0.8; }
-#score-view rect.mark-playing { fill: #2563eb; fill-opacity: 0.18; }
+#score-view rect.mark-playing { fill: #2563eb; fill-opacity: 0.22; stroke: #1d4ed8; stroke-width: 36; stroke-opacity: 0.9; }
 #score-view g.measure.locked, #score-view g.staff.locked { color: #92400e; fill: #92400e; }
 #player audio { width: 100%; }
 """
@@ -34,14 +36,36 @@ JS_ON_LOAD = """
 const view = element;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 function measures() { return [...view.querySelectorAll('g.measure')]; }
+function staffBox(staff) {
+  // The staff's own five lines: slurs, ties and notes far above or below reach into the neighbours.
+  const lines = staff.querySelectorAll(':scope > path');
+  if (!lines.length) return staff.getBBox();
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (const line of lines) {
+    const b = line.getBBox();
+    x0 = Math.min(x0, b.x); y0 = Math.min(y0, b.y); x1 = Math.max(x1, b.x + b.width); y1 = Math.max(y1, b.y + b.height);
+  }
+  return {x: x0, y: y0, width: x1 - x0, height: y1 - y0};
+}
+function areaBox(group) {
+  // A measure: from its top staff to its bottom one; a staff: its own lines.
+  const staves = group.matches('g.staff') ? [group] : [...group.querySelectorAll('g.staff')];
+  if (!staves.length) return group.getBBox();
+  const boxes = staves.map(staffBox);
+  const x0 = Math.min(...boxes.map(b => b.x)), y0 = Math.min(...boxes.map(b => b.y));
+  const x1 = Math.max(...boxes.map(b => b.x + b.width)), y1 = Math.max(...boxes.map(b => b.y + b.height));
+  return {x: x0, y: y0, width: x1 - x0, height: y1 - y0};
+}
 function mark(group, kind) {
-  const box = group.getBBox();
+  const box = areaBox(group);
   const rect = document.createElementNS(SVG_NS, 'rect');
   const pad = 60;
   rect.setAttribute('class', 'mark mark-' + kind);
-  rect.setAttribute('x', box.x - pad / 2); rect.setAttribute('y', box.y - pad);
-  rect.setAttribute('width', box.width + pad); rect.setAttribute('height', box.height + 2 * pad);
-  group.insertBefore(rect, group.firstChild);
+  rect.setAttribute('x', box.x); rect.setAttribute('y', box.y - pad);
+  rect.setAttribute('width', box.width); rect.setAttribute('height', box.height + 2 * pad);
+  // The playing mark goes over a locked one, so playback stays visible on locked measures.
+  const locked = kind === 'playing' && group.querySelector(':scope > rect.mark-locked');
+  group.insertBefore(rect, locked ? locked.nextSibling : group.firstChild);
 }
 function addHitAreas() {
   // The whole area of a measure is clickable (each staff, and the gaps between staves), not just
@@ -57,50 +81,81 @@ function addHitAreas() {
       system.insertBefore(layer, system.firstChild);
       layers.set(system, layer);
     }
-    const box = group.getBBox();
+    const box = areaBox(group);
     const rect = document.createElementNS(SVG_NS, 'rect');
     rect.setAttribute('class', 'hit');
     rect.setAttribute('data-column', column);
     if (part !== null) rect.setAttribute('data-part', part);
-    rect.setAttribute('x', box.x); rect.setAttribute('y', box.y);
-    rect.setAttribute('width', box.width); rect.setAttribute('height', box.height);
+    rect.setAttribute('x', box.x); rect.setAttribute('y', box.y - (part === null ? 0 : 60));
+    rect.setAttribute('width', box.width); rect.setAttribute('height', box.height + (part === null ? 0 : 120));
     layers.get(system).appendChild(rect);
   };
   all.forEach((measure, column) => area(measure, column, null));
   all.forEach((measure, column) => measure.querySelectorAll('g.staff').forEach(
     staff => area(staff, column, Number(staff.getAttribute('data-n')) - 1)));
 }
-function applyLocks() {
+let shown = null;  // the locks on screen: the server's, or a click's until the server answers
+function applyLocks(locks) {
   addHitAreas();
+  shown = locks || props.locks || {columns: [], cells: []};
   const all = measures();
   view.querySelectorAll('.locked').forEach(n => n.classList.remove('locked'));
   view.querySelectorAll('rect.mark-locked').forEach(n => n.remove());
-  const locks = props.locks || {columns: [], cells: []};
-  for (const column of locks.columns) {
+  for (const column of shown.columns) {
     const m = all[column];
     if (m) { m.classList.add('locked'); mark(m, 'locked'); }
   }
-  for (const [part, column] of locks.cells) {
+  for (const [part, column] of shown.cells) {
     const staff = all[column] && all[column].querySelector('g.staff[data-n="' + (part + 1) + '"]');
     if (staff) { staff.classList.add('locked'); mark(staff, 'locked'); }
   }
 }
-view.addEventListener('click', (event) => {
-  const hit = event.target.closest('rect.hit');
-  const measure = event.target.closest('g.measure');
-  const staff = event.target.closest('g.staff');
-  let column, part;
-  if (hit) {
-    column = Number(hit.getAttribute('data-column'));
-    part = Number(hit.getAttribute('data-part') || 0);
-  } else if (measure) {
-    column = measures().indexOf(measure);
-    part = staff ? Number(staff.getAttribute('data-n')) - 1 : 0;
+function expected(click) {
+  // What the server will answer for `click` (webui/handlers.py toggle), shown at once.
+  const columns = new Set(shown.columns);
+  let cells = shown.cells.map(c => [...c]);
+  if (click.single) {
+    const i = cells.findIndex(([p, c]) => p === click.part && c === click.column);
+    if (i >= 0) cells.splice(i, 1); else if (!columns.has(click.column)) cells.push([click.part, click.column]);
   } else {
-    return;
+    const lo = Math.min(click.column, click.to ?? click.column), hi = Math.max(click.column, click.to ?? click.column);
+    const lock = !columns.has(click.column);
+    for (let c = lo; c <= hi; c++) { if (lock) columns.add(c); else columns.delete(c); }
+    cells = cells.filter(([p, c]) => c < lo || c > hi);
   }
-  trigger('measure_toggle', {column, part, single: event.shiftKey || event.altKey || Boolean(props.part_mode)});
+  return {columns: [...columns], cells};
+}
+function target(event) {
+  const hit = event.target.closest && event.target.closest('rect.hit');
+  const measure = event.target.closest && event.target.closest('g.measure');
+  const staff = event.target.closest && event.target.closest('g.staff');
+  if (hit) return {column: Number(hit.getAttribute('data-column')), part: Number(hit.getAttribute('data-part') || 0)};
+  if (measure) return {column: measures().indexOf(measure), part: staff ? Number(staff.getAttribute('data-n')) - 1 : 0};
+  return null;
+}
+let pressed = null, last = null;
+view.addEventListener('pointerdown', (event) => { if (event.button === 0) pressed = target(event); });
+view.addEventListener('pointerup', (event) => {
+  // A click locks or unlocks a measure; Shift-click, or a drag across measures, a range of them;
+  // Alt-click (or the single-part switch) one part's cell.
+  const up = target(event), down = pressed;
+  pressed = null;
+  if (!up || !down) return;
+  const single = event.altKey || Boolean(props.part_mode);
+  const click = {column: up.column, part: up.part, single};
+  if (!single && down.column !== up.column) { click.column = down.column; click.to = up.column; }
+  else if (!single && event.shiftKey && last !== null) { click.to = last; }
+  last = up.column;
+  applyLocks(expected(click));
+  trigger('measure_toggle', click);
 });
+function follow(measure) {
+  if (view.dataset.follow === 'off') return;
+  const box = measure.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight || box.left < 0 || box.right > window.innerWidth) {
+    measure.scrollIntoView({block: 'center', inline: 'center'});
+  }
+}
 function highlight(audio) {
   const onsets = JSON.parse(audio.getAttribute('data-onsets') || '[]');
   const t = audio.currentTime * 1000 * Number(audio.getAttribute('data-tempo') || 1);
@@ -110,13 +165,31 @@ function highlight(audio) {
     if (m.id !== current) { m.classList.remove('playing'); m.querySelectorAll('rect.mark-playing').forEach(r => r.remove()); }
   });
   const m = current && view.querySelector('g.measure[id="' + current + '"]');
-  if (m && !m.classList.contains('playing')) { m.classList.add('playing'); mark(m, 'playing'); }
+  if (m && !m.classList.contains('playing')) { m.classList.add('playing'); mark(m, 'playing'); follow(m); }
 }
 document.addEventListener('timeupdate', (event) => {
   if (event.target instanceof HTMLMediaElement && event.target.closest('#player')) highlight(event.target);
 }, true);
+document.addEventListener('keydown', (event) => {
+  // MuseScore's keys: Space plays or pauses, Ctrl+Z undoes, Ctrl+Shift+Z (or Ctrl+Y) redoes.
+  if (event.target.closest && event.target.closest('input, textarea, select, [contenteditable="true"]')) return;
+  const press = (id) => { const b = document.getElementById(id); if (b && !b.disabled) b.click(); };
+  const key = event.key.toLowerCase();
+  if (event.key === ' ' && !event.ctrlKey && !event.metaKey) {
+    const audio = document.querySelector('#player audio');
+    if (!audio) return;
+    event.preventDefault();
+    if (audio.paused) audio.play(); else audio.pause();
+  } else if ((event.ctrlKey || event.metaKey) && key === 'z') {
+    event.preventDefault();
+    press(event.shiftKey ? 'redo' : 'undo');
+  } else if ((event.ctrlKey || event.metaKey) && key === 'y') {
+    event.preventDefault();
+    press('redo');
+  }
+});
 applyLocks();
-watch(['value', 'locks'], applyLocks);
+watch(['value', 'locks'], () => applyLocks());
 """
 
 
