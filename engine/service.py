@@ -191,9 +191,9 @@ class Composer:
         if fmt == "svg":
             return self._engraver.svg(document.musicxml).encode("utf-8")
         if fmt == "pdf":
-            from engine.render.pdf import A4_LAYOUT, svg_pages_to_pdf  # cairo is loaded only when a PDF is made
+            from engine.render.pdf import A4_LAYOUT, svg_pages_to_pdf, with_title  # cairo: only for a PDF
 
-            return svg_pages_to_pdf(self._engraver.engrave(document.musicxml, **A4_LAYOUT).pages)
+            return svg_pages_to_pdf(self._engraver.engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages)
         midi = self._engraver.midi(document.musicxml, tempo)
         if fmt in AUDIO_FORMATS:
             return synthesize(midi, fmt)

@@ -7,7 +7,7 @@ import pytest
 
 from engine.render.audio import synthesize
 from engine.render.engrave import Engraver
-from engine.render.pdf import A4_LAYOUT
+from engine.render.pdf import A4_LAYOUT, with_title
 from engine.score.formats import read_score_file
 from engine.service import Composer
 from tests.helpers import corpus_path
@@ -51,3 +51,11 @@ def test_pdf_has_one_a4_page_per_engraved_page(composer):
     assert len(re.findall(rb"/Type /Page\b", pdf)) == len(pages)
     sizes = {(round(float(w)), round(float(h))) for w, h in re.findall(rb"/MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)}
     assert sizes == {(595, 842)}  # A4 in points
+
+
+def test_printed_pages_carry_the_title(composer):
+    """The PDF's first page is headed by the document's title (or the MusicXML's own)."""
+    document = composer.open_example("Bach - Chorale BWV 66.6")
+    first = Engraver().engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages[0]
+    assert "Chorale BWV 66.6" in first
+    assert with_title(document.musicxml, "Other") == with_title(with_title(document.musicxml, "Other"), "Again")

@@ -6,7 +6,9 @@ resized and turned over for each page instead of owning a surface of its own.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
+from xml.sax.saxutils import escape
 
 import cairocffi
 from cairosvg.parser import Tree
@@ -17,6 +19,17 @@ from engine.errors import ScoreError
 A4_LAYOUT = {"page_width": 2100, "page_height": 2970, "scale": 55}
 """Verovio's print layout: A4 pages in tenths of a millimetre, staves about 4 mm high."""
 A4_WIDTH_MM = 210.0
+
+
+def with_title(musicxml: str, title: str) -> str:
+    """`musicxml` naming `title` as its movement title, for the printed page's header, unless it already
+    has a work or movement title (the title is the document's, kept beside its MusicXML)."""
+    if not title or re.search(r"<(work-title|movement-title)>\s*\S", musicxml):
+        return musicxml
+    anchor = re.search(r"</work>|<movement-number>.*?</movement-number>|<score-partwise[^>]*>", musicxml, re.S)
+    if anchor is None:
+        return musicxml
+    return f"{musicxml[: anchor.end()]}<movement-title>{escape(title)}</movement-title>{musicxml[anchor.end() :]}"
 
 
 class _PageSurface(PDFSurface):

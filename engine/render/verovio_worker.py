@@ -42,7 +42,8 @@ class Toolkit:
             raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
 
     def pages(self, musicxml: str, page_width: int, scale: int, page_height: int | None) -> tuple[str, ...]:
-        fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False}
+        # Paper pages get verovio's header: the title and composer the MusicXML names.
+        fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False, "header": "auto"}
         self._load(musicxml, {"pageWidth": page_width, "scale": scale, **fixed})
         return tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
 
