@@ -260,7 +260,7 @@ def build_app(composer: Composer) -> gr.Blocks:
                     lock_summary = gr.Markdown("no measures locked", elem_id="lock-summary")
                     part_mode = gr.Checkbox(False, label="Lock single parts (or Alt-click)", scale=2,
                                             min_width=150, elem_id="part-mode")
-                    zoom = gr.Slider(40, 200, value=100, step=10, label="Zoom %", scale=1, min_width=140,
+                    zoom = gr.Slider(40, 200, value=100, step=10, label="Zoom %", scale=0, min_width=190,
                                      elem_id="zoom")
                     lock_all = gr.Button("Lock all", size="sm", scale=0, min_width=70, elem_id="lock-all")
                     unlock_all = gr.Button("Unlock all", size="sm", scale=0, min_width=80, elem_id="unlock-all")

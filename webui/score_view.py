@@ -27,7 +27,7 @@ CSS = """
 #score-view rect.mark { pointer-events: none; }
 #score-view rect.hit { fill: transparent; pointer-events: all; }
 #score-view rect.mark-locked { fill: #f59e0b; fill-opacity: 0.28; stroke: #b45309; stroke-width: 18; stroke-opacity: 0.8; }
-#score-view rect.mark-playing { fill: #2563eb; fill-opacity: 0.22; stroke: #1d4ed8; stroke-width: 36; stroke-opacity: 0.9; }
+#score-view rect.mark-playing { fill: #2563eb; fill-opacity: 0.35; stroke: #1d4ed8; stroke-width: 36; stroke-opacity: 0.9; }
 #score-view g.measure.locked, #score-view g.staff.locked { color: #92400e; fill: #92400e; }
 #player audio { width: 100%; }
 """
