@@ -146,9 +146,12 @@ view.addEventListener('pointerup', (event) => {
   if (!single && down.column !== up.column) { click.column = down.column; click.to = up.column; }
   else if (!single && event.shiftKey && last !== null) { click.to = last; }
   last = up.column;
+  toggle(click);
+});
+function toggle(click) {
   applyLocks(expected(click));
   trigger('measure_toggle', click);
-});
+}
 function follow(measure) {
   if (view.dataset.follow === 'off') return;
   const box = measure.getBoundingClientRect();
@@ -171,7 +174,8 @@ document.addEventListener('timeupdate', (event) => {
   if (event.target instanceof HTMLMediaElement && event.target.closest('#player')) highlight(event.target);
 }, true);
 document.addEventListener('keydown', (event) => {
-  // MuseScore's keys: Space plays or pauses, Ctrl+Z undoes, Ctrl+Shift+Z (or Ctrl+Y) redoes.
+  // MuseScore's keys: Space plays or pauses, Ctrl+Z undoes, Ctrl+Shift+Z (or Ctrl+Y) redoes; L locks or
+  // unlocks the measure playing (or, with no audio, the one clicked last).
   if (event.target.closest && event.target.closest('input, textarea, select, [contenteditable="true"]')) return;
   const press = (id) => { const b = document.getElementById(id); if (b && !b.disabled) b.click(); };
   const key = event.key.toLowerCase();
@@ -186,6 +190,10 @@ document.addEventListener('keydown', (event) => {
   } else if ((event.ctrlKey || event.metaKey) && key === 'y') {
     event.preventDefault();
     press('redo');
+  } else if (key === 'l' && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    const playing = view.querySelector('g.measure.playing');
+    const column = playing ? measures().indexOf(playing) : last;
+    if (column !== null && column >= 0) { event.preventDefault(); toggle({column, part: 0, single: false}); }
   }
 });
 applyLocks();

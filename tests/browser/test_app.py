@@ -30,18 +30,19 @@ def upload(page, path) -> None:
     chooser.value.set_files(str(path))
 
 
-def click_measure(page, column: int, staff: int | None = None, shift: bool = False) -> None:
-    """Click the middle of a measure (or of one staff of it) on screen, as a user does."""
+def click_measure(page, column: int, staff: int | None = None, modifier: str | None = None) -> None:
+    """Click the middle of a measure (or of one staff of it) on screen, as a user does, holding `modifier`
+    ("Shift": a range from the measure clicked last; "Alt": one part only)."""
     target = page.locator(MEASURES).nth(column)
     if staff is not None:
         target = target.locator(f'g.staff[data-n="{staff}"]')
     target.scroll_into_view_if_needed()
     box = target.bounding_box()
-    if shift:
-        page.keyboard.down("Shift")
+    if modifier:
+        page.keyboard.down(modifier)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    if shift:
-        page.keyboard.up("Shift")
+    if modifier:
+        page.keyboard.up(modifier)
 
 
 def locked_columns(page) -> list[int]:
@@ -93,7 +94,7 @@ def test_click_measures_to_lock_and_unlock(page, shot):
     wait_for_lock_summary(page, "1 measure locked")
     assert locked_columns(page) == [5]
 
-    click_measure(page, 7, staff=2, shift=True)
+    click_measure(page, 7, staff=2, modifier="Alt")
     wait_for_lock_summary(page, "1 single-part cell locked")
     assert page.locator(f'{MEASURES} g.staff.locked[data-n="2"]').count() == 1
 
