@@ -40,6 +40,21 @@ def download_musicxml(page, tmp_path, name: str):
     return target
 
 
+def generate_then_stop(page) -> None:
+    """Generate, and press Stop while it runs."""
+    # The fixture model ends its pieces by itself after 5 bars in well under a second, so a click can
+    # arrive after the piece is done ("Done in"); then try again (the click must land in time once).
+    for _ in range(5):
+        page.locator("#generate").click()
+        wait_for_status(page, "Generating:")
+        page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length >= 1", timeout=120_000)
+        page.locator("#stop").click()
+        page.wait_for_function("() => /Stopped|Done in/.test(document.querySelector('#status').innerText)")
+        if "Stopped" in page.locator("#status").inner_text():
+            break
+    wait_for_status(page, "Stopped")
+
+
 def test_prompt_lists_are_the_official_ones(page):
     page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
     choose(page, "period", "Romantic")
@@ -131,17 +146,7 @@ def test_stop_keeps_the_bars_made_so_far(page, shot, tmp_path):
     page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
     page.locator("#seed input").fill("0")
     page.locator("#max-bars input").fill("128")
-    # The fixture model ends its pieces by itself after 5 bars in well under a second, so a click can
-    # arrive after the piece is done ("Done in"); then try again (the click must land in time once).
-    for _ in range(5):
-        page.locator("#generate").click()
-        wait_for_status(page, "Generating:")
-        page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length >= 1", timeout=120_000)
-        page.locator("#stop").click()
-        page.wait_for_function("() => /Stopped|Done in/.test(document.querySelector('#status').innerText)")
-        if "Stopped" in page.locator("#status").inner_text():
-            break
-    wait_for_status(page, "Stopped")
+    generate_then_stop(page)
     shot(page, "stopped")
     kept = page.locator(MEASURES).count()
     assert kept >= 1

@@ -6,7 +6,7 @@ import pytest
 from tests.browser.conftest import ARTIFACTS
 
 from tests.browser.test_app import MEASURES, click_measure, locked_columns, open_example, upload, wait_for_lock_summary, wait_for_status
-from tests.browser.test_compose import RECORD_STATUSES, download_musicxml
+from tests.browser.test_compose import RECORD_STATUSES, generate_then_stop
 
 CONTROLS = ["upload", "example", "open-example", "undo", "redo", "versions", "period", "composer", "instrumentation",
             "max-bars", "seed", "generate", "stop", "continue-bars", "continue", "regenerate-from", "tempo", "listen",
@@ -193,26 +193,17 @@ def test_first_look_and_a_fake_mxl(page, shot, tmp_path):
     assert "not an .mxl (zip) archive" in page.locator("#status").inner_text()
 
 
-def test_stop_keeps_every_bar_under_the_pieces_title(page, shot, tmp_path):
+def test_stop_keeps_every_bar_under_the_pieces_title(page, shot):
     page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
     page.locator("#seed input").fill("0")
     page.locator("#max-bars input").fill("128")
     page.evaluate(RECORD_STATUSES)
-    for _ in range(5):
-        page.locator("#generate").click()
-        wait_for_status(page, "Generating:")
-        page.locator("#stop").click()
-        page.wait_for_function("() => /Stopped|Done in/.test(document.querySelector('#status').innerText)")
-        if "Stopped" in page.locator("#status").inner_text():
-            break
-    wait_for_status(page, "Stopped")
+    generate_then_stop(page)
     shot(page, "stopped")
     statuses = page.evaluate("() => window.statuses")
     statuses = statuses[: max(i for i, s in enumerate(statuses) if "Stopped" in s)]
     bars = int([s for s in statuses if s.startswith("Generating: ")][-1].split()[1])
     assert page.locator(MEASURES).count() >= bars, statuses[-5:]  # every bar made before Stop is kept
-    path = download_musicxml(page, tmp_path, "stopped.musicxml")
-    assert path.exists()
     with page.expect_download() as info:
         page.locator("#download-musicxml").click()
     assert not info.value.suggested_filename.startswith("preview"), info.value.suggested_filename
