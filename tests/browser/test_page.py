@@ -197,7 +197,6 @@ def test_stop_keeps_every_bar_under_the_pieces_title(page, shot):
     page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
     page.locator("#seed input").fill("0")
     page.locator("#max-bars input").fill("128")
-    page.evaluate(RECORD_STATUSES)
     generate_then_stop(page)
     shot(page, "stopped")
     statuses = page.evaluate("() => window.statuses")
