@@ -65,7 +65,7 @@ def read_score(data: bytes, filename: str) -> ScoreDocument:
     if found == "mxl":
         musicxml = _musicxml_from_archive(data, name)
     elif fmt == "mxl" and found is None:
-        raise ScoreError(f"{name} is not an .mxl (zip) archive, nor MusicXML text")
+        raise ScoreError(f"{name} is not an .mxl (zip) archive (and not well-formed XML either)")
     elif fmt in ("musicxml", "mxl"):
         musicxml = _checked_musicxml(data, name)
     elif fmt == "abc":
