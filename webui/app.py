@@ -287,8 +287,8 @@ def build_app(composer: Composer) -> gr.Blocks:
         undo.click(shown(handlers.undo, composer), session_state, version_outputs)
         redo.click(shown(handlers.redo, composer), session_state, version_outputs)
         versions.input(shown(handlers.jump, composer), [session_state, versions], version_outputs)
-        # Every click counts (Gradio drops clicks while one is pending otherwise), and lock changes run one
-        # at a time: two quick clicks would both start from the locks before either and lose one.
+        # Every click goes (Gradio drops clicks while one is pending otherwise) and lock changes run one at
+        # a time; each click sends the locks it leaves, so the last one processed is the newest state.
         one_by_one = dict(concurrency_id="locks", concurrency_limit=1)
         view.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **one_by_one)
         part_mode.change(lambda on: gr.update(part_mode=on), part_mode, view)

@@ -208,27 +208,24 @@ def invert_locks(session: Session) -> LockView | Unchanged:
 
 
 def toggle(session: Session, click: dict) -> LockView | Unchanged:
-    """A click on the score (the view's `measure_toggle` event data): a whole measure column, with `to` a
-    range of columns (locked or unlocked as the clicked one becomes), or with `single` one part's cell."""
-    column, part = int(click.get("column", -1)), int(click.get("part", 0))
+    """A click on the score (the view's `measure_toggle` event data): `locks`, the locks the view shows
+    after it (as `locks_prop` writes them: whole columns and single cells), and the `column` clicked.
+
+    The view works the click out itself (a measure, a Shift-click or drag range, one part's cell) so it
+    shows at once; sending the result, not the click, keeps the locks right however quick the clicks."""
+    shown = click.get("locks") or {}
+    locks = session.locks
     try:
-        if click.get("single"):
-            return change_locks(session, lambda locks: locks.toggle_cell(part, column), column)
-        if click.get("to") is not None:
-            return change_locks(session, lambda locks: toggle_range(locks, column, int(click["to"])), column)
-        return change_locks(session, lambda locks: locks.toggle_column(column), column)
-    except IndexError as exc:
+        cells = {(int(p), int(c)) for p, c in shown.get("cells", [])}
+        cells |= {(p, int(c)) for c in shown.get("columns", []) for p in range(locks.n_parts)}
+        outside = [cell for cell in cells if not (0 <= cell[0] < locks.n_parts and 0 <= cell[1] < locks.n_columns)]
+        if outside:
+            raise IndexError(f"no measure at part {outside[0][0] + 1}, column {outside[0][1] + 1}")
+        column = int(click.get("column", 0))
+    except (IndexError, TypeError, ValueError) as exc:
         return Unchanged(session, str(exc))
-
-
-def toggle_range(locks: Locks, column: int, to: int) -> Locks:
-    """Every column from `column` to `to` locked, or unlocked if `column` was fully locked."""
-    for end in (column, to):
-        if not 0 <= end < locks.n_columns:
-            raise IndexError(f"no measure at column {end + 1}")
-    span = {(p, c) for p in range(locks.n_parts) for c in range(min(column, to), max(column, to) + 1)}
-    lock = column not in locks.full_columns()
-    return Locks(locks.n_parts, locks.n_columns, frozenset(locks.cells | span if lock else locks.cells - span))
+    return change_locks(session, lambda old: Locks(old.n_parts, old.n_columns, frozenset(cells)),
+                        column if 0 <= column < locks.n_columns else None)
 
 
 def request_failed(message: str) -> Made:

@@ -1,10 +1,10 @@
 """The clickable engraved score and the audio player, as HTML + JavaScript for `gr.HTML`.
 
-Clicks on a measure send a `measure_toggle` event (column index in document order, staff number,
-whether only that part is meant, and for a Shift-click or a drag the column the range ends at) to Python,
-which owns the locks and sends them back in the `locks` prop. The script shows the expected locks at
-once (no round trip, no re-engraving), and `watch` re-applies the server's whenever the score or the
-locks change, because a re-render replaces the SVG. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
+A click on a measure (Shift-click or drag: a range of them; Alt-click: one part's cell) changes the
+locks on screen at once (no round trip, no re-engraving) and sends a `measure_toggle` event with the
+column clicked and the locks it leaves to Python, which keeps them and sends them back in the `locks`
+prop; `watch` re-applies those whenever the score or the locks change, because a re-render replaces
+the SVG. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
 the verovio timemap and the tempo factor carried by the audio element.
 """
 from __future__ import annotations
@@ -111,12 +111,18 @@ function applyLocks(locks) {
   }
 }
 function expected(click) {
-  // What the server will answer for `click` (webui/handlers.py toggle), shown at once.
+  // The locks after `click` (column, part, single; `to`: the other end of a range).
   const columns = new Set(shown.columns);
   let cells = shown.cells.map(c => [...c]);
   if (click.single) {
     const i = cells.findIndex(([p, c]) => p === click.part && c === click.column);
-    if (i >= 0) cells.splice(i, 1); else if (!columns.has(click.column)) cells.push([click.part, click.column]);
+    if (i >= 0) cells.splice(i, 1);
+    else if (!columns.has(click.column)) cells.push([click.part, click.column]);
+    else {  // one part of a locked measure: the others stay locked
+      columns.delete(click.column);
+      const parts = measures()[click.column].querySelectorAll('g.staff').length;
+      for (let p = 0; p < parts; p++) if (p !== click.part) cells.push([p, click.column]);
+    }
   } else {
     const lo = Math.min(click.column, click.to ?? click.column), hi = Math.max(click.column, click.to ?? click.column);
     const lock = !columns.has(click.column);
@@ -149,8 +155,9 @@ view.addEventListener('pointerup', (event) => {
   toggle(click);
 });
 function toggle(click) {
-  applyLocks(expected(click));
-  trigger('measure_toggle', click);
+  const locks = expected(click);
+  applyLocks(locks);
+  trigger('measure_toggle', {...click, locks});
 }
 function follow(measure) {
   if (view.dataset.follow === 'off') return;

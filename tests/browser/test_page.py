@@ -52,6 +52,7 @@ def test_a_new_score_starts_unlocked(page, shot):
 def test_lock_click_shows_at_once_and_stays_in_its_measure(page, shot):
     open_example(page, "Bach - Chorale BWV 66.6")
     click_measure(page, 8)  # measure 8 has a tie into measure 9
+    wait_for_lock_summary(page, "1 measure locked")
     ms = page.evaluate("""() => new Promise(resolve => {
         const start = performance.now();
         const m = document.querySelectorAll('#score-view svg g.measure')[5];
