@@ -42,7 +42,7 @@ ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "so
 def _load(path: str) -> MeasureLM:
     if not (Path(path) / "model.safetensors").exists():
         raise ModelError(f"no measure model at {path} (train one: python -m training.measure)")
-    return MeasureLM.load(path)
+    return MeasureLM.from_pretrained(path)
 
 
 def load_model(checkpoint: str | Path | None = None) -> MeasureLM:
