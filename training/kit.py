@@ -153,6 +153,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+class Resumable:
+    """A single-process run's resumable state: model, optimizer, schedule, the counters (step, training
+    seconds, best validation figure) and every RNG the loop draws from (`rng`, an optional torch
+    `generator`, and the global ones that dropout uses), saved to and restored from `path`."""
+
+    def __init__(self, path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                 rng: random.Random, generator: torch.Generator | None = None) -> None:
+        self.path = Path(path)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.rng, self.generator = rng, generator
+        self.step, self.wall, self.best = 0, 0.0, math.inf
+
+    def restore(self, state: dict) -> None:
+        """Continue from a state written by `save` (the caller loads it: it may need its config first)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_sched"])
+        self.step, self.wall, self.best = state["step"], state["wall"], state["best"]
+        set_python_rng_state(state["rng"], self.rng)
+        set_rng_state(state["global_rng"])  # dropout draws from the global torch RNG
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
+
+    def save(self, **extra) -> None:
+        """Write the state, with `extra` entries (plain types and tensors) beside it."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "lr_sched": self.scheduler.state_dict(), "step": self.step, "wall": self.wall, "best": self.best,
+                 "rng": python_rng_state(self.rng), "global_rng": rng_state(), **extra}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        save_checkpoint(self.path, state)
+
+
 # ---------------------------------------------------------------------------------------------
 # time budget and logging
 # ---------------------------------------------------------------------------------------------

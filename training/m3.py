@@ -148,57 +148,47 @@ def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_roo
     model = M3Model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = kit.scheduler(optimizer, tc.warmup, tc.steps, "cosine", floor=0.1)
-    rng = random.Random(tc.seed)
-    step, wall, best = 0, 0.0, math.inf
-    state = kit.load_checkpoint(run / kit.LAST)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_sched"])
-        step, wall, best = state["step"], state["wall"], state["best"]
-        kit.set_python_rng_state(state["rng"], rng)
-        kit.set_rng_state(state["global_rng"])  # dropout draws from the global torch RNG
-        print(f"resumed {run} at step {step}")
+    state = kit.Resumable(run / kit.LAST, model, optimizer, scheduler, random.Random(tc.seed))
+    if (saved := kit.load_checkpoint(state.path)) is not None:
+        state.restore(saved)
+        print(f"resumed {run} at step {state.step}")
+    rng = state.rng
     log = kit.RunLog(run)
     print(f"{len(texts['train'])} training / {len(valid)} validation pieces; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
 
-    def save() -> None:
-        kit.save_checkpoint(run / kit.LAST, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_sched": scheduler.state_dict(),
-            "step": step, "wall": wall, "best": best, "rng": kit.python_rng_state(rng), "global_rng": kit.rng_state()})
-
-    budget, wall_at_start = kit.Budget(tc.max_minutes), wall  # the limit is per invocation: a rerun goes on
+    budget, wall_at_start = kit.Budget(tc.max_minutes), state.wall  # the limit is per invocation: a rerun goes on
     clock = time.perf_counter()
-    while step < tc.steps:
+    while state.step < tc.steps:
         loss = model(*batch_of(rng.sample(texts["train"], tc.batch_size), config, rng))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         scheduler.step()
-        step += 1
+        state.step += 1
+        step = state.step
         now = time.perf_counter()
         budget.add(now - clock)
-        clock, wall = now, wall_at_start + budget.spent
+        clock, state.wall = now, wall_at_start + budget.spent
         if step % tc.log_every == 0:
             log.scalars(step, {"train/loss": loss.item()})
         if step % tc.eval_every == 0 or step == tc.steps:
             valid_loss = evaluate(model, valid, tc.batch_size)
             log.scalars(step, {"valid/loss": valid_loss})
-            print(f"step {step}: train {loss.item():.3f} validation {valid_loss:.3f} ({wall / 60:.1f} min)", flush=True)
-            if valid_loss < best:
-                best = valid_loss
+            print(f"step {step}: train {loss.item():.3f} validation {valid_loss:.3f} ({state.wall / 60:.1f} min)", flush=True)
+            if valid_loss < state.best:
+                state.best = valid_loss
                 model.save_pretrained(run / "best")
                 (run / "best" / "training.json").write_text(json.dumps(
-                    {"step": step, "wall_s": round(wall), "valid_loss": best, "pieces": len(texts["train"]),
+                    {"step": step, "wall_s": round(state.wall), "valid_loss": state.best, "pieces": len(texts["train"]),
                      "config": str(config_path), "train": dataclasses.asdict(tc)}, indent=1) + "\n")
         if step % tc.checkpoint_every == 0:
-            save()
+            state.save()
         if budget.exhausted:
             print(f"time limit reached at step {step}")
             break
-    save()
+    state.save()
     log.close()
     return run
 

@@ -381,18 +381,12 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
     model = MeasureLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = kit.scheduler(optimizer, tc.warmup, tc.steps, "cosine", floor=0.1)
-    step, wall, best = 0, 0.0, math.inf
-    rng = random.Random(tc.seed)
-    generator = torch.Generator().manual_seed(tc.seed)
+    progress = kit.Resumable(run / kit.LAST, model, optimizer, scheduler, random.Random(tc.seed),
+                             torch.Generator().manual_seed(tc.seed))
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_sched"])
-        step, wall, best = state["step"], state["wall"], state["best"]
-        kit.set_python_rng_state(state["rng"], rng)
-        kit.set_rng_state(state["global_rng"])  # dropout draws from the global torch RNG
-        generator.set_state(state["generator"])
-        print(f"resumed {run} at step {step}")
+        progress.restore(state)
+        print(f"resumed {run} at step {progress.step}")
+    rng, generator = progress.rng, progress.generator
     config.save(run / "config.json")
     (run / "train_config.json").write_text(json.dumps(tc.__dict__, indent=2) + "\n")
     eval_batches = fixed_eval_batches(valid_pieces, config, tc, tc.eval_pieces)
@@ -401,17 +395,13 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {config.kind}")
 
     def save_checkpoint() -> None:
-        kit.save_checkpoint(run / kit.LAST, {
-            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "lr_sched": scheduler.state_dict(), "step": step, "wall": wall, "best": best,
-            "rng": kit.python_rng_state(rng), "global_rng": kit.rng_state(), "generator": generator.get_state(),
-        })
+        progress.save(config=config.to_dict())
 
-    budget, wall_at_start = kit.Budget(tc.max_minutes), wall  # the limit is per invocation: a rerun goes on
-    bar = kit.progress_bar(tc.steps, step, tc.name)
+    budget, wall_at_start = kit.Budget(tc.max_minutes), progress.wall  # the limit is per invocation: a rerun goes on
+    bar = kit.progress_bar(tc.steps, progress.step, tc.name)
     order = batch_order(config)
     clock = time.perf_counter()
-    while step < tc.steps:
+    while progress.step < tc.steps:
         model.train()
         batch = grid_batch(training_grids(train_pieces, tc, rng), config, rng, order=order)
         out = loss_of(model, batch, generator)
@@ -421,10 +411,11 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        step += 1
+        progress.step += 1
+        step = progress.step
         now = time.perf_counter()
         budget.add(now - clock)
-        clock, wall = now, wall_at_start + budget.spent
+        clock, progress.wall = now, wall_at_start + budget.spent
         bar.update(1)
         if step % tc.log_every == 0:
             log.scalars(step, {**{f"train/{key}": value for key, value in out.items()}, "train/grad_norm": norm, "train/lr": lr})
@@ -432,12 +423,12 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
         if step % tc.eval_every == 0 or step == tc.steps:
             metrics = evaluate_nll(model, eval_batches)
             log.scalars(step, {"valid/nll": metrics["nll"]})
-            print(f"\nstep {step}: validation NLL {metrics['nll']:.3f} per masked measure ({wall / 60:.1f} min)", flush=True)
-            if metrics["nll"] < best:
-                best = metrics["nll"]
+            print(f"\nstep {step}: validation NLL {metrics['nll']:.3f} per masked measure ({progress.wall / 60:.1f} min)", flush=True)
+            if metrics["nll"] < progress.best:
+                progress.best = metrics["nll"]
                 model.save_pretrained(run / "best")
                 (run / "best" / "training.json").write_text(json.dumps(
-                    {"step": step, "wall_s": round(wall), "valid_nll": best, "config": str(config_path)}, indent=2) + "\n")
+                    {"step": step, "wall_s": round(progress.wall), "valid_nll": progress.best, "config": str(config_path)}, indent=2) + "\n")
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             save_checkpoint()
         if budget.exhausted:
