@@ -176,6 +176,17 @@ class Resumable:
         if self.generator is not None:
             self.generator.set_state(state["generator"])
 
+    def advance(self, loss: torch.Tensor, grad_clip: float) -> tuple[float, float]:
+        """One optimisation step on `loss` (gradients clipped to `grad_clip`): (gradient norm, learning rate)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return norm, lr
+
     def save(self, **extra) -> None:
         """Write the state, with `extra` entries (plain types and tensors) beside it."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

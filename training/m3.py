@@ -161,12 +161,7 @@ def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_roo
     clock = time.perf_counter()
     while state.step < tc.steps:
         loss = model(*batch_of(rng.sample(texts["train"], tc.batch_size), config, rng))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        state.step += 1
+        state.advance(loss, tc.grad_clip)
         step = state.step
         now = time.perf_counter()
         budget.add(now - clock)

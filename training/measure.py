@@ -405,13 +405,7 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
         model.train()
         batch = grid_batch(training_grids(train_pieces, tc, rng), config, rng, order=order)
         out = loss_of(model, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        progress.step += 1
+        norm, lr = progress.advance(out["loss"], tc.grad_clip)
         step = progress.step
         now = time.perf_counter()
         budget.add(now - clock)
