@@ -127,8 +127,10 @@ class NotagenGenerator:
 
     # -------------------------------------------------------------- plumbing
     def _model_header(self, text: str, options: GenerationOptions) -> HeaderChoice:
-        """The header the model writes itself after the prompt (read up to its first bar)."""
-        probe = replace(options, n=1, max_bars=1, max_attempts=1, bae_resample=False)
+        """The header the model writes itself after the prompt (read up to its first bar; a header longer than
+        the model's context could not be used anyway)."""
+        probe = replace(options, n=1, max_bars=1, max_attempts=1, bae_resample=False,
+                        max_patches=self.model.config.patch_length)
         written = text
         for event in self._engine(text_context(text), _unconverted, probe).run():
             written = event.text
