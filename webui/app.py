@@ -182,15 +182,17 @@ def build_app(composer: Composer) -> gr.Blocks:
                         composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
                         instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
                     with gr.Group():
-                        ensemble = gr.Dropdown([compose.MODELS_CHOICE], value=compose.MODELS_CHOICE, label="Ensemble",
-                                               elem_id="ensemble")
+                        with gr.Row():
+                            ensemble = gr.Dropdown([compose.MODELS_CHOICE], value=compose.MODELS_CHOICE,
+                                                   label="Ensemble", scale=3, elem_id="ensemble")
+                            header_tempo = gr.Number(None, precision=0, minimum=10, maximum=400, label="Tempo (bpm)",
+                                                     placeholder="model's", scale=2, min_width=90,
+                                                     elem_id="header-tempo")
                         with gr.Row():
                             key = gr.Dropdown(compose.KEY_CHOICES, value=compose.MODELS_CHOICE, label="Key",
                                               min_width=100, elem_id="key")
                             metre = gr.Dropdown(compose.METRE_CHOICES, value=compose.MODELS_CHOICE, label="Metre",
                                                 min_width=100, elem_id="metre")
-                            header_tempo = gr.Number(None, precision=0, minimum=10, maximum=400, min_width=100,
-                                                     label="Tempo (quarter/min; empty: model's)", elem_id="header-tempo")
                     with gr.Row():
                         max_bars = gr.Number(DEFAULT_MAX_BARS, precision=0, minimum=1, maximum=128, label="Maximum bars",
                                              min_width=100, elem_id="max-bars")

@@ -50,8 +50,8 @@ class Part:
         if unknown:
             raise ScoreError(f"the part {self.name!r} has an unknown clef {unknown[0]!r} (known: {', '.join(CLEFS)})")
         for text in (self.name, self.short):
-            if '"' in text or "\n" in text or any(ord(char) > 127 for char in text):
-                raise ScoreError(f"a part name must be ASCII without quotes or line breaks, not {text!r}")
+            if '"' in text or "\\" in text or any(not 32 <= ord(char) < 127 for char in text):
+                raise ScoreError(f"a part name must be printable ASCII without quotes or backslashes, not {text!r}")
 
 
 @dataclass(frozen=True)

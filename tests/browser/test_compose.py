@@ -181,6 +181,6 @@ def test_generate_with_a_chosen_ensemble_key_and_metre(page, shot, tmp_path):
     assert {t.ratioString for t in score.recurse().getElementsByClass(music21.meter.TimeSignature)} == {"3/4"}
 
     page.reload()
-    page.wait_for_function("() => document.querySelector('#ensemble input').value === 'string quartet'")
+    page.wait_for_function("() => document.querySelector('#ensemble input')?.value === 'string quartet'")
     assert [page.locator(f"#{field} input").input_value() for field in ("period", "composer", "instrumentation", "key", "metre")] \
         == ["Classical", "Haydn, Joseph", "Chamber", "D major", "3/4"]
