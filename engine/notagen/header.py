@@ -82,7 +82,7 @@ class Ensemble:
         tokens, voices, number = [], [], 1
         for part in self.parts:
             staves = [str(number + i) for i in range(len(part.clefs))]
-            tokens += ["{", *" | ".join(staves).split(), "}"] if len(staves) > 1 else staves
+            tokens += ["{", " | ".join(staves), "}"] if len(staves) > 1 else staves
             names = (f'nm="{part.name}"' if part.name else "") + (f' snm="{part.short}"' if part.short else "")
             for i, clef in enumerate(part.clefs):
                 voices.append(f"V:{number + i} {clef} {names if i == 0 else ''}\n")
