@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from engine.errors import ModelError, ScoreError, describe
+from engine.notagen.header import HeaderChoice, find_ensemble
 from engine.notagen.options import (
     DEFAULT_MAX_BARS,
     DEFAULT_TEMPERATURE,
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="how many pieces (generated together; default 1)")
     generate.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="stop each piece after this many bars (default %(default)s)")
     generate.add_argument("--out", type=Path, required=True, help="folder for piece_NN.abc and piece_NN.musicxml")
+    generate.add_argument("--ensemble", default=None,
+                          help='the parts: a name offered for the prompt ("string quartet", "voice and piano", "SATB", '
+                               '"piano") or Name:clef[+clef],... (default: the model\'s choice)')
+    generate.add_argument("--key", default=None, help='e.g. "D", "F# minor", "Bbm" (default: the model\'s choice)')
+    generate.add_argument("--metre", default=None, help='e.g. "3/4", "6/8" (default: the model\'s choice)')
+    generate.add_argument("--tempo", type=int, default=None, help="quarter notes per minute (default: the model's choice)")
 
     inpaint = commands.add_parser("inpaint", help="regenerate the unlocked measures of a score with the measure model")
     inpaint.add_argument("input", type=Path, help="a score file (.musicxml/.xml/.mxl/.abc/.krn/.mid)")
@@ -173,6 +180,12 @@ def _prompt(args: argparse.Namespace):
         raise ModelError(str(exc)) from exc
 
 
+def _header(args: argparse.Namespace, prompt) -> HeaderChoice:
+    """The header fields fixed on the command line (`ScoreError` for any that cannot be written)."""
+    ensemble = find_ensemble(args.ensemble, prompt) if args.ensemble else None
+    return HeaderChoice(ensemble, args.key, args.metre, args.tempo)
+
+
 def _progress(event) -> None:
     if event.kind == "bar":
         print(f"piece {event.index + 1}: bar {event.bars} ({event.elapsed:.1f} s)", flush=True)
@@ -203,8 +216,10 @@ def _summary(piece) -> str:
 
 def run_generate(args: argparse.Namespace) -> None:
     options = _generation_options(args)
+    prompt = _prompt(args)
+    header = _header(args, prompt)
     composer = _notagen_composer(args)
-    result = composer.compose(_prompt(args), max_bars=args.max_bars, on_event=_progress, **options)
+    result = composer.compose(prompt, max_bars=args.max_bars, header=header, on_event=_progress, **options)
     _check_result(result)
     for piece in result.pieces:
         stem = args.out / f"piece_{piece.index + 1:02d}"

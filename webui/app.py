@@ -136,6 +136,20 @@ def choices_update(choices: compose.Choices) -> dict:
     return gr.update(choices=choices.options, value=choices.value)
 
 
+def fields_updates(fields: compose.PromptFields) -> list:
+    """period, composer, instrumentation, ensemble (with their choices), key, metre, tempo."""
+    values = fields.values
+    return [values["period"], *(gr.update(choices=choices.options, value=values[name]) for name, choices in
+                                (("composer", fields.composers), ("instrumentation", fields.instrumentations),
+                                 ("ensemble", fields.ensembles))),
+            values["key"], values["metre"], values["tempo"]]
+
+
+def session_updates(session: Session) -> list:
+    """session, saved."""
+    return [session, session.to_browser()]
+
+
 def build_app(composer: Composer) -> gr.Blocks:
     """The Blocks app over one `Composer` (shared by all sessions; each tab has its own `Session`)."""
     with gr.Blocks(title="NotaGen Composer", fill_width=True, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
@@ -167,6 +181,18 @@ def build_app(composer: Composer) -> gr.Blocks:
                                              elem_id="period")
                         composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
                         instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
+                    with gr.Group():
+                        with gr.Row():
+                            ensemble = gr.Dropdown([compose.MODELS_CHOICE], value=compose.MODELS_CHOICE,
+                                                   label="Ensemble", scale=3, elem_id="ensemble")
+                            header_tempo = gr.Number(None, precision=0, minimum=10, maximum=400, label="Tempo (bpm)",
+                                                     placeholder="model's", scale=2, min_width=90,
+                                                     elem_id="header-tempo")
+                        with gr.Row():
+                            key = gr.Dropdown(compose.KEY_CHOICES, value=compose.MODELS_CHOICE, label="Key",
+                                              min_width=100, elem_id="key")
+                            metre = gr.Dropdown(compose.METRE_CHOICES, value=compose.MODELS_CHOICE, label="Metre",
+                                                min_width=100, elem_id="metre")
                     with gr.Row():
                         max_bars = gr.Number(DEFAULT_MAX_BARS, precision=0, minimum=1, maximum=128, label="Maximum bars",
                                              min_width=100, elem_id="max-bars")
@@ -254,14 +280,29 @@ def build_app(composer: Composer) -> gr.Blocks:
         demo.load(shown(handlers.restore, composer), [session_state, saved], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
 
-        period.change(wired(choices_update, compose.composers_for, composer), period, composer_name)
-        composer_name.change(wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
-                             instrumentation)
-        demo.load(wired(choices_update, compose.composers_for, composer), period, composer_name)
+        # The fields below a changed one follow it, then the tab's session keeps them all. User changes only
+        # (`input`): the fields restored on load must not reset the ones below them.
+        fields = [period, composer_name, instrumentation, ensemble, key, metre, header_tempo]
+        demo.load(wired(fields_updates, compose.restore_fields, composer), [session_state, saved], fields,
+                  js=LOAD_SAVED_JS)
+        follow = {  # a field's event, and the one that makes the field below it follow
+            period: (wired(choices_update, compose.composers_for, composer), [period], composer_name),
+            composer_name: (wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
+                            instrumentation),
+            instrumentation: (wired(choices_update, compose.ensembles_of), [period, composer_name, instrumentation],
+                              ensemble),
+        }
+        remember = (wired(session_updates, compose.remember_fields), [session_state, *fields], [session_state, saved])
+        for changed in fields:
+            event = changed.input
+            for field in fields[fields.index(changed) : len(follow)]:
+                event = event(*follow[field]).then
+            event(*remember)
         sampling_inputs = [temperature, top_k, top_p, seed]
         runs = [
             generate_button.click(shown(compose.generate, composer),
-                                  [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
+                                  [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars,
+                                   ensemble, key, metre, header_tempo],
                                   version_outputs, **heavy),
             continue_button.click(shown(partial(compose.continue_piece, from_cursor=False), composer),
                                   [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy),

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from engine.notagen.header import MAJOR_KEYS, MINOR_KEYS, HeaderChoice, ensembles_for, find_ensemble
 from engine.notagen.prompts import Prompt
 from engine.service import Composer
 from webui.handlers import USER_ERRORS, Unchanged, VersionView, failed, show, summary
-from webui.session import Session
+from webui.session import Session, compose_fields
 
 GENERATION_TIME_LIMIT = 300.0
 """Seconds one generation may run before it stops with what it has."""
@@ -40,6 +41,75 @@ def composers_for(composer: Composer, period: str | None) -> Choices:
 def instrumentations_for(composer: Composer, period: str | None, composer_name: str | None) -> Choices:
     return Choices(sorted({p.instrumentation for p in composer.prompts
                            if p.period == period and p.composer == composer_name}))
+
+
+MODELS_CHOICE = "model's choice"
+"""A header field left to the model."""
+KEY_CHOICES = [MODELS_CHOICE, *(f"{key} major" for key in MAJOR_KEYS), *(f"{key} minor" for key in MINOR_KEYS)]
+METRE_CHOICES = [MODELS_CHOICE, "4/4", "3/4", "2/4", "2/2", "3/2", "6/8", "3/8", "9/8", "12/8"]
+FIELDS = ("period", "composer", "instrumentation", "ensemble", "key", "metre", "tempo")
+"""The Compose panel's fields, in the order the app passes them."""
+
+
+def prompt_of(period, composer_name, instrumentation) -> Prompt | None:
+    """The picked prompt (no period: unconditional)."""
+    return Prompt(period or "", composer_name or "", instrumentation or "") if period else None
+
+
+def ensembles_of(period, composer_name, instrumentation) -> Choices:
+    """The model's choice, then the ensembles offered for the picked prompt."""
+    return Choices([MODELS_CHOICE, *(e.name for e in ensembles_for(prompt_of(period, composer_name, instrumentation)))])
+
+
+def fixed(value):
+    """A header field's value, None where it is left to the model."""
+    return None if value in (None, "", MODELS_CHOICE) else value
+
+
+def header_choice(prompt: Prompt | None, ensemble, key, metre, tempo) -> HeaderChoice:
+    """The fixed header fields (`ScoreError` for one that cannot be written)."""
+    return HeaderChoice(find_ensemble(ensemble, prompt) if fixed(ensemble) else None, fixed(key), fixed(metre),
+                        None if fixed(tempo) is None else int(tempo))
+
+
+@dataclass(frozen=True)
+class PromptFields:
+    """The Compose fields, each valid for its choices (which follow the prompt picked above them)."""
+    composers: Choices
+    instrumentations: Choices
+    ensembles: Choices
+    values: dict
+
+
+def prompt_fields(composer: Composer, values: dict) -> PromptFields:
+    """`values` by field name made consistent: a composer of the period, an ensemble of the prompt, ..."""
+    period = kept(values.get("period"), Choices(sorted({p.period for p in composer.prompts})))
+    composers = composers_for(composer, period)
+    composer_name = kept(values.get("composer"), composers)
+    instrumentations = instrumentations_for(composer, period, composer_name)
+    instrumentation = kept(values.get("instrumentation"), instrumentations)
+    ensembles = ensembles_of(period, composer_name, instrumentation)
+    tempo = values.get("tempo")
+    picked = {"period": period, "composer": composer_name, "instrumentation": instrumentation,
+              "ensemble": kept(values.get("ensemble"), ensembles), "key": kept(values.get("key"), Choices(KEY_CHOICES)),
+              "metre": kept(values.get("metre"), Choices(METRE_CHOICES)),
+              "tempo": tempo if isinstance(tempo, (int, float)) else None}
+    return PromptFields(composers, instrumentations, ensembles, picked)
+
+
+def kept(value, choices: Choices):
+    """`value` if it is among the choices, else their first."""
+    return value if value in choices.options else choices.value
+
+
+def restore_fields(composer: Composer, session: Session, saved: dict | None) -> PromptFields:
+    """On page load: the fields as the tab left them (its browser copy), else the first prompt."""
+    return prompt_fields(composer, compose_fields(saved) or session.compose)
+
+
+def remember_fields(session: Session, *values) -> Session:
+    """A field changed (and the ones below it followed): the tab's session keeps them all."""
+    return session.with_compose(dict(zip(FIELDS, values)))
 
 
 def sampling(temperature, top_k, top_p, seed) -> dict:
@@ -80,12 +150,17 @@ def stopped(composer: Composer, session: Session) -> VersionView | Unchanged:
 
 
 def generate(composer: Composer, session: Session, period, composer_name, instrumentation,
-             temperature, top_k, top_p, seed, max_bars):
-    """A new piece from the picked prompt (no period: unconditional), streamed."""
-    prompt = Prompt(period or "", composer_name or "", instrumentation or "") if period else None
+             temperature, top_k, top_p, seed, max_bars,
+             ensemble=MODELS_CHOICE, key=MODELS_CHOICE, metre=MODELS_CHOICE, tempo=None):
+    """A new piece from the picked prompt (no period: unconditional) and header fields, streamed."""
+    prompt = prompt_of(period, composer_name, instrumentation)
     label = "Generated " + (" / ".join(x for x in (period, composer_name, instrumentation) if x) or "unconditionally")
+    chosen = [str(x) for x in (ensemble, key, metre) if fixed(x)] + ([] if fixed(tempo) is None else [f"{int(tempo)} bpm"])
+    label += f" ({', '.join(chosen)})" if chosen else ""
     try:
-        progress = composer.generate(prompt, max_bars=int(max_bars), **sampling(temperature, top_k, top_p, seed))
+        header = header_choice(prompt, ensemble, key, metre, tempo)
+        progress = composer.generate(prompt, max_bars=int(max_bars), header=header,
+                                     **sampling(temperature, top_k, top_p, seed))
     except USER_ERRORS as exc:
         yield failed(session, str(exc))
         return

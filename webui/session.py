@@ -1,4 +1,4 @@
-"""One browser tab's state: its history of versions and its measure locks.
+"""One browser tab's state: its history of versions, its measure locks and the Compose panel's fields.
 
 Held in `gr.State` on the server and mirrored to the browser (sessionStorage for the tab, see
 webui/app.py) so a page reload finds the work again. The browser copy keeps the newest versions that fit
@@ -21,6 +21,8 @@ class Session:
     locks: Locks = field(default_factory=lambda: Locks(0, 0))
     cursor: int | None = None
     """The measure column clicked last: where "regenerate from here" starts."""
+    compose: dict = field(default_factory=dict)
+    """The Compose panel's fields as the user left them (prompt, ensemble, key, metre, tempo), by name."""
 
     @property
     def document(self) -> ScoreDocument | None:
@@ -43,10 +45,13 @@ class Session:
     def _showing(self, history: History) -> Session:
         document = history.current.document
         cursor = self.cursor if self.cursor is not None and self.cursor < document.n_measures else None
-        return Session(history=history, locks=self.locks.resized(document.n_parts, document.n_measures), cursor=cursor)
+        return replace(self, history=history, locks=self.locks.resized(document.n_parts, document.n_measures), cursor=cursor)
 
     def with_locks(self, locks: Locks, cursor: int | None = None) -> Session:
         return replace(self, locks=locks, cursor=self.cursor if cursor is None else cursor)
+
+    def with_compose(self, fields: dict) -> Session:
+        return replace(self, compose=dict(fields))
 
     def to_browser(self) -> dict:
         """A JSON-able copy of the newest versions within the storage budget."""
@@ -59,11 +64,13 @@ class Session:
                 {"musicxml": version.document.musicxml, "title": version.document.title, "action": version.action}
             )
         versions.reverse()
-        return {"versions": versions, "locks": sorted(self.locks.cells)}
+        return {"versions": versions, "locks": sorted(self.locks.cells), "compose": self.compose}
 
     @classmethod
     def from_browser(cls, stored: dict | None) -> Session:
-        """The session saved by `to_browser`; anything unreadable gives an empty session."""
+        """The session saved by `to_browser`; anything unreadable gives an empty session (with the
+        Compose fields, which the page offers again even without a score)."""
+        compose = compose_fields(stored)
         try:
             history = History()
             for item in stored["versions"]:
@@ -71,6 +78,14 @@ class Session:
             document = history.current.document
             cells = frozenset((int(p), int(c)) for p, c in stored.get("locks", []))
             locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
-            return Session(history=history, locks=locks)
+            return Session(history=history, locks=locks, compose=compose)
         except Exception:  # an old or damaged localStorage entry must never break the page
-            return Session()
+            return Session(compose=compose)
+
+
+def compose_fields(stored) -> dict:
+    """The Compose fields of a `to_browser` copy: text and number values only ({} if there are none)."""
+    fields = stored.get("compose") if isinstance(stored, dict) else None
+    if not isinstance(fields, dict):
+        return {}
+    return {str(name): value for name, value in fields.items() if value is None or isinstance(value, (str, int, float))}
