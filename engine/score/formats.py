@@ -41,12 +41,17 @@ INPUT_FORMATS = {
 def read_score_file(path: str | Path) -> ScoreDocument:
     """Read a score file from disk; the extension chooses the reader."""
     path = Path(path)
+    return read_score(read_file_bytes(path), path.name)
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """A score file's bytes, refused by its size before it is read."""
     if not path.is_file():
         raise ScoreError(f"{path.name}: no such file")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ScoreError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
-    return read_score(path.read_bytes(), path.name)
+    return path.read_bytes()
 
 
 def read_score(data: bytes, filename: str) -> ScoreDocument:

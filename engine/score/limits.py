@@ -145,9 +145,9 @@ def check_abc(text: str, name: str) -> None:
 
 def check_humdrum(text: str, name: str) -> None:
     """Spines, line lengths, measures and data lines of Humdrum text."""
-    _check_lines(text, name)
     lines = text.splitlines()
     _refuse(name, "Humdrum spines", max((line.count("\t") + 1 for line in lines), default=0), MAX_HUMDRUM_SPINES)
+    _check_lines(text, name)
     _refuse(name, "measures", sum(1 for line in lines if line.startswith("=")), MAX_MEASURES)
     _refuse(name, "data lines", sum(1 for line in lines if line and line[0] not in "!*="), MAX_NOTES)
 
