@@ -71,6 +71,7 @@ def check_midi(data: bytes, name: str) -> None:
     header_length, _, declared_tracks, division = struct.unpack(">IHHH", data[4:14])
     if division == 0:
         raise ScoreError(f"{name} declares 0 ticks per quarter note in its MIDI header, which is invalid")
+    _refuse(name, "MIDI tracks", declared_tracks, MAX_TRACKS)
     ticks_per_quarter = division if division < 0x8000 else 24 * 80  # SMPTE time: at most 30 fps x 80 ticks
     position, tracks, events = 8 + header_length, 0, 0
     while position + 8 <= len(data):
@@ -87,7 +88,6 @@ def check_midi(data: bytes, name: str) -> None:
                 raise ScoreError(f"{name} has a MIDI track {quarters:,} quarter notes long "
                                  f"({ticks:,} ticks); the limit is {MAX_QUARTERS:,}")
         position += length
-    _refuse(name, "MIDI tracks", max(tracks, declared_tracks), MAX_TRACKS)
 
 
 _CHANNEL_DATA_BYTES = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
