@@ -241,3 +241,34 @@ def test_restore_refuses_what_an_upload_would(composer, saved, words):
         outputs = restore(composer, Session(), saved)
     assert outputs.session.document is None and "could not restore" in outputs.status
     assert time.perf_counter() - started < 15
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+def test_cli_reading_prints_nothing_but_its_result(tmp_path):
+    """music21's warnings (hundreds of lines for some Humdrum files) stay in the reader worker."""
+    path = tmp_path / "scale.krn"
+    path.write_bytes(_inputs()["scale.krn"])
+    result = run_engine("convert", path, tmp_path / "out.musicxml")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_console_command_runs_from_any_folder(tmp_path):
+    """`pip install -e .` (scripts/setup.sh) gives `notagen-engine`; installed here into a scratch prefix."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    from tests.conftest import ROOT
+
+    prefix = tmp_path / "prefix"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--prefix", str(prefix), "--editable", str(ROOT)], check=True, capture_output=True, timeout=300)
+    site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
+    script = prefix / "bin" / "notagen-engine"
+    run = ("import runpy, site, sys; site.addsitedir(sys.argv[1]); sys.argv = sys.argv[2:]; "
+           "runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", run, site, str(script), "check", str(corpus_path())],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert '"bars": 10' in result.stdout
