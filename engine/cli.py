@@ -45,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", type=Path, help="a .musicxml/.abc/.mid/.ogg/.wav/.svg/.pdf file")
     convert.add_argument("--interleaved", action="store_true", help="with .abc: write NotaGen's interleaved ABC")
     convert.add_argument("--tempo", type=float, default=1.0, help="tempo factor for .mid/.ogg/.wav (default 1.0)")
-
     _import_arguments(convert)
 
     check = commands.add_parser("check", help='print {"bars", "parts", "bae"} of a score as JSON')
@@ -126,7 +125,9 @@ def _composer(args: argparse.Namespace, notagen: Path | None | str = None, measu
     from engine.service import Composer
 
     try:
-        budget = ImportBudget(args.import_time_limit, args.import_memory_mb) if "import_time_limit" in args else ImportBudget()
+        budget = ImportBudget()
+        if "import_time_limit" in args:
+            budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
     except ValueError as exc:
         raise ScoreError(str(exc)) from exc
     return Composer.from_checkpoints(notagen=notagen, measure=measure, import_budget=budget)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from engine.errors import ModelError, ScoreError
+from engine.history import History
 from engine.render.audio import AUDIO_FORMATS, audio_problem, synthesize
 from engine.render.engrave import Engraver, Engraving
 from engine.score.document import ScoreDocument
@@ -39,8 +40,8 @@ SHIPPED = "shipped"
 """`Composer.from_checkpoints`' choice of the model shipped in assets/ (when there is one)."""
 
 EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg", "pdf")
-MAX_SAVED_VERSIONS = 50
-"""Versions a restored session may bring back (a `History` keeps 50)."""
+MAX_SAVED_VERSIONS = History.limit
+"""Versions a restored session may bring back: as many as a `History` keeps."""
 MAX_SAVED_CHARS = MAX_FILE_BYTES
 """All of a restored session's MusicXML together: no more than one upload may be."""
 
@@ -137,10 +138,6 @@ class Composer:
         return load_model(checkpoint)
 
     examples = tuple(EXAMPLES)
-
-    @property
-    def import_budget(self) -> ImportBudget:
-        return self._sandbox.budget
 
     def warm_up(self) -> None:
         """Start a file reader worker now, so that the first upload does not wait for it (about 1 s)."""

@@ -78,11 +78,11 @@ class Session:
             cells = frozenset((int(p), int(c)) for p, c in cells)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ScoreError("the saved session is damaged or from another version of the app") from None
+        if not items:
+            return Session()
         history = History()
         for document, (_, _, action) in zip(open_saved([(musicxml, title) for musicxml, title, _ in items]), items):
             history = history.push(document, action[:200])
-        if history.current is None:
-            return Session()
         document = history.current.document
         locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
         return Session(history=history, locks=locks)

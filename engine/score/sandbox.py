@@ -6,7 +6,8 @@ Each read runs in a `python -m engine.score.sandbox FD` process whose address sp
 RLIMIT_AS (and its CPU time with RLIMIT_CPU, should the parent die); the parent waits at most the time
 budget, then kills it. A failed read kills only that worker: the caller's process and memory are untouched.
 Workers are reused (starting one costs about a second of imports), at most `workers` at a time, and
-retired once their memory has grown, so memory goes back to its level before a large read.
+retired once their memory has grown, so memory goes back to its level before a large read; a read that
+a reused worker dies in is tried once more on a fresh one.
 """
 from __future__ import annotations
 
