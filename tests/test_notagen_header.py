@@ -164,7 +164,7 @@ def test_compose_fields_follow_the_prompt_and_stay_with_the_tab():
     stored = {"period": "Classical", "composer": "Haydn, Joseph", "instrumentation": "Chamber",
               "ensemble": "string quartet", "key": "D major", "metre": "3/4", "tempo": 90}
     session = compose.remember_fields(Session(), *(stored[name] for name in compose.FIELDS))
-    restored = Session.from_browser(session.to_browser())
+    restored = Session.from_browser(session.to_browser(), composer.open_saved)
     assert restored.compose == stored
     fields = compose.restore_fields(composer, Session(), session.to_browser())
     assert fields.values == stored and fields.ensembles.options[0] == compose.MODELS_CHOICE

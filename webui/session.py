@@ -7,12 +7,17 @@ a size budget: browser storage holds a few MiB per site.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
+from engine.errors import ScoreError
 from engine.history import History
 from engine.locks import Locks
 from engine.score.document import ScoreDocument
+from engine.score.limits import MAX_MEASURES, MAX_PARTS
 
 BROWSER_BUDGET_CHARS = 3_000_000
+MAX_SAVED_LOCKS = MAX_PARTS * MAX_MEASURES
+"""Locked cells a restored session may list: no more than the largest score has cells."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +72,26 @@ class Session:
         return {"versions": versions, "locks": sorted(self.locks.cells), "compose": self.compose}
 
     @classmethod
-    def from_browser(cls, stored: dict | None) -> Session:
-        """The session saved by `to_browser`; anything unreadable gives an empty session (with the
-        Compose fields, which the page offers again even without a score)."""
-        compose = compose_fields(stored)
+    def from_browser(cls, stored: dict, open_saved: Callable[[list[tuple[str, str]]], list[ScoreDocument]]) -> Session:
+        """The session saved by `to_browser`, its versions read by `open_saved` (`Composer.open_saved`: the
+        readers and limits of an upload). A damaged entry raises `ScoreError`, as a bad upload does."""
         try:
-            history = History()
-            for item in stored["versions"]:
-                history = history.push(ScoreDocument(musicxml=item["musicxml"], title=item["title"]), item["action"])
-            document = history.current.document
-            cells = frozenset((int(p), int(c)) for p, c in stored.get("locks", []))
-            locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
-            return Session(history=history, locks=locks, compose=compose)
-        except Exception:  # an old or damaged localStorage entry must never break the page
+            items = [(item["musicxml"], item["title"], item["action"]) for item in stored["versions"]]
+            cells = stored.get("locks", [])
+            if len(cells) > MAX_SAVED_LOCKS or not all(isinstance(text, str) for item in items for text in item):
+                raise ValueError
+            cells = frozenset((int(p), int(c)) for p, c in cells)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ScoreError("the saved session is damaged or from another version of the app") from None
+        compose = compose_fields(stored)
+        if not items:
             return Session(compose=compose)
+        history = History()
+        for document, (_, _, action) in zip(open_saved([(musicxml, title) for musicxml, title, _ in items]), items):
+            history = history.push(document, action[:200])
+        document = history.current.document
+        locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
+        return Session(history=history, locks=locks, compose=compose)
 
 
 def compose_fields(stored) -> dict:
