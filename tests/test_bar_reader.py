@@ -209,7 +209,13 @@ def test_length_language_and_mask_helper():
 
 
 # --------------------------------------------------------------------------- music21 property test
-CORPUS_SAMPLE = ("bach/bwv66.6", "bach/bwv269", "palestrina/Agnus_01", "ryansMammoth/AcaciaReel", "ryansMammoth/AlbemarleHornpipe", "essenFolksong/han1")
+#: Chorales (pickups, fermatas, repeats), a Palestrina mass movement (long notes, ties), reels and
+#: hornpipes (broken rhythm, triplets, grace notes, x-padded repeat bars) and a Haydn quartet movement
+#: (chords, dynamics, tuplets, xml2abc's padding); about 1,000 voice bars.
+CORPUS_SAMPLE = (
+    "bach/bwv66.6", "bach/bwv269", "palestrina/Agnus_01", "ryansMammoth/AcaciaReel",
+    "ryansMammoth/AlbemarleHornpipe", "ryansMammoth/AcrobatsHornpipe", "haydn/opus1no1/movement4",
+)
 
 
 def test_reader_matches_music21_and_mask_allows_real_bars():
@@ -221,10 +227,8 @@ def test_reader_matches_music21_and_mask_allows_real_bars():
 
     result = CheckResult()
     for name in CORPUS_SAMPLE:
-        for piece, score in corpus_scores(name):
-            check_score(piece, score, result, mask=True)
-            if result.pieces >= 30:
-                break
+        piece, score = next(corpus_scores(name))
+        check_score(piece, score, result, mask=True)
     assert corpus  # imported only to fail early when music21 lacks its corpus
     assert result.bars > 500 and result.mask_steps > 10_000, result.summary()
     assert not result.mismatches and not result.mask_refused, result.summary()

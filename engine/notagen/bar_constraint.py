@@ -103,9 +103,9 @@ class BarConstraint:
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
             return set()  # after a newline the patch ends (EOS) unless it is full
         if reader.mode == br.HEADER:
-            return set(_PRINTABLE)
+            return set(_PRINTABLE) | {"\t"}
         if reader.mode == br.LINE_START and not reader.in_body:
-            return set(_PRINTABLE) - {" "}
+            return set(_PRINTABLE) - {" "} | {"\t"}
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION):
             return {char for char in _PRINTABLE if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
@@ -148,8 +148,9 @@ class BarConstraint:
         mode = clone.mode
         if char in "\t`y&%$*;@#?\\":
             return False
-        if reader.mode == br.MUSIC and (char in '(!"{[' or char in br.DECORATION_SHORTHANDS) and not self._allows(reader, "c"):
-            return char == "[" and mode == br.BRACKET and reader.started is False  # slurs, decorations, chords need a note
+        if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
+            if not self._allows(reader, "c"):
+                return False  # slurs, grace notes and shorthand decorations need a note after them
         if clone.closed_count > reader.closed_count and not length_complete(*reader.length.key()):
             return False
         if clone.element is not None and not length_multipliers(*clone.length.key()):
@@ -169,7 +170,7 @@ class BarConstraint:
         if mode == br.FIELD:
             return self._field_text_allowed(clone)
         if char in "<>":
-            return reader.last_scale == 1 and reader.tuplet_left == 0 and not reader.pair_closed and clone.broken_count <= 2
+            return clone.last_scale == 1 and clone.tuplet_left == 0 and not clone.pair_closed and clone.broken_count <= 2
         if mode == br.BARLINE:  # a closing bar line the patchilizer splits on (no left bar lines)
             return not clone.segment_open and any(b.startswith(clone.buffer) for b in BARLINES)
         if reader.mode == br.BARLINE and reader.buffer not in BARLINES:
