@@ -177,6 +177,7 @@ def test_tuplet_and_broken_feasibility():
     assert "|" not in allowed("[r:1/5][V:1]c6 (3ab")  # the tuplet needs its third note
     assert "|" in allowed("[r:1/5][V:1]c6 (3abc")
     assert ">" in allowed("[r:1/5][V:1]c4 d2 e") and ">" not in allowed("[r:1/5][V:1]c4 d2 e2")
+    assert "{" in allowed("[r:1/5][V:1]G2") and "g" in allowed("[r:1/5][V:1]G2{/") and "{" not in allowed("[r:1/5][V:1]G8")
 
 
 def test_ids_eos_bos():

@@ -162,8 +162,8 @@ class BarConstraint:
             return char not in "|[]" and not (char == ":" and reader.quote_prev == ":")
         if mode == br.DECORATION:
             return clone.closer == "!" and (not clone.buffer or bool(_DECORATION_TEXT.match(clone.buffer)))
-        if mode == br.GRACE:
-            return char in _GRACE_CHARS
+        if reader.mode == br.GRACE:
+            return char in _GRACE_CHARS or char == "}"
         if mode == br.TUPLET:
             return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
         if mode == br.FIELD_NAME:
