@@ -213,7 +213,7 @@ def test_length_language_and_mask_helper():
 # --------------------------------------------------------------------------- music21 property test
 #: Chorales (pickups, fermatas, repeats), a Palestrina mass movement (long notes, ties), reels and
 #: hornpipes (broken rhythm, triplets, grace notes, x-padded repeat bars) and a Haydn quartet movement
-#: (chords, dynamics, tuplets, xml2abc's padding); about 1,000 voice bars.
+#: (chords, dynamics, tuplets, hidden rests); about 1,000 voice bars.
 CORPUS_SAMPLE = (
     "bach/bwv66.6", "bach/bwv269", "palestrina/Agnus_01", "ryansMammoth/AcaciaReel",
     "ryansMammoth/AlbemarleHornpipe", "ryansMammoth/AcrobatsHornpipe", "haydn/opus1no1/movement4",

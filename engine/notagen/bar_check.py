@@ -8,10 +8,6 @@ score it finds inconsistent, so the score in memory is not compared). Interleave
 with measure i of every music21 part: each voice's bar must last one
 of the durations music21 gives that measure in its parts (the parts agree on nearly every measure; the
 voice -> part map is not recoverable from the ABC for multi-staff parts, so a set is compared).
-xml2abc fills a measure shorter than its time signature (other than a pickup) with invisible rests `x`:
-such a bar, full length with an `x` in it, is counted as `padded`, not as a mismatch. Where xml2abc
-pads a measure that was not short (its own error: the bar then overflows its metre), the bar without its
-invisible rests must equal music21's length; these are counted as `overpadded`.
 
 With `--mask`, each piece is also fed as the patchilizer cuts it (with EOS) through `BarConstraint`: every
 char of a valid bar line must be allowed; refusals on bar lines that break the rule (a voice longer than
@@ -40,8 +36,6 @@ class CheckResult:
 
     pieces: int = 0
     bars: int = 0
-    padded: int = 0
-    overpadded: int = 0
     mask_steps: int = 0
     mask_refused_invalid: int = 0
     mask_refused: list[tuple[str, int, str, str]] = field(default_factory=list)
@@ -50,8 +44,7 @@ class CheckResult:
 
     def summary(self) -> str:
         lines = [
-            f"pieces checked: {self.pieces}, voice bars checked: {self.bars} (padded by xml2abc: {self.padded},"
-            f" wrongly padded by xml2abc: {self.overpadded}), mismatches: {len(self.mismatches)}"
+            f"pieces checked: {self.pieces}, voice bars checked: {self.bars}, mismatches: {len(self.mismatches)}"
         ]
         if self.mask_steps:
             lines.append(
@@ -66,19 +59,14 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def measure_lengths(score) -> list[tuple[set[Fraction], set[Fraction]]]:
-    """Per measure index: the lengths (whole notes) music21 gives that measure in the score's parts, and
-    the time signatures' bar lengths of those that are shorter (what xml2abc pads them to)."""
-    per_measure: list[tuple[set[Fraction], set[Fraction]]] = []
+def measure_lengths(score) -> list[set[Fraction]]:
+    """Per measure index, the lengths (whole notes) music21 gives that measure in the score's parts."""
+    per_measure: list[set[Fraction]] = []
     for part in score.parts:
         for index, measure in enumerate(part.getElementsByClass("Measure")):
             if index == len(per_measure):
-                per_measure.append((set(), set()))
-            length = Fraction(measure.duration.quarterLength) / 4
-            per_measure[index][0].add(length)
-            bar = Fraction(measure.barDuration.quarterLength) / 4
-            if length < bar:
-                per_measure[index][1].add(bar)
+                per_measure.append(set())
+            per_measure[index].add(Fraction(measure.duration.quarterLength) / 4)
     return per_measure
 
 
@@ -126,16 +114,8 @@ def check_score(name: str, score, result: CheckResult, mask: bool = False) -> No
     result.pieces += 1
     for bar in reader.bars:
         result.bars += 1
-        lengths, padded = expected[bar.line]
-        if bar.length in lengths:
-            continue
-        if bar.length in padded and bar.invisible:
-            result.padded += 1
-            continue
-        if bar.invisible and bar.length - bar.invisible in lengths:
-            result.overpadded += 1
-            continue
-        result.mismatches.append((name, bar.line, bar.voice, bar.length, tuple(sorted(lengths)), body[bar.line]))
+        if bar.length not in expected[bar.line]:
+            result.mismatches.append((name, bar.line, bar.voice, bar.length, tuple(sorted(expected[bar.line])), body[bar.line]))
     if mask:
         check_mask(name, text, reader.bars, result)
 

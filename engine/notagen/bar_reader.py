@@ -58,14 +58,13 @@ class AbcRefused(ValueError):
 
 @dataclass(frozen=True)
 class VoiceBar:
-    """One voice's bar of a bar line-up: body line index (0-based), voice id, length, the voice's metre
-    (None for `M:none`) and how much of the length is invisible rests `x`/`X` (whole notes)."""
+    """One voice's bar of a bar line-up: body line index (0-based), voice id, length and the voice's metre
+    (whole notes; None for `M:none`)."""
 
     line: int
     voice: str
     length: Fraction
     metre: Fraction | None
-    invisible: Fraction = Fraction(0)
 
 
 @dataclass(frozen=True)
@@ -204,8 +203,6 @@ class BarReader:
 
     def _reset_bar(self) -> None:
         self.pos = Fraction(0)
-        self.invisible = Fraction(0)  # length of the bar's invisible rests
-        self.element_invisible = False
         self.started = False  # an element (or a left bar line) was read in this voice's bar
         self.element: str | None = None
         self.length = Length()
@@ -411,9 +408,8 @@ class BarReader:
         return self.voice is not None or name == "r"
 
     # ---------------------------------------------------------------------------------- the music
-    def _start_element(self, kind: str, invisible: bool = False) -> None:
+    def _start_element(self, kind: str) -> None:
         self.element = kind
-        self.element_invisible = invisible
         self.length = Length()
         self.stage = 0
         self.element_scale = WHOLE
@@ -446,8 +442,6 @@ class BarReader:
             return False
         length = self._element_value() * self.broken_next
         self.pos += length
-        if self.element_invisible:
-            self.invisible += length
         self.pair_closed = self.broken_open
         if self.broken_open:
             self.broken_open = False
@@ -525,12 +519,12 @@ class BarReader:
             self._start_element("note")
             return self._note_char(char)
         if char in REST_LETTERS:
-            self._start_element("rest", char == "x")
+            self._start_element("rest")
             return True
         if char in MEASURE_RESTS:
             if self.started or self.tuplet_left:
                 return False
-            self._start_element("measure_rest", char == "X")
+            self._start_element("measure_rest")
             return True
         if char in "<>":
             return self._broken(char, can_break)
@@ -637,7 +631,7 @@ class BarReader:
             return True
         self.line_voices += ((self.voice, self.pos),)
         if self.record:
-            self.bars.append(VoiceBar(self.body_line, self.voice, self.pos, self.metre, self.invisible))
+            self.bars.append(VoiceBar(self.body_line, self.voice, self.pos, self.metre))
         self.segment_open = False
         self.barline_pos, self.barline_after_eos = self.patch_pos, False
         return True
