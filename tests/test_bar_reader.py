@@ -105,6 +105,11 @@ def test_annotations_and_inline_fields():
     assert [bar.metre for bar in reader.bars] == [1, 1, F(3, 4), 1]
 
 
+def test_unreadable_header_field_is_refused():
+    with pytest.raises(AbcRefused):
+        read("", "L:1/8\nM:x/y\n")
+
+
 @pytest.mark.parametrize("body", ["[V:1]c4 & d4|\n", "[V:1]c4 % note\n", "[V:1]c4\x07|\n", "[V:1]c4\n", "[V:1]c2|[V:1]c2|\n"])
 def test_refused(body):
     with pytest.raises(AbcRefused):

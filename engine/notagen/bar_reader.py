@@ -37,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from engine.notagen.patchilizer import PATCH_SIZE
+
 NOTE_LETTERS = frozenset("abcdefgABCDEFG")
 REST_LETTERS = frozenset("zx")
 MEASURE_RESTS = frozenset("ZX")
@@ -286,7 +288,7 @@ class BarReader:
             return False
         if after_eos:
             self.barline_after_eos = True
-        self.patch_pos = (self.patch_pos + 1) % 16
+        self.patch_pos = (self.patch_pos + 1) % PATCH_SIZE
         return True
 
     def _end_patch(self) -> bool:
@@ -320,7 +322,10 @@ class BarReader:
         if char != "\n":
             self.buffer += char
             return True
-        self._header_line(self.buffer)
+        try:
+            self._header_line(self.buffer)
+        except AbcRefused:
+            return False
         self.buffer = ""
         self.mode = LINE_START
         return True
@@ -664,7 +669,7 @@ class BarReader:
             self.voice = None
             return True
         if char == "[":  # the bar line started a patchilizer bar: its patch began there
-            self.patch_pos = (self.patch_pos - self.barline_pos) % 16
+            self.patch_pos = (self.patch_pos - self.barline_pos) % PATCH_SIZE
             self.barline_pos = 0
             self.mode = BRACKET
             return True
