@@ -57,6 +57,7 @@ def test_broken_rhythm_follows_abc2xml():
     assert one_bar("a2>>>b") == 3  # abc2xml gives up on three signs: no change
     assert one_bar("a2>b>c") == F(9, 2) + F(1, 2) + F(1, 2)  # the second sign pairs a (again, 3 -> 9/2) with c
     assert one_bar("[ce]>[df]") == 2 and one_bar("z>c") == 2
+    assert one_bar("g-<c") == 2 and one_bar("g2-<c2") == 4
 
 
 def test_tuplets():

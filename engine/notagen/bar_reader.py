@@ -533,7 +533,10 @@ class BarReader:
             return True
         if char in "<>":
             return self._broken(char, can_break)
-        if char in IGNORED or char in DECORATION_SHORTHANDS or char in ")-":
+        if char == "-":  # a tie belongs to its note: `g-<c` is a broken pair
+            self.can_break = can_break
+            return True
+        if char in IGNORED or char in DECORATION_SHORTHANDS or char == ")":
             return True
         if char == "(":
             self.mode = PAREN
