@@ -43,6 +43,13 @@ class ScoreDocument:
         """A private copy of the music21 score, safe to modify (the document itself never changes)."""
         return copy.deepcopy(self._parsed)
 
+    def excerpt(self, first: int, last: int) -> music21.stream.Score:
+        """A private copy of measure columns `first`..`last` (0-based, inclusive) of every part, with
+        the clef, key and metre in force and the spanners that touch them: copying and writing a
+        window is what keeps inpainting a long score fast."""
+        window = self._parsed.measures(first, last + 1, indicesNotNumbers=True)
+        return copy.deepcopy(window)
+
     @cached_property
     def layout(self) -> MeasureLayout:
         """Rows, measures and columns of the parsed score: what `grid` and the measure model read.

@@ -1,0 +1,107 @@
+"""Writing rewritten measures into a score's own MusicXML text, leaving every other byte alone.
+
+Inpainting must never change a locked measure, nor the part list (names, instruments), nor anything
+else it did not rewrite. Re-exporting the whole score with music21 changed all of these (a voice part
+came back named "Ob", lyrics and layout were re-spelled) and took 11 s on a long quartet. Instead
+the rewritten measures are exported on their own (`engine.measure.representation.replace_cells`) and
+their `<measure>` elements replace the original ones in the original text; locked measures are the
+original bytes by construction.
+
+Rows of the grid are staves: a MusicXML `<part>` with `<staves>2</staves>` is two rows, so a measure
+of it is replaced whole when any of its staves is rewritten (the other staff then comes from music21's
+reading of the original, the same notes). Each spliced measure states the exporter's `<divisions>`
+first and restores the original's at its end, so the locked measures after it read as before.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.errors import ScoreError
+
+_PART = re.compile(r"<part(?=[\s>])[^>]*>(.*?)</part>", re.S)
+_MEASURE = re.compile(r"<measure(?=[\s>/])[^>]*?(?:/>|>.*?</measure>)", re.S)
+_STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
+_DIVISIONS = re.compile(r"<divisions>\s*([\d.]+)\s*</divisions>")
+
+
+@dataclass(frozen=True)
+class _Part:
+    start: int  # offset of the part's content in the text
+    measures: tuple[tuple[int, int], ...]  # (start, end) of each <measure> element in the text
+    staves: int
+
+
+def _parts(xml: str) -> list[_Part]:
+    if "<score-timewise" in xml[:2000]:
+        raise ScoreError("a score-timewise MusicXML file cannot be inpainted (save it as score-partwise)")
+    parts = []
+    for match in _PART.finditer(xml):
+        body_start = match.start(1)
+        body = match.group(1)
+        measures = tuple((body_start + m.start(), body_start + m.end()) for m in _MEASURE.finditer(body))
+        staves = _STAVES.search(body)
+        parts.append(_Part(body_start, measures, int(staves.group(1)) if staves else 1))
+    return parts
+
+
+def rows_of_parts(xml: str, n_rows: int) -> list[list[int]]:
+    """The grid rows of each `<part>` of `xml` (one per staff), checked against the grid's row count."""
+    rows, next_row = [], 0
+    for part in _parts(xml):
+        rows.append(list(range(next_row, next_row + part.staves)))
+        next_row += part.staves
+    if next_row != n_rows:
+        raise ScoreError(f"the score's {len(rows)} MusicXML parts hold {next_row} staves, "
+                         f"but music21 reads {n_rows}: its measures cannot be rewritten safely")
+    return rows
+
+
+def _divisions_after(xml: str, part: _Part, index: int) -> str | None:
+    """The `<divisions>` in force at the end of measure `index` of `part` (None if never set)."""
+    value = None
+    for start, end in part.measures[: index + 1]:
+        for found in _DIVISIONS.finditer(xml, start, end):
+            value = found.group(1)
+    return value
+
+
+def _with_divisions(measure: str, exported: str, original: str | None) -> str:
+    """`measure` (exported with divisions `exported`) made to read right among the original measures."""
+    head_end = measure.index(">") + 1
+    body = measure[head_end:]
+    if not _DIVISIONS.search(body):
+        body = f"<attributes><divisions>{exported}</divisions></attributes>" + body
+    if original is not None and original != exported:
+        close = body.rindex("</measure>")
+        body = body[:close] + f"<attributes><divisions>{original}</divisions></attributes>" + body[close:]
+    return measure[:head_end] + body
+
+
+def splice_measures(original: str, exported: str, first_column: int, columns_of_part: list[set[int]]) -> str:
+    """`original` with measure m of its part i replaced by measure (m - first_column) of the same part
+    of `exported`, for every m in `columns_of_part[i]`."""
+    old_parts, new_parts = _parts(original), _parts(exported)
+    if len(old_parts) != len(new_parts):
+        raise ScoreError(f"the rewritten measures came out in {len(new_parts)} parts, not {len(old_parts)}")
+    replacements = []
+    for i, columns in enumerate(columns_of_part):
+        if not columns:
+            continue
+        old, new = old_parts[i], new_parts[i]
+        first_divisions = _DIVISIONS.search(exported, new.start)
+        exported_divisions = first_divisions.group(1) if first_divisions else "1"
+        for m in sorted(columns):
+            k = m - first_column
+            if not (0 <= m < len(old.measures) and 0 <= k < len(new.measures)):
+                raise ScoreError(f"part {i + 1} has no measure {m + 1} to rewrite")
+            start, end = new.measures[k]
+            measure = _with_divisions(exported[start:end], exported_divisions, _divisions_after(original, old, m))
+            replacements.append((*old.measures[m], measure))
+    pieces, cursor = [], 0
+    for start, end, text in sorted(replacements):
+        pieces.append(original[cursor:start])
+        pieces.append(text)
+        cursor = end
+    pieces.append(original[cursor:])
+    return "".join(pieces)
