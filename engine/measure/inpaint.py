@@ -30,6 +30,7 @@ from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
 from engine.measure.cells import Cell, MeasureScore, Part, beat_structure, empty_cell, normalise_instrument
 from engine.measure.representation import Rewritten, from_document, replace_cells, to_document
+from engine.measure.splice import rows_of_parts
 from engine.score.grid import Column
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"
@@ -65,7 +66,7 @@ def part_tokens(grid: MeasureScore) -> list[str]:
     return tokens
 
 
-def _padding(cell: Cell) -> tuple[Fraction, Fraction]:
+def padding_of(cell: Cell) -> tuple[Fraction, Fraction]:
     """(beats of padding before the content, beats of content) of a measure."""
     voice = cell.voices[0] if cell.voices else ()
     before = Fraction(0)
@@ -97,7 +98,7 @@ class _Filler:
             h, memory = model.measure.encode(make_batch(flat, self.beat_units, max_events=model.config.max_events))
         self.h, self.memory = h.unsqueeze(0), memory.unsqueeze(0)
         self.masked = torch.zeros(1, self.P * self.M, dtype=torch.bool)
-        self.padding = {(p, m): _padding(self.cells[p][m]) for p in range(self.P) for m in range(self.M)}
+        self.padding = {(p, m): padding_of(self.cells[p][m]) for p in range(self.P) for m in range(self.M)}
 
     def token(self, p: int, m: int) -> int:
         return p * self.M + m
@@ -194,6 +195,7 @@ def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | 
     model = model or load_model(checkpoint)
     layout = document.layout
     n_parts, n_columns = len(layout.parts), len(layout.columns)
+    rows_of_parts(document.musicxml, n_parts)  # a score whose measures cannot be rewritten is refused now
     for p, m in locked_cells:
         if not (0 <= p < n_parts and 0 <= m < n_columns):
             raise ScoreError(f"locked cell ({p}, {m}) is outside the {n_parts} x {n_columns} grid")

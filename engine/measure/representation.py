@@ -11,6 +11,7 @@ reading raises `ScoreError` with `strict=True`, else drops or repairs them (and 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import music21
@@ -41,7 +42,7 @@ from engine.score.grid import MeasureLayout, measure_layout
 # ---------------------------------------------------------------------------------------------
 
 
-def from_document(document, strict: bool = False, columns: range | None = None) -> MeasureScore:
+def from_document(document, strict: bool = False, columns: Sequence[int] | None = None) -> MeasureScore:
     """The grid of a `ScoreDocument`, on the very layout its `grid` (and so its locks) is read from;
     `columns` reads only those columns (a window of a long score)."""
     return _read_layout(document.layout, document.title, strict, columns)
@@ -51,7 +52,7 @@ def from_score(score: music21.stream.Score, title: str = "", strict: bool = Fals
     return _read_layout(measure_layout(score), title, strict)
 
 
-def _read_layout(layout: MeasureLayout, title: str, strict: bool, columns: range | None = None) -> MeasureScore:
+def _read_layout(layout: MeasureLayout, title: str, strict: bool, columns: Sequence[int] | None = None) -> MeasureScore:
     if not layout.parts:
         raise ScoreError("the score has no parts")
     if not layout.columns:

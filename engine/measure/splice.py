@@ -105,3 +105,8 @@ def splice_measures(original: str, exported: str, first_column: int, columns_of_
         cursor = end
     pieces.append(original[cursor:])
     return "".join(pieces)
+
+
+def measure_texts(xml: str) -> list[list[str]]:
+    """The text of every `<measure>` element of each `<part>` (what a locked measure must keep)."""
+    return [[xml[start:end] for start, end in part.measures] for part in _parts(xml)]
