@@ -12,8 +12,8 @@ For every score: a lock pattern (whole columns, one part, a hole at the start, m
   their notes, ties, lyrics, dynamics, articulations and expressions as music21 reads them.
 * `fills_measure`: every voice of a rewritten measure starts at its start and ends exactly at the
   original measure's length (a pickup or a short ending keeps its length).
-* `parts_kept`: the part list (names, instruments), the staves, and the clefs, keys and metres of
-  the rewritten measures and their neighbours are those of the input; the grid has the same columns.
+* `parts_kept`: the part list (names, instruments), the parts' measure counts and numbers, and the
+  clefs, keys and metres of the rewritten measures and their neighbours are those of the input.
 * `lyrics_reported`: the cells reported as having lost lyrics are exactly the rewritten cells whose
   input had lyrics.
 """
@@ -32,12 +32,13 @@ import music21
 from engine.errors import ScoreError
 from engine.measure.inpaint import inpaint, load_model, padding_of
 from engine.measure.representation import from_document
-from engine.measure.splice import measure_texts, rows_of_parts
+from engine.measure.splice import excerpt_xml, measure_texts, rows_of_parts
 
 CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 PATTERNS = ("columns", "part", "hole-start", "hole-middle", "hole-end")
 INVARIANTS = ("locked_unchanged", "fills_measure", "parts_kept", "lyrics_reported")
 _PART_LIST = re.compile(r"<part-list>.*?</part-list>", re.S)
+_NUMBER = re.compile(r'<measure[^>]*?\bnumber="([^"]*)"')
 
 
 def lock_pattern(kind: str, n_parts: int, n_columns: int, rng: random.Random) -> set[tuple[int, int]]:
@@ -102,44 +103,51 @@ def _voice_problem(measure: music21.stream.Measure, expected) -> str:
 
 
 def check(document, locked: set[tuple[int, int]], model, seed: int = 0) -> dict[str, list[str]]:
-    """Inpaint `document` around `locked` and return the problems found per invariant."""
+    """Inpaint `document` around `locked` and return the problems found per invariant. The measures
+    near the rewritten ones are compared as music21 reads them in an excerpt of both texts
+    (`excerpt_xml`: reading a whole long score twice per check would take minutes)."""
+    from engine.score.document import ScoreDocument
+
     result = inpaint(document, locked, model=model, seed=seed)
     after = result.document
     problems: dict[str, list[str]] = {name: [] for name in INVARIANTS}
-    layout_before, layout_after = document.layout, after.layout
-    rows = rows_of_parts(document.musicxml, len(layout_before.parts))
-    free = {(p, m) for p in range(len(layout_before.parts)) for m in range(len(layout_before.measures[p]))} - locked
-    columns = sorted({m for _, m in free})
-    before_cells = dict(zip(columns, zip(*from_document(document, columns=columns).cells)))  # column -> cells by row
+    layout = document.layout
+    rows = rows_of_parts(document.musicxml, len(layout.parts))
+    free = {(p, m) for p in range(len(layout.parts)) for m in range(len(layout.measures[p]))} - locked
     texts_before, texts_after = measure_texts(document.musicxml), measure_texts(after.musicxml)
+    if [len(texts) for texts in texts_after] != [len(texts) for texts in texts_before]:
+        problems["parts_kept"].append("the parts or their measure counts changed")
+        return problems
     for i, part_rows in enumerate(rows):
         for m, text in enumerate(texts_before[i]):
-            if not any((p, m) in free for p in part_rows) and texts_after[i][m] != text:
-                problems["locked_unchanged"].append(f"part {i + 1} measure {m + 1}: MusicXML text changed")
-    near = {(p, c) for p, m in free for c in (m - 1, m, m + 1) if 0 <= c < len(layout_before.measures[p])}
-    for p, m in sorted(near - free):
-        if _signature(layout_after.measures[p][m]) != _signature(layout_before.measures[p][m]):
+            if not any((p, m) in free for p in part_rows):
+                if texts_after[i][m] != text:
+                    problems["locked_unchanged"].append(f"part {i + 1} measure {m + 1}: MusicXML text changed")
+            elif _NUMBER.match(texts_after[i][m])[1] != _NUMBER.match(text)[1]:
+                problems["parts_kept"].append(f"part {i + 1} measure {m + 1}: its number changed")
+    if _PART_LIST.search(document.musicxml)[0] != _PART_LIST.search(after.musicxml)[0]:
+        problems["parts_kept"].append("the part list changed")
+    near_columns = sorted({c for _, m in free for c in (m - 1, m, m + 1) if 0 <= c < len(layout.columns)})
+    index = {c: k for k, c in enumerate(near_columns)}
+    before_near = ScoreDocument(excerpt_xml(document.musicxml, set(near_columns))).layout.measures
+    after_near = ScoreDocument(excerpt_xml(after.musicxml, set(near_columns))).layout.measures
+    near = {(p, c) for p, m in free for c in (m - 1, m, m + 1) if 0 <= c < len(layout.measures[p])}
+    for p, m in sorted(near):
+        before, now = before_near[p][index[m]], after_near[p][index[m]]
+        if (p, m) not in free and _signature(now) != _signature(before):
             problems["locked_unchanged"].append(f"row {p + 1} column {m + 1}: notes changed")
+        if _attributes(now) != _attributes(before):
+            problems["parts_kept"].append(f"row {p + 1} column {m + 1}: clef, key or metre changed")
+    free_columns = sorted({m for _, m in free})
+    before_cells = dict(zip(free_columns, zip(*from_document(document, columns=free_columns).cells)))
     lyrics = set()
     for p, m in sorted(free):
         cell = before_cells[m][p]
-        expected = padding_of(cell)[1] * cell.beat_unit
-        problem = _voice_problem(layout_after.measures[p][m], expected)
+        problem = _voice_problem(after_near[p][index[m]], padding_of(cell)[1] * cell.beat_unit)
         if problem:
             problems["fills_measure"].append(f"row {p + 1} column {m + 1}: {problem}")
-        if any(n.lyrics for n in layout_before.measures[p][m].recurse().notes):
+        if any(n.lyrics for n in layout.measures[p][m].recurse().notes):
             lyrics.add((p, m))
-    for p, m in sorted(near):
-        if _attributes(layout_after.measures[p][m]) != _attributes(layout_before.measures[p][m]):
-            problems["parts_kept"].append(f"row {p + 1} column {m + 1}: clef, key or metre changed")
-    if _PART_LIST.search(document.musicxml)[0] != _PART_LIST.search(after.musicxml)[0]:
-        problems["parts_kept"].append("the part list changed")
-    if [len(ms) for ms in layout_after.measures] != [len(ms) for ms in layout_before.measures]:
-        problems["parts_kept"].append("the staves or their measure counts changed")
-    if layout_after.columns != layout_before.columns:
-        problems["parts_kept"].append("the grid's columns changed")
-    if [p.partName for p in layout_after.parts] != [p.partName for p in layout_before.parts]:
-        problems["parts_kept"].append("the part names changed")
     if set(result.lyrics_removed) != lyrics:
         problems["lyrics_reported"].append(f"reported {sorted(result.lyrics_removed)}, expected {sorted(lyrics)}")
     return problems

@@ -110,3 +110,28 @@ def splice_measures(original: str, exported: str, first_column: int, columns_of_
 def measure_texts(xml: str) -> list[list[str]]:
     """The text of every `<measure>` element of each `<part>` (what a locked measure must keep)."""
     return [[xml[start:end] for start, end in part.measures] for part in _parts(xml)]
+
+
+def excerpt_xml(xml: str, columns: set[int]) -> str:
+    """`xml` with only the measures at `columns` in every part, each run of consecutive ones first
+    stating the divisions (and staves) in force before it: a small score that music21 reads quickly
+    and, within a run, exactly as the whole (a measure after a spliced one reads with the divisions
+    the spliced one restored)."""
+    pieces, cursor = [], 0
+    for part in _parts(xml):
+        for m, (start, end) in enumerate(part.measures):
+            pieces.append(xml[cursor:start])
+            cursor = end
+            if m not in columns:
+                continue
+            measure = xml[start:end]
+            if m - 1 not in columns:
+                divisions = _divisions_after(xml, part, m - 1) if m else None
+                staves = f"<staves>{part.staves}</staves>" if part.staves > 1 else ""
+                if divisions or staves:
+                    head_end = measure.index(">") + 1
+                    state = f"<divisions>{divisions}</divisions>" if divisions else ""
+                    measure = f"{measure[:head_end]}<attributes>{state}{staves}</attributes>{measure[head_end:]}"
+            pieces.append(measure)
+    pieces.append(xml[cursor:])
+    return "".join(pieces)
