@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from engine.errors import ScoreError
 
-_PART = re.compile(r"<part(?=[\s>])[^>]*>(.*?)</part>", re.S)
-_MEASURE = re.compile(r"<measure(?=[\s>/])[^>]*?(?:/>|>.*?</measure>)", re.S)
+_PART_OPEN = re.compile(r"<part[\s>]")
 _STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
+_ATTRIBUTES = re.compile(r"<attributes>.*?</attributes>", re.S)
 _DIVISIONS = re.compile(r"<divisions>\s*([\d.]+)\s*</divisions>")
 
 
@@ -32,17 +33,26 @@ class _Part:
     staves: int
 
 
-def _parts(xml: str) -> list[_Part]:
+@lru_cache(maxsize=8)
+def _parts(xml: str) -> tuple[_Part, ...]:
+    """The `<part>`s of a score-partwise text and their measures (found by plain search: a regular
+    expression scanning each measure's text took seconds on a long quartet)."""
     if "<score-timewise" in xml[:2000]:
         raise ScoreError("a score-timewise MusicXML file cannot be inpainted (save it as score-partwise)")
-    parts = []
-    for match in _PART.finditer(xml):
-        body_start = match.start(1)
-        body = match.group(1)
-        measures = tuple((body_start + m.start(), body_start + m.end()) for m in _MEASURE.finditer(body))
-        staves = _STAVES.search(body)
-        parts.append(_Part(body_start, measures, int(staves.group(1)) if staves else 1))
-    return parts
+    parts, position = [], 0
+    while (opening := _PART_OPEN.search(xml, position)) is not None:
+        body_start = xml.index(">", opening.start()) + 1
+        body_end = xml.find("</part>", body_start)
+        if body_end < 0:
+            raise ScoreError("the MusicXML has a part without its end tag")
+        measures, cursor = [], body_start
+        while (start := xml.find("<measure", cursor, body_end)) >= 0:
+            cursor = xml.index("</measure>", start) + len("</measure>")
+            measures.append((start, cursor))
+        staves = _STAVES.search(xml, body_start, body_end)
+        parts.append(_Part(body_start, tuple(measures), int(staves.group(1)) if staves else 1))
+        position = body_end
+    return tuple(parts)
 
 
 def rows_of_parts(xml: str, n_rows: int) -> list[list[int]]:
@@ -66,8 +76,23 @@ def _divisions_after(xml: str, part: _Part, index: int) -> str | None:
     return value
 
 
+def _without_repeats(measure: str) -> str:
+    """music21 writes a two-staff measure's key or metre change once per staff; one applies to both."""
+    seen: set[str] = set()
+
+    def once(match: re.Match) -> str:
+        text = re.sub(r"\s+", "", match.group(0))
+        if text in seen and "<clef" not in text:  # a clef may change back within a measure
+            return ""
+        seen.add(text)
+        return match.group(0)
+
+    return _ATTRIBUTES.sub(once, measure)
+
+
 def _with_divisions(measure: str, exported: str, original: str | None) -> str:
     """`measure` (exported with divisions `exported`) made to read right among the original measures."""
+    measure = _without_repeats(measure)
     head_end = measure.index(">") + 1
     body = measure[head_end:]
     if not _DIVISIONS.search(body):
