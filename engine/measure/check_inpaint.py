@@ -183,12 +183,10 @@ def sources(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def _document(path: str):
-    from engine.score.document import ScoreDocument
-    from engine.score.formats import read_score_file, score_to_musicxml
+    """The score as the app opens it (a MusicXML file keeps its own text; other formats are converted)."""
+    from engine.score.formats import read_score_file
 
-    if path.endswith(".mxl") and str(CORPORA) in path:
-        return read_score_file(path)  # the file's own MusicXML, as the app keeps it
-    return ScoreDocument(score_to_musicxml(music21.converter.parse(path)), Path(path).stem)
+    return read_score_file(path)
 
 
 def run(paths: list[tuple[str, str]], model, log=print) -> dict:
