@@ -202,16 +202,15 @@ def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | 
     # a part lacking the last measures has nothing there to rewrite
     free = [(p, m) for p in range(n_parts) for m in range(len(layout.measures[p])) if (p, m) not in locked_cells]
     windows = context_windows(sorted({m for _, m in free}), n_columns)
-    total = len(free) * (1 + sweeps)  # an estimate: refinement refills a fraction of each window
+    local_cells = [[(p, m - window.start) for p, m in free if m in window] for window in windows]
+    fills = [len(local) + sweeps * max(1, round(refine_fraction * len(local))) for local in local_cells]
     new_cells: dict[tuple[int, int], Cell] = {}
-    for index, window in enumerate(windows):
+    for index, (window, local) in enumerate(zip(windows, local_cells)):
         grid = from_document(document, columns=window)
-        local = [(p, m - window.start) for p, m in free if m in window]
-        done_before = len(new_cells)
 
-        def progress(done: int, _total: int, before=done_before) -> None:
+        def progress(done: int, _total: int, before=sum(fills[:index])) -> None:
             if on_progress:
-                on_progress(min(before + done, total), total)
+                on_progress(before + done, sum(fills))
 
         with out_of_memory_as_model_error("the measure model"):
             filled = run_algorithm1(model, grid, part_tokens(grid), local, seed=seed + index, temperature=temperature,
