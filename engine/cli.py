@@ -313,7 +313,7 @@ def run_inpaint(args: argparse.Namespace) -> None:
         refine_fraction=args.refine_fraction, order=args.order, time_budget_s=args.time_budget,
         constrained=not args.unconstrained,
     )
-    args.out.write_bytes(composer.export(result, fmt))
+    args.out.write_bytes(composer.export(result.document, fmt))
 
 
 def run_evaluate(args: argparse.Namespace) -> None:

@@ -265,15 +265,15 @@ class Composer:
             return generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
         return generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
 
-    def inpaint(self, document: ScoreDocument, locked_cells, **options) -> ScoreDocument:
-        """`document` with every (part, column) cell not in `locked_cells` rewritten by the measure model;
+    def inpaint(self, document: ScoreDocument, locked_cells, **options):
+        """`Rewritten`: `document` with every (part, column) cell not in `locked_cells` rewritten by the
+        measure model, and the cells whose lyrics went (`.warnings` says so);
         `options` are `engine.measure.inpaint.inpaint`'s (seed, temperature, sweeps, time_budget_s, ...)."""
         from engine.measure.inpaint import inpaint
 
         if self.measure_model is None:
             raise ModelError("no measure model is loaded (app: --measure-checkpoint DIR; command line: --checkpoint DIR)")
-        result = inpaint(document, set(locked_cells), model=self.measure_model, **options)
-        return ScoreDocument(musicxml=result.musicxml, title=document.title)
+        return inpaint(document, set(locked_cells), model=self.measure_model, **options)
 
     def evaluate(self, encoder: str | Path, data: str | Path, out: str | Path, prompts=None, **options) -> dict:
         """The NotaGen paper's Table 2 for the loaded NotaGen model (`engine.scoring.evaluate.evaluate`)."""

@@ -202,5 +202,5 @@ def regenerate_unlocked(composer: Composer, session: Session, n_sweeps, seed) ->
                                   time_budget_s=INPAINT_TIME_BUDGET)
     except USER_ERRORS as exc:
         return failed(session, f"regenerating failed: {exc}")
-    session = session.with_version(result, f"Regenerated unlocked ({session.locks.describe()})")
-    return show(composer, session, summary(session))
+    session = session.with_version(result.document, f"Regenerated unlocked ({session.locks.describe()})")
+    return show(composer, session, "; ".join([summary(session), *result.warnings]))
