@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
 import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at run time
 
@@ -27,10 +33,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
+    parser.add_argument("--import-time-limit", type=float, default=30, metavar="SECONDS",
+                        help="longest an upload or a restored session may take to read before it is stopped")
+    parser.add_argument("--import-memory-mb", type=int, default=1024, metavar="MB",
+                        help="most memory the process reading an upload or a restored session may use")
+    parser.add_argument("--max-login-failures", type=int, default=10,
+                        help="with --auth: failed logins allowed per minute; after that every login waits")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="how many model, audio and PDF actions run at once, all sessions together (the rest wait in the queue)")
     parser.add_argument("--max-queue", type=int, default=64, help="longest queue before new requests are refused")
     return parser.parse_args(argv)
+
+
+class LoginGuard:
+    """Gradio's `auth` check with a rate limit: after `max_failures` failed logins within `window_s`, every
+    login (even a right one) is refused until the window has passed, so passwords cannot be guessed fast.
+
+    Gradio gives the check no client address, so the limit is for all clients together."""
+
+    def __init__(self, user: str, password: str, max_failures: int = 10, window_s: float = 60.0) -> None:
+        self._user, self._password = user.encode(), password.encode()
+        self.max_failures, self.window_s = max_failures, window_s
+        self._failures: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def __call__(self, user: str, password: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            while self._failures and now - self._failures[0] > self.window_s:
+                self._failures.popleft()
+            if len(self._failures) >= self.max_failures:
+                return False
+            right = hmac.compare_digest(user.encode(), self._user) & hmac.compare_digest(password.encode(), self._password)
+            if not right:
+                self._failures.append(now)
+            return right
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,21 +78,34 @@ def main(argv: list[str] | None = None) -> int:
         if not user or not password:
             print("error: --auth takes USER:PASSWORD", file=sys.stderr)
             return 2
-        auth = (user, password)
+        auth = LoginGuard(user, password, args.max_login_failures)
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
+    from engine.tempdirs import exit_on_sigterm, make_temp_dir, remove_stale
+
+    exit_on_sigterm()  # a stopped server removes its temp folders as at a normal exit
+    remove_stale()
+    # Gradio serves any file under its upload folder: make it this server's own, not the shared /tmp/gradio
+    os.environ["GRADIO_TEMP_DIR"] = str(make_temp_dir("gradio"))
     from engine.errors import ModelError
+    from engine.score.sandbox import ImportBudget
     from engine.service import SHIPPED, Composer
     from webui.app import CSS, build_app
 
+    try:
+        budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     notes: list[str] = []
     try:
         composer = Composer.from_checkpoints(args.notagen_checkpoint or SHIPPED, args.measure_checkpoint or SHIPPED,
-                                             notes=notes)
+                                             notes=notes, import_budget=budget)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    composer.warm_up()
     for note in notes:
         print(f"note: {note} (see --help)", file=sys.stderr)
     demo = build_app(composer)
@@ -68,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         css=CSS,
         max_file_size=f"{args.max_upload_mb}mb",
         allowed_paths=[str(composer.output_dir)],
+        blocked_paths=[str(Path(tempfile.gettempdir()) / "gradio")],  # the shared default upload folder
     )
     return 0
 

@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from engine.notagen.generate import NotagenGenerator  # noqa: E402
 from engine.notagen.prompts import Prompt  # noqa: E402
 from engine.score.bae import BarAlignment, bar_alignment  # noqa: E402
@@ -38,8 +39,6 @@ SETTINGS = {
     "released (k 9, p 0.9, T 1.2)": dict(top_k=9, top_p=0.9, temperature=1.2),
     "hot (k off, p off, T 1.6)": dict(top_k=0, top_p=1.0, temperature=1.6),
 }
-MARKER_START = "<!-- notagen_bae:start -->"
-MARKER_END = "<!-- notagen_bae:end -->"
 
 
 def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int, sampling: dict, resample: bool) -> dict:
@@ -86,16 +85,6 @@ def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, chec
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Performance\n"
-    section = f"{MARKER_START}\n{text}{MARKER_END}"
-    if MARKER_START in old and MARKER_END in old:
-        new = old[: old.index(MARKER_START)] + section + old[old.index(MARKER_END) + len(MARKER_END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
@@ -120,7 +109,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, "notagen_bae", text)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from engine.errors import ScoreError  # noqa: E402
 from engine.notagen.batch_engine import BatchEngine  # noqa: E402
 from engine.notagen.config import PRESETS, NotagenConfig  # noqa: E402
@@ -52,7 +53,6 @@ SIZES = {
 }
 PROMPT = Prompt("Baroque", "Bach, Johann Sebastian", "Keyboard")
 HEADER = "%%score { 1 | 2 }\nL:1/8\nM:4/4\nK:D\nV:1 treble nm=\"Piano\"\nV:2 bass\n"
-MARKER = "<!-- notagen_speed threads={threads}:{edge} -->"
 
 
 def long_context(patches: int) -> GenerationContext:
@@ -173,18 +173,6 @@ def table(results: list[dict], per_bar: float) -> str:
     return "\n".join(rows) + "\n\nBatch-8 throughput over batch 1 (cached): " + "; ".join(batch_rows) + ".\n"
 
 
-def write_section(path: Path, text: str, threads: int) -> None:
-    """Replace this thread count's section of `path` (between its markers), or append one."""
-    start, end = MARKER.format(threads=threads, edge="start"), MARKER.format(threads=threads, edge="end")
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Performance\n"
-    section = f"{start}\n{text}{end}"
-    if start in old and end in old:
-        new = old[: old.index(start)] + section + old[old.index(end) + len(end) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -205,7 +193,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        write_section(args.write, text, args.threads)
+        write_section(args.write, f"notagen_speed threads={args.threads}", text)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from engine.errors import ModelError, ScoreError, describe
+from engine.notagen.header import HeaderChoice, find_ensemble
 from engine.notagen.options import (
     DEFAULT_MAX_BARS,
     DEFAULT_TEMPERATURE,
@@ -45,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", type=Path, help="a .musicxml/.abc/.mid/.ogg/.wav/.svg/.pdf file")
     convert.add_argument("--interleaved", action="store_true", help="with .abc: write NotaGen's interleaved ABC")
     convert.add_argument("--tempo", type=float, default=1.0, help="tempo factor for .mid/.ogg/.wav (default 1.0)")
+    _import_arguments(convert)
 
     check = commands.add_parser("check", help='print {"bars", "parts", "bae"} of a score as JSON')
     check.add_argument("input", type=Path)
+    _import_arguments(check)
 
     generate = commands.add_parser("generate", help="compose new pieces with a NotaGen model")
     _model_arguments(generate)
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="how many pieces (generated together; default 1)")
     generate.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="stop each piece after this many bars (default %(default)s)")
     generate.add_argument("--out", type=Path, required=True, help="folder for piece_NN.abc and piece_NN.musicxml")
+    generate.add_argument("--ensemble", default=None,
+                          help='the parts: a name offered for the prompt ("string quartet", "voice and piano", "SATB", '
+                               '"piano") or Name:clef[+clef],... (default: the model\'s choice)')
+    generate.add_argument("--key", default=None, help='e.g. "D", "F# minor", "Bbm" (default: the model\'s choice)')
+    generate.add_argument("--metre", default=None, help='e.g. "3/4", "6/8" (default: the model\'s choice)')
+    generate.add_argument("--tempo", type=int, default=None, help="quarter notes per minute (default: the model's choice)")
 
     inpaint = commands.add_parser("inpaint", help="regenerate the unlocked measures of a score with the measure model")
     inpaint.add_argument("input", type=Path, help="a score file (.musicxml/.xml/.mxl/.abc/.krn/.mid)")
@@ -69,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--time-budget", type=float, default=None, help="seconds; refinement stops when spent")
     inpaint.add_argument("--unconstrained", action="store_true", help="do not force exact measure lengths")
     inpaint.add_argument("--checkpoint", type=Path, default=None, help="model folder (default assets/measure)")
+    _import_arguments(inpaint)
 
 
     resume = commands.add_parser("continue", help="continue a score (or regenerate it from a bar) with NotaGen")
@@ -79,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--prompt", default=None, help='optional "Period|Composer|Instrumentation" lines')
     resume.add_argument("-n", type=int, default=1, help="how many versions (default 1)")
     resume.add_argument("--out", type=Path, required=True, help="a .musicxml/.xml/.abc file, or a folder (for -n > 1)")
+    _import_arguments(resume)
     evaluate = commands.add_parser("evaluate", help="the NotaGen paper's Table 2 metrics for a model and prompts")
     evaluate.add_argument("--checkpoint", type=Path, default=None, help="NotaGen model (default: assets/notagen)")
     evaluate.add_argument("--encoder", type=Path, default=Path(__file__).resolve().parents[1] / "assets" / "m3",
@@ -95,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--import-time-limit", type=float, default=30, metavar="SECONDS",
+                        help="stop reading the input file after this long (default %(default)s)")
+    parser.add_argument("--import-memory-mb", type=int, default=1024, metavar="MB",
+                        help="most memory reading the input file may use (default %(default)s)")
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="an official NotaGen .pth or a saved model folder (default: assets/notagen/ if present)")
@@ -107,11 +125,19 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
-def _composer(notagen: Path | None | str = None, measure: Path | None | str = None):
-    """The facade every verb goes through, with the models the verb needs (None: not loaded)."""
+def _composer(args: argparse.Namespace, notagen: Path | None | str = None, measure: Path | None | str = None):
+    """The facade every verb goes through, with the models the verb needs (None: not loaded) and the
+    import budget of the command line's flags (the defaults for verbs that read no file)."""
+    from engine.score.sandbox import ImportBudget
     from engine.service import Composer
 
-    return Composer.from_checkpoints(notagen=notagen, measure=measure)
+    try:
+        budget = ImportBudget()
+        if "import_time_limit" in args:
+            budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
+    except ValueError as exc:
+        raise ScoreError(str(exc)) from exc
+    return Composer.from_checkpoints(notagen=notagen, measure=measure, import_budget=budget)
 
 
 def _output_format(path: Path) -> str:
@@ -127,13 +153,13 @@ def run_convert(args: argparse.Namespace) -> None:
         if fmt != "abc":
             raise ScoreError("--interleaved goes with an .abc output")
         fmt = "interleaved.abc"
-    composer = _composer()
+    composer = _composer(args)
     document = composer.open_file(args.input)
     args.output.write_bytes(composer.export(document, fmt, tempo=args.tempo))
 
 
 def run_check(args: argparse.Namespace) -> None:
-    composer = _composer()
+    composer = _composer(args)
     print(json.dumps(composer.check(composer.open_file(args.input))))
 
 
@@ -161,7 +187,7 @@ def _generation_options(args: argparse.Namespace) -> dict:
 def _notagen_composer(args: argparse.Namespace):
     from engine.service import SHIPPED
 
-    return _composer(notagen=args.checkpoint or SHIPPED)
+    return _composer(args, notagen=args.checkpoint or SHIPPED)
 
 
 def _prompt(args: argparse.Namespace):
@@ -171,6 +197,12 @@ def _prompt(args: argparse.Namespace):
         return Prompt.parse(args.prompt)
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
+
+
+def _header(args: argparse.Namespace, prompt) -> HeaderChoice:
+    """The header fields fixed on the command line (`ScoreError` for any that cannot be written)."""
+    ensemble = find_ensemble(args.ensemble, prompt) if args.ensemble else None
+    return HeaderChoice(ensemble, args.key, args.metre, args.tempo)
 
 
 def _progress(event) -> None:
@@ -203,8 +235,10 @@ def _summary(piece) -> str:
 
 def run_generate(args: argparse.Namespace) -> None:
     options = _generation_options(args)
+    prompt = _prompt(args)
+    header = _header(args, prompt)
     composer = _notagen_composer(args)
-    result = composer.compose(_prompt(args), max_bars=args.max_bars, on_event=_progress, **options)
+    result = composer.compose(prompt, max_bars=args.max_bars, header=header, on_event=_progress, **options)
     _check_result(result)
     for piece in result.pieces:
         stem = args.out / f"piece_{piece.index + 1:02d}"
@@ -223,7 +257,7 @@ def run_continue(args: argparse.Namespace) -> None:
     if args.bars is None and args.keep is None:
         raise ScoreError("give --bars (new bars to add) or --keep (bars to keep; the rest is generated again)")
     options = _generation_options(args)
-    document = _composer().open_file(args.input)  # a bad file is reported before the model loads
+    document = _composer(args).open_file(args.input)  # a bad file is reported before the model loads
     composer = _notagen_composer(args)
     result = composer.compose_continuation(document, args.bars, keep=args.keep, prompt=_prompt(args),
                                            on_event=_progress, **options)
@@ -271,7 +305,7 @@ def run_inpaint(args: argparse.Namespace) -> None:
     from engine.service import SHIPPED
 
     fmt = _output_format(args.out)
-    composer = _composer(measure=args.checkpoint or SHIPPED)
+    composer = _composer(args, measure=args.checkpoint or SHIPPED)
     document = composer.open_file(args.input)
     locked = parse_lock_spec(args.lock, document.grid)
     result = composer.inpaint(
@@ -279,7 +313,7 @@ def run_inpaint(args: argparse.Namespace) -> None:
         refine_fraction=args.refine_fraction, order=args.order, time_budget_s=args.time_budget,
         constrained=not args.unconstrained,
     )
-    args.out.write_bytes(composer.export(result, fmt))
+    args.out.write_bytes(composer.export(result.document, fmt))
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -306,8 +340,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.tempdirs import exit_on_sigterm
+
     args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore")  # library warnings are noise on a command line
+    exit_on_sigterm()  # a stopped command removes its temp folders as at a normal exit
     try:
         COMMANDS[args.command](args)
     except (ScoreError, ModelError) as exc:
@@ -317,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {describe(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # last resort: one line, never a traceback
-        print(f"error: unexpected failure ({type(exc).__name__}: {describe(exc)})", file=sys.stderr)
+        print(f"error: {args.command} failed inside the program ({type(exc).__name__}: {describe(exc)}); "
+              "please report it", file=sys.stderr)
         return 2
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import threading
 import weakref
 from collections import OrderedDict
@@ -17,11 +16,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from engine.errors import ModelError, ScoreError
+from engine.history import History
 from engine.render.audio import AUDIO_FORMATS, audio_problem, synthesize
 from engine.render.engrave import Engraver, Engraving
 from engine.score.document import ScoreDocument
 from engine.score.examples import EXAMPLES, load_example
-from engine.score.formats import read_score, read_score_file
+from engine.score.formats import MAX_FILE_BYTES, read_file_bytes
+from engine.score.sandbox import ImportBudget, Sandbox
+from engine.tempdirs import make_temp_dir, remove_stale
 
 @dataclass(frozen=True)
 class Progress:
@@ -38,6 +40,10 @@ SHIPPED = "shipped"
 """`Composer.from_checkpoints`' choice of the model shipped in assets/ (when there is one)."""
 
 EXPORT_FORMATS = ("musicxml", "abc", "interleaved.abc", "mid", "ogg", "wav", "svg", "pdf")
+MAX_SAVED_VERSIONS = History.limit
+"""Versions a restored session may bring back: as many as a `History` keeps."""
+MAX_SAVED_CHARS = MAX_FILE_BYTES
+"""All of a restored session's MusicXML together: no more than one upload may be."""
 
 
 class _LruCache:
@@ -72,16 +78,23 @@ class Composer:
         prompts: tuple = (),
         measure_model=None,
         max_export_folders: int = 64,
+        import_budget: ImportBudget = ImportBudget(),
     ) -> None:
         """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off),
         `prompts` the `Prompt`s it was fine-tuned on, and `measure_model` an `engine.measure` model
         (None: inpainting is off). `export_file` keeps the `max_export_folders` most recently used
-        version folders; a temporary `output_dir` made here is removed when the composer goes."""
+        version folders; a temporary `output_dir` made here is removed when the composer goes (and those of
+        processes that died without removing theirs, when one is made). Every file a user gives is read in a
+        worker within `import_budget` (`engine.score.sandbox`)."""
         self._engraver = Engraver()
         self._cache = _LruCache(cache_size)
-        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="notagen-app-"))
+        self._sandbox = Sandbox(import_budget)
+        weakref.finalize(self, self._sandbox.close)
         if output_dir is None:
-            weakref.finalize(self, shutil.rmtree, self.output_dir, ignore_errors=True)
+            remove_stale()
+            output_dir = make_temp_dir("app")
+            weakref.finalize(self, shutil.rmtree, output_dir, ignore_errors=True)
+        self.output_dir = Path(output_dir)
         self.max_export_folders = max_export_folders
         self._files_lock = threading.Lock()
         self.notagen = notagen
@@ -126,11 +139,30 @@ class Composer:
 
     examples = tuple(EXAMPLES)
 
+    def warm_up(self) -> None:
+        """Start a file reader worker now, so that the first upload does not wait for it (about 1 s)."""
+        self._sandbox.warm()
+
     def open_file(self, path: str | Path) -> ScoreDocument:
-        return read_score_file(path)
+        path = Path(path)
+        return self.open_bytes(read_file_bytes(path), path.name)
 
     def open_bytes(self, data: bytes, filename: str) -> ScoreDocument:
-        return read_score(data, filename)
+        """A user's file, read in a worker within the import budget; the extension chooses the reader."""
+        (musicxml,) = self._sandbox.read([(data, filename)])
+        return ScoreDocument(musicxml=musicxml, title=Path(filename).stem)
+
+    def open_saved(self, versions: list[tuple[str, str]]) -> list[ScoreDocument]:
+        """Documents from the (MusicXML, title) pairs of a session the browser kept: read as uploads are,
+        all within one import budget, the whole no larger than one upload."""
+        if len(versions) > MAX_SAVED_VERSIONS:
+            raise ScoreError(f"the saved session has {len(versions)} versions; the limit is {MAX_SAVED_VERSIONS}")
+        size = sum(len(musicxml) for musicxml, _ in versions)
+        if size > MAX_SAVED_CHARS:
+            raise ScoreError(f"the saved session is {size / 2**20:.1f} MiB; the limit is {MAX_SAVED_CHARS // 2**20} MiB")
+        files = [(musicxml.encode("utf-8"), f"saved version {i + 1}.musicxml") for i, (musicxml, _) in enumerate(versions)]
+        return [ScoreDocument(musicxml=musicxml, title=title[:200])
+                for musicxml, (_, title) in zip(self._sandbox.read(files), versions)]
 
     def open_example(self, title: str) -> ScoreDocument:
         if title not in EXAMPLES:
@@ -233,15 +265,15 @@ class Composer:
             return generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
         return generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
 
-    def inpaint(self, document: ScoreDocument, locked_cells, **options) -> ScoreDocument:
-        """`document` with every (part, column) cell not in `locked_cells` rewritten by the measure model;
+    def inpaint(self, document: ScoreDocument, locked_cells, **options):
+        """`Rewritten`: `document` with every (part, column) cell not in `locked_cells` rewritten by the
+        measure model, and the cells whose lyrics went (`.warnings` says so);
         `options` are `engine.measure.inpaint.inpaint`'s (seed, temperature, sweeps, time_budget_s, ...)."""
         from engine.measure.inpaint import inpaint
 
         if self.measure_model is None:
             raise ModelError("no measure model is loaded (app: --measure-checkpoint DIR; command line: --checkpoint DIR)")
-        result = inpaint(document, set(locked_cells), model=self.measure_model, **options)
-        return ScoreDocument(musicxml=result.musicxml, title=document.title)
+        return inpaint(document, set(locked_cells), model=self.measure_model, **options)
 
     def evaluate(self, encoder: str | Path, data: str | Path, out: str | Path, prompts=None, **options) -> dict:
         """The NotaGen paper's Table 2 for the loaded NotaGen model (`engine.scoring.evaluate.evaluate`)."""

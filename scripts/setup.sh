@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian/Ubuntu machine: system packages, .venv, pinned requirements.
+# Idempotent set-up for a fresh Debian/Ubuntu machine: system packages, .venv, pinned requirements, and
+# the project installed editable into .venv (the `notagen-engine` command).
 #   scripts/setup.sh run    what the app needs (FluidSynth, a SoundFont, cairo for PDF)
 #   scripts/setup.sh test   that plus Chromium for the browser tests
 set -euo pipefail
@@ -41,5 +42,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing pinned requirements into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -r requirements.txt
+    echo "$wanted" > "$stamp"
+fi
+
+# the project itself, editable, for the `notagen-engine` command (from any folder; `python -m engine` still works)
+stamp=.venv/.project.sha256
+wanted=$( (cat pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/notagen-engine ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "setup: installing the project into .venv (the notagen-engine command)"
+    .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
     echo "$wanted" > "$stamp"
 fi

@@ -77,7 +77,7 @@ def test_a_locked_cell_is_the_measure_inpainting_leaves_alone(piece, model):
         locks = locks.toggle_cell(p, m)
     assert (part, column) in locks.cells and not free & locks.cells
 
-    result = inpaint(document, set(locks.cells), model=model, seed=0)
+    result = inpaint(document, set(locks.cells), model=model, seed=0).document
     before, after = document.score(), result.score()
     assert _notes(after, part, column) == _notes(before, part, column)
     assert _notes(after, part, column)[0] == number

@@ -37,7 +37,7 @@ def _measure_notes(document, p, m):
 
 def test_inpaint_keeps_locked_cells_and_fills_the_rest(document, model):
     locked = {(p, m) for p in range(4) for m in range(6) if not (2 <= m <= 3)} | {(0, 3)}
-    result = inpaint(document, locked, model=model, seed=1, sweeps=1, refine_fraction=0.5)
+    result = inpaint(document, locked, model=model, seed=1, sweeps=1, refine_fraction=0.5).document
     for p, m in locked:
         assert _measure_notes(result, p, m) == _measure_notes(document, p, m)
     changed = [(p, m) for p in range(4) for m in range(6) if (p, m) not in locked and _measure_notes(result, p, m) != _measure_notes(document, p, m)]
@@ -45,13 +45,13 @@ def test_inpaint_keeps_locked_cells_and_fills_the_rest(document, model):
     grid = from_document(result)
     for p, m in [(p, m) for p in range(4) for m in range(6) if (p, m) not in locked]:
         assert grid.cells[p][m].voices
-    again = inpaint(document, locked, model=model, seed=1, sweeps=1, refine_fraction=0.5)
+    again = inpaint(document, locked, model=model, seed=1, sweeps=1, refine_fraction=0.5).document
     assert from_document(again) == grid  # deterministic for a seed
 
 
 def test_inpaint_left_to_right_keeps_pickup_padding(document, model):
     locked = {(p, m) for p in range(4) for m in range(1, 6)}
-    result = inpaint(document, locked, model=model, seed=0, order="left-to-right")
+    result = inpaint(document, locked, model=model, seed=0, order="left-to-right").document
     first = list(result.score().parts[0].getElementsByClass(music21.stream.Measure))[0]
     assert first.duration.quarterLength == 1.0  # the pickup stays a one-beat measure
 

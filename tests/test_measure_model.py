@@ -112,8 +112,8 @@ def test_config_json_and_safetensors_round_trip(tmp_path, chorale):
     config = tiny_config(key_function="skewgauss")
     assert MeasureConfig.from_dict(config.to_dict()) == config
     model = MeasureLM(config).eval()
-    model.save(tmp_path)
-    loaded = MeasureLM.load(tmp_path)
+    model.save_pretrained(tmp_path)
+    loaded = MeasureLM.from_pretrained(tmp_path)
     assert loaded.config == config
     batch, layout, index = _inputs(config, chorale)
     masked = torch.ones(1, 16, dtype=torch.bool)

@@ -24,7 +24,7 @@ from engine.notagen.config import NotagenConfig
 from engine.notagen.model import NotagenModel, load_checkpoint
 from engine.score.formats import read_score_file
 from engine.score.notagen_abc import KEYS, preprocess
-from training import notagen
+from training import kit, notagen
 from training.notagen_data import (
     NotagenDataset,
     build_index,
@@ -83,7 +83,7 @@ def config_path(tmp_path_factory, data_dir) -> Path:
 
 
 def _metrics(run: Path, kind: str = "train") -> list[dict]:
-    lines = (run / notagen.METRICS).read_text(encoding="utf-8").splitlines()
+    lines = (run / kit.METRICS).read_text(encoding="utf-8").splitlines()
     return [record for record in map(json.loads, lines) if record["kind"] == kind]
 
 
@@ -158,7 +158,7 @@ def test_pretrain_resume_is_exact(config_path, tmp_path):
     first = _metrics(split)
     assert [record["step"] for record in first] == [1, 2, 3, 4, 5]
     assert not (split / notagen.FINAL).exists()
-    state = torch.load(split / notagen.LAST, map_location="cpu", weights_only=True)
+    state = torch.load(split / kit.LAST, map_location="cpu", weights_only=True)
     assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (5, 1, 1)
     _run("pretrain", "--config", str(config_path), "--out", str(split))
 
@@ -169,19 +169,19 @@ def test_pretrain_resume_is_exact(config_path, tmp_path):
         assert got[step]["loss"] == ref[step]["loss"], step  # bitwise
         assert got[step]["lr"] == ref[step]["lr"]
     assert [r["eval_loss"] for r in _metrics(split, "eval")] == [r["eval_loss"] for r in _metrics(whole, "eval")]
-    a = torch.load(whole / notagen.LAST, weights_only=True)["model"]
-    b = torch.load(split / notagen.LAST, weights_only=True)["model"]
+    a = torch.load(whole / kit.LAST, weights_only=True)["model"]
+    b = torch.load(split / kit.LAST, weights_only=True)["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)
     # The loss goes down on this tiny set (lr 3e-3): training does something.
     assert ref[6]["loss"] < ref[1]["loss"]
 
     # Checkpoints: the official keys, weights_only loading, RNG states as tensors / plain types.
-    for name in (notagen.LAST, notagen.BEST):
+    for name in (kit.LAST, notagen.BEST):
         checkpoint = torch.load(whole / name, map_location="cpu", weights_only=True)
         assert set(notagen.OFFICIAL_KEYS) <= set(checkpoint)
         model = NotagenModel(NotagenConfig.preset("tiny"))
         model.load_state_dict(checkpoint["model"], strict=True)
-    last = torch.load(whole / notagen.LAST, weights_only=True)
+    last = torch.load(whole / kit.LAST, weights_only=True)
     assert (last["epoch"], last["step_in_epoch"], last["global_step"], last["lr_sched"]["last_epoch"]) == (1, 2, 6, 6)
     evals = _metrics(whole, "eval")
     assert [r["step"] for r in evals] == [2, 4, 6]  # every 2 steps, at each epoch end (4) and at the end
@@ -215,13 +215,13 @@ def test_killed_run_resumes_exactly(config_path, tmp_path):
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if (run / notagen.METRICS).exists() and len(_metrics(run)) >= 3:
+        if (run / kit.METRICS).exists() and len(_metrics(run)) >= 3:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 0, output
-    state = torch.load(run / notagen.LAST, weights_only=True)
+    state = torch.load(run / kit.LAST, weights_only=True)
     stopped = state["global_step"]
     assert 3 <= stopped < 400, output
     assert "signal" in output
@@ -273,7 +273,7 @@ def test_finetune_from_official_checkpoint(config_path, notagen_reference, tmp_p
 def test_time_budget_ends_the_run_with_an_export(config_path, tmp_path):
     run = tmp_path / "budget"
     _run("pretrain", "--config", str(config_path), "--out", str(run), "--set", "max_minutes=1e-6")
-    summary = [json.loads(line) for line in (run / notagen.METRICS).read_text().splitlines()][-1]
+    summary = [json.loads(line) for line in (run / kit.METRICS).read_text().splitlines()][-1]
     assert summary["kind"] == "summary" and summary["reason"] == "max_minutes" and summary["global_step"] == 1
     assert [r["step"] for r in _metrics(run, "eval")] == [1]
     assert NotagenModel.from_pretrained(run / notagen.FINAL).config == NotagenConfig.preset("tiny")

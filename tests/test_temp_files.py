@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 
 import pytest
@@ -64,3 +65,40 @@ def test_app_cleans_gradio_uploads_and_download_copies(tmp_path):
 
     frequency, age = GRADIO_CACHE_CLEANUP
     assert build_app(Composer(output_dir=tmp_path)).delete_cache == (frequency, age) and 0 < frequency <= age
+
+
+def test_temp_folders_of_dead_processes_are_removed_at_the_next_start(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from engine.tempdirs import make_temp_dir, remove_stale
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"notagen-app-{int(dead.stdout)}-x1"
+    (stale / "v1").mkdir(parents=True)
+    live = make_temp_dir("app")
+    other = tmp_path / "notagen-notes"  # not named by a process: not this app's
+    other.mkdir()
+    assert live.name.startswith(f"notagen-app-{os.getpid()}-")
+    assert remove_stale() == [stale]
+    assert not stale.exists() and live.is_dir() and other.is_dir()
+
+
+def test_sigterm_removes_the_temp_folders(tmp_path):
+    """A stopped process (the CLI, the server: both call `exit_on_sigterm`) cleans up as at a normal exit."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ("from engine.tempdirs import exit_on_sigterm\nfrom engine.service import Composer\nimport time\n"
+              "exit_on_sigterm()\nc = Composer()\nprint(c.output_dir, flush=True)\ntime.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    folder = process.stdout.readline().strip()
+    assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 128 + signal.SIGTERM
+    assert not list(tmp_path.iterdir())

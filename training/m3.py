@@ -1,6 +1,7 @@
 """Trains the project's own M3 music encoder with M3's masked-patch objective (CLaMP 2, section 3.1).
 
     python -m training.m3 train --config training/configs/m3_tiny.json     # resumes runs/<name>/last.pt
+    python -m training.m3 train --set steps=300 --set hidden_size=64       # settings of either section
     python -m training.m3 export runs/m3_tiny --out assets/m3
     python -m training.m3 report assets/m3                                  # what it knows of the labels
 
@@ -23,11 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors.torch
 import torch
 
 from engine.scoring import patchilizer
-from engine.scoring.model import CONFIG_FILE, WEIGHTS_FILE, M3Config, M3Model, MusicEncoder, load_encoder
+from engine.scoring.model import M3Config, M3Model, MusicEncoder, load_encoder
+from training import kit
 from training.notagen_data import complete_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +49,14 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 20
     threads: int = 1
-    max_minutes: float = 0.0
+    max_minutes: float = 0.0  # stop (and checkpoint) after this long in this invocation; 0 = no limit
     max_pieces: int = 0
     seed: int = 0
 
 
-def read_config(path: str | Path) -> tuple[M3Config, TrainConfig]:
-    raw = json.loads(Path(path).read_text())
+def read_config(path: str | Path, overrides: dict | None = None) -> tuple[M3Config, TrainConfig]:
+    """The model and training settings of a config file; `overrides` (name -> value) replace either's."""
+    raw = kit.read_config(path, {"train": TrainConfig.__dataclass_fields__, "model": M3Config.__dataclass_fields__}, overrides)
     return M3Config(**raw["model"]), TrainConfig(**raw["train"])
 
 
@@ -132,10 +134,9 @@ def evaluate(model: M3Model, texts: list[str], batch_size: int) -> float:
     return sum(losses) / max(1, len(losses))
 
 
-def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_root: Path = ROOT / "runs") -> Path:
-    from torch.utils.tensorboard import SummaryWriter
-
-    config, tc = read_config(config_path)
+def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_root: Path = ROOT / "runs",
+          overrides: dict | None = None) -> Path:
+    config, tc = read_config(config_path, overrides)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     run = run_root / tc.name
@@ -146,57 +147,44 @@ def train(config_path: str | Path, data_dir: str | Path = ROOT / "data", run_roo
     valid = texts["validation"][: tc.eval_pieces]
     model = M3Model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    rng = random.Random(tc.seed)
-    step, wall, best = 0, 0.0, math.inf
-    last = run / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, wall, best = state["step"], state["wall"], state["best"]
-        rng.setstate(state["rng"])
-        print(f"resumed {run} at step {step}")
-    writer = SummaryWriter(str(run / "tb"))
+    scheduler = kit.scheduler(optimizer, tc.warmup, tc.steps, "cosine", floor=0.1)
+    state = kit.Resumable(run / kit.LAST, model, optimizer, scheduler, random.Random(tc.seed))
+    if (saved := kit.load_checkpoint(state.path)) is not None:
+        state.restore(saved)
+        print(f"resumed {run} at step {state.step}")
+    rng = state.rng
+    log = kit.RunLog(run)
     print(f"{len(texts['train'])} training / {len(valid)} validation pieces; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
 
-    def save() -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "wall": wall,
-                    "best": best, "rng": rng.getstate()}, run / "last.tmp")
-        (run / "last.tmp").replace(last)
-
-    started, wall_at_start = time.time(), wall
-    while step < tc.steps:
-        warm = min(1.0, (step + 1) / tc.warmup)
-        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / tc.steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = tc.lr * warm * decay
+    budget, wall_at_start = kit.Budget(tc.max_minutes), state.wall  # the limit is per invocation: a rerun goes on
+    clock = time.perf_counter()
+    while state.step < tc.steps:
         loss = model(*batch_of(rng.sample(texts["train"], tc.batch_size), config, rng))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        step += 1
-        wall = wall_at_start + time.time() - started
+        state.advance(loss, tc.grad_clip)
+        step = state.step
+        now = time.perf_counter()
+        budget.add(now - clock)
+        clock, state.wall = now, wall_at_start + budget.spent
         if step % tc.log_every == 0:
-            writer.add_scalar("train/loss", loss.item(), step)
+            log.scalars(step, {"train/loss": loss.item()})
         if step % tc.eval_every == 0 or step == tc.steps:
             valid_loss = evaluate(model, valid, tc.batch_size)
-            writer.add_scalar("valid/loss", valid_loss, step)
-            print(f"step {step}: train {loss.item():.3f} validation {valid_loss:.3f} ({wall / 60:.1f} min)", flush=True)
-            if valid_loss < best:
-                best = valid_loss
+            log.scalars(step, {"valid/loss": valid_loss})
+            print(f"step {step}: train {loss.item():.3f} validation {valid_loss:.3f} ({state.wall / 60:.1f} min)", flush=True)
+            if valid_loss < state.best:
+                state.best = valid_loss
                 model.save_pretrained(run / "best")
                 (run / "best" / "training.json").write_text(json.dumps(
-                    {"step": step, "wall_s": round(wall), "valid_loss": best, "pieces": len(texts["train"]),
+                    {"step": step, "wall_s": round(state.wall), "valid_loss": state.best, "pieces": len(texts["train"]),
                      "config": str(config_path), "train": dataclasses.asdict(tc)}, indent=1) + "\n")
         if step % tc.checkpoint_every == 0:
-            save()
-        if tc.max_minutes and wall - wall_at_start > tc.max_minutes * 60:
+            state.save()
+        if budget.exhausted:
             print(f"time limit reached at step {step}")
             break
-    save()
-    writer.close()
+    state.save()
+    log.close()
     return run
 
 
@@ -218,15 +206,13 @@ def export(run: str | Path, out: str | Path, data_dir: str | Path = ROOT / "data
     """Writes the run's best encoder to `out` (config.json + model.safetensors + training.json), with a
     standardizing `music_proj` fitted on up to `pieces` training pieces."""
     source, out = Path(run) / "best", Path(out)
-    encoder = load_encoder(source)
+    encoder = MusicEncoder.from_pretrained(source)
     texts = load_texts(data_dir)["train"]
     weight, bias = standardizing_projection(encoder, random.Random(0).sample(texts, min(pieces, len(texts))))
-    config = dataclasses.replace(encoder.config, projection_size=encoder.config.hidden_size)
-    state = {f"encoder.{k}": v.contiguous() for k, v in encoder.music_model.state_dict().items()}
-    state |= {"music_proj.weight": weight.contiguous(), "music_proj.bias": bias.contiguous()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    safetensors.torch.save_file(state, str(out / WEIGHTS_FILE))
+    scorer = MusicEncoder(dataclasses.replace(encoder.config, projection_size=encoder.config.hidden_size))
+    scorer.music_model.load_state_dict(encoder.music_model.state_dict())
+    scorer.music_proj.load_state_dict({"weight": weight, "bias": bias})
+    scorer.save_pretrained(out)
     training = json.loads((source / "training.json").read_text())
     training["projection_pieces"] = min(pieces, len(texts))
     (out / "training.json").write_text(json.dumps(training, indent=1) + "\n")
@@ -271,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", default=str(ROOT / "training/configs/m3_tiny.json"))
     t.add_argument("--data", default=str(ROOT / "data"))
     t.add_argument("--runs", default=str(ROOT / "runs"))
+    kit.add_set_option(t, "--set steps=300 --set hidden_size=64 (model or train)")
     e = sub.add_parser("export", help="write a run's best encoder (+ standardizing projection) to e.g. assets/m3")
     e.add_argument("run")
     e.add_argument("--out", required=True)
@@ -282,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         print(json.dumps(report(args.encoder, args.data), indent=1))
     elif args.command == "train":
-        print(train(args.config, args.data, Path(args.runs)))
+        print(train(args.config, args.data, Path(args.runs), dict(args.set)))
     else:
         print(export(args.run, args.out, args.data))
     return 0

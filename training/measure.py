@@ -3,6 +3,7 @@
     python -m training.measure --config training/configs/measure_tiny.json      # train (resumes)
     python -m training.measure eval --checkpoint assets/measure [--limit N]     # test-split metrics
     python -m training.measure export --run runs/measure_tiny --out assets/measure
+    python -m training.measure_ablation --steps 400                                # Tables 1 and 2
 
 Data: every chorale of `music21.corpus.chorales.Iterator()` is read into the measure grid
 (engine.measure.representation, non-strict) once and cached in `data/measure/chorales.pkl`. The
@@ -10,9 +11,9 @@ split is by work: `training.corpus.split_of` of the BWV work id (the teammate's 
 about 90/5/5. Training examples are random crops of `max_columns` columns of a random training
 piece, transposed by a random shift (the instrument tokens record it: 'soprano_shifted-3').
 
-Checkpoints: runs/<name>/checkpoint.pt (model, optimiser, step, wall time; the latest only) and
-runs/<name>/best/ (model.safetensors + config.json, best validation NLL); TensorBoard logs in
-runs/<name>/tb.
+Checkpoints: runs/<name>/last.pt (`training.kit`: model, optimiser, scheduler, step, wall time, RNG
+states; the latest only) and runs/<name>/best/ (`MeasureLM.save_pretrained`: model.safetensors +
+config.json, best validation NLL); TensorBoard logs in runs/<name>/tb.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import math
 import pickle
 import platform
 import random
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from engine.measure.batch import beat_unit_index, make_batch
 from engine.measure.context import GridLayout, MeasureLM
 from engine.measure.model import MeasureConfig
 from engine.measure.representation import MeasureScore, from_score, transpose
+from training import kit
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data" / "measure" / "chorales.pkl"
@@ -60,7 +61,7 @@ class TrainConfig:
     eval_pieces: int = 12
     seed: int = 0
     threads: int = 1
-    max_minutes: float = 0.0  # stop (and checkpoint) after this long; 0 = no limit
+    max_minutes: float = 0.0  # stop (and checkpoint) after this long in this invocation; 0 = no limit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,37 +352,15 @@ def cells_list(batch: GridBatch):
 def read_config(path: str | Path, overrides: dict | None = None) -> tuple[dict, TrainConfig]:
     """(model fields, training settings) of a config file; `overrides` (name -> value) replace
     settings of either section by name (`--set key_function=skewgauss --set steps=300`)."""
-    data = json.loads(Path(path).read_text())
+    data = kit.read_config(path, {"train": TrainConfig.__dataclass_fields__, "model": MeasureConfig.__dataclass_fields__},
+                           overrides)
     model, train = dict(data.get("model", {})), dict(data.get("train", {}))
-    train_names = set(TrainConfig.__dataclass_fields__)
-    model_names = set(MeasureConfig.__dataclass_fields__)
-    for key, value in (overrides or {}).items():
-        if key in train_names:
-            train[key] = value
-        elif key in model_names:
-            model[key] = value
-        else:
-            raise ValueError(f"unknown setting {key!r} (model: {sorted(model_names)}; train: {sorted(train_names)})")
     if "shifts" in train:
         train["shifts"] = tuple(train["shifts"])
     return model, TrainConfig(**train)
 
 
-def parse_setting(text: str) -> tuple[str, object]:
-    """'key=value' with a JSON value ('steps=300', 'position_signal=false'); bare words are strings."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False, overrides: dict | None = None) -> Path:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
     model_fields, tc = read_config(config_path, overrides)
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -390,12 +369,10 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
     pieces = load_pieces()
     train_pieces = [p for p in pieces if p.split == "train"]
     valid_pieces = [p for p in pieces if p.split == "validation"]
-    checkpoint = run / "checkpoint.pt"
-    if checkpoint.exists() and not fresh:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = None if fresh else kit.load_checkpoint(run / kit.LAST)
+    if state is not None:
         config = MeasureConfig.from_dict(state["config"])
     else:
-        state = None
         config = MeasureConfig.from_dict({
             **model_fields,
             "instruments": instrument_vocabulary(pieces, tc.shifts),
@@ -403,76 +380,57 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
         })
     model = MeasureLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    step, wall, best = 0, 0.0, math.inf
-    rng = random.Random(tc.seed)
-    generator = torch.Generator().manual_seed(tc.seed)
+    scheduler = kit.scheduler(optimizer, tc.warmup, tc.steps, "cosine", floor=0.1)
+    progress = kit.Resumable(run / kit.LAST, model, optimizer, scheduler, random.Random(tc.seed),
+                             torch.Generator().manual_seed(tc.seed))
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, wall, best = state["step"], state["wall"], state.get("best", math.inf)
-        rng.setstate(state["rng"])
-        generator.set_state(state["generator"])
-        print(f"resumed {run} at step {step}")
+        progress.restore(state)
+        print(f"resumed {run} at step {progress.step}")
+    rng, generator = progress.rng, progress.generator
     config.save(run / "config.json")
     (run / "train_config.json").write_text(json.dumps(tc.__dict__, indent=2) + "\n")
     eval_batches = fixed_eval_batches(valid_pieces, config, tc, tc.eval_pieces)
-    writer = SummaryWriter(str(run / "tb"))
+    log = kit.RunLog(run)
     print(f"{len(train_pieces)} training / {len(valid_pieces)} validation pieces; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {config.kind}")
 
-    def schedule(s: int) -> float:
-        if s < tc.warmup:
-            return (s + 1) / tc.warmup
-        progress = (s - tc.warmup) / max(1, tc.steps - tc.warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
     def save_checkpoint() -> None:
-        torch.save({
-            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "wall": wall, "best": best, "rng": rng.getstate(), "generator": generator.get_state(),
-        }, run / "checkpoint.tmp")
-        (run / "checkpoint.tmp").replace(checkpoint)
+        progress.save(config=config.to_dict())
 
-    started = time.time()
-    wall_at_start = wall
-    bar = tqdm(total=tc.steps, initial=step, desc=tc.name, dynamic_ncols=True, mininterval=5)
+    budget, wall_at_start = kit.Budget(tc.max_minutes), progress.wall  # the limit is per invocation: a rerun goes on
+    bar = kit.progress_bar(tc.steps, progress.step, tc.name)
     order = batch_order(config)
-    while step < tc.steps:
+    clock = time.perf_counter()
+    while progress.step < tc.steps:
         model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = tc.lr * schedule(step)
         batch = grid_batch(training_grids(train_pieces, tc, rng), config, rng, order=order)
         out = loss_of(model, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        step += 1
-        wall = wall_at_start + time.time() - started
+        norm, lr = progress.advance(out["loss"], tc.grad_clip)
+        step = progress.step
+        now = time.perf_counter()
+        budget.add(now - clock)
+        clock, progress.wall = now, wall_at_start + budget.spent
         bar.update(1)
         if step % tc.log_every == 0:
-            for key, value in out.items():
-                writer.add_scalar(f"train/{key}", float(value), step)
-            writer.add_scalar("train/grad_norm", float(norm), step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            bar.set_postfix(loss=f"{float(out['loss']):.2f}", masked=f"{float(out['nll_masked']):.2f}")
+            log.scalars(step, {**{f"train/{key}": value for key, value in out.items()}, "train/grad_norm": norm, "train/lr": lr})
+            bar.set_postfix(loss=f"{float(out['loss'].detach()):.2f}", masked=f"{float(out['nll_masked'].detach()):.2f}")
         if step % tc.eval_every == 0 or step == tc.steps:
             metrics = evaluate_nll(model, eval_batches)
-            writer.add_scalar("valid/nll", metrics["nll"], step)
-            print(f"\nstep {step}: validation NLL {metrics['nll']:.3f} per masked measure ({wall / 60:.1f} min)", flush=True)
-            if metrics["nll"] < best:
-                best = metrics["nll"]
-                model.save(run / "best")
+            log.scalars(step, {"valid/nll": metrics["nll"]})
+            print(f"\nstep {step}: validation NLL {metrics['nll']:.3f} per masked measure ({progress.wall / 60:.1f} min)", flush=True)
+            if metrics["nll"] < progress.best:
+                progress.best = metrics["nll"]
+                model.save_pretrained(run / "best")
                 (run / "best" / "training.json").write_text(json.dumps(
-                    {"step": step, "wall_s": round(wall), "valid_nll": best, "config": str(config_path)}, indent=2) + "\n")
+                    {"step": step, "wall_s": round(progress.wall), "valid_nll": progress.best, "config": str(config_path)}, indent=2) + "\n")
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             save_checkpoint()
-        if tc.max_minutes and wall - wall_at_start > tc.max_minutes * 60:
+        if budget.exhausted:
             save_checkpoint()
             print(f"time limit reached at step {step}")
             break
     bar.close()
-    writer.close()
+    log.close()
     return run
 
 
@@ -487,7 +445,7 @@ def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, thr
     AR: every measure from its history; "concurrent" / "single": the ablation tasks), and the same
     on the doubled-length test (`*_doubled`: every measure repeated, twice as long)."""
     torch.set_num_threads(threads)
-    model = MeasureLM.load(checkpoint)
+    model = MeasureLM.from_pretrained(checkpoint)
     pieces = [p for p in (pieces or load_pieces()) if p.split == "test"]
     if limit:
         pieces = pieces[:limit]
@@ -535,7 +493,7 @@ def export(run: Path, out: Path, metrics: dict | None = None) -> None:
     shutil.copy(best / "model.safetensors", out / "model.safetensors")
     shutil.copy(best / "config.json", out / "config.json")
     tc = TrainConfig(**{k: (tuple(v) if k == "shifts" else v) for k, v in json.loads((run / "train_config.json").read_text()).items()})
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = kit.load_checkpoint(run / kit.LAST)
     config = MeasureConfig.load(out / "config.json")
     pieces = load_pieces()
     metrics = metrics or evaluate(out)
@@ -555,21 +513,15 @@ def export(run: Path, out: Path, metrics: dict | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("train", "eval", "export", "data", "ablate") else "train"
-    if command == "ablate":
-        from training.measure_ablation import main as ablate
-
-        return ablate(argv)
+    command = argv.pop(0) if argv and argv[0] in ("train", "eval", "export", "data") else "train"
     parser = argparse.ArgumentParser(prog=f"python -m training.measure {command}")
     if command == "train":
         parser.add_argument("--config", default=str(ROOT / "training/configs/measure_tiny.json"))
         parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-        parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
-                            help="override a model or train setting (JSON value), e.g. --set kind=concurrent "
-                                 "--set key_function=skewgauss --set reader=position --set position_signal=false "
-                                 "--set memory=false --set name=my_run; repeatable")
+        kit.add_set_option(parser, "--set kind=concurrent --set key_function=skewgauss --set reader=position "
+                                   "--set position_signal=false --set memory=false --set name=my_run (model or train)")
         args = parser.parse_args(argv)
-        train(args.config, fresh=args.fresh, overrides=dict(args.settings))
+        train(args.config, fresh=args.fresh, overrides=dict(args.set))
     elif command == "eval":
         parser.add_argument("--checkpoint", default=str(ROOT / "assets/measure"))
         parser.add_argument("--limit", type=int, default=0, help="test pieces (0: all)")

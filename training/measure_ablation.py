@@ -1,6 +1,6 @@
 """The measure model's ablation studies (Yan & Duan, section 5.3, Tables 1 and 2) as one command.
 
-    python -m training.measure ablate [--steps 400] [--out runs/measure_ablation] [--only NAME ...]
+    python -m training.measure_ablation [--steps 400] [--out runs/measure_ablation] [--only NAME ...]
 
 Every variant is a `training.measure` run of the base config with some settings replaced (the same
 as `python -m training.measure --set kind=concurrent --set key_function=skewgauss ...`), then
@@ -117,7 +117,7 @@ def markdown(results: dict[str, dict], steps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.measure ablate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.measure_ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "training/configs/measure_ablation.json"))
     parser.add_argument("--out", default=str(ROOT / "runs/measure_ablation"))
     parser.add_argument("--steps", type=int, default=400, help="training steps per variant")
@@ -141,3 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(markdown(results, args.steps))
     print(markdown(results, args.steps))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,26 +32,23 @@ import json
 import math
 import os
 import platform
-import random
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from engine.notagen.config import NotagenConfig
 from engine.notagen.model import NotagenModel, load_checkpoint
+from training import kit
 from training.notagen_data import NotagenDataset, Stage, build_index, collate, complete_shards, select, target_chars
 
 STAGES: tuple[Stage, ...] = ("pretrain", "finetune")
-LAST = "last.pt"
 BEST = "best.pt"
 FINAL = "final"
-METRICS = "metrics.jsonl"
 #: The keys the official NotaGen training scripts write and read.
 OFFICIAL_KEYS = ("model", "optimizer", "lr_sched", "epoch", "best_epoch", "min_eval_loss")
 #: The official scripts start `min_eval_loss` at 100 ("no evaluation yet").
@@ -139,20 +136,14 @@ def model_config(section: dict) -> NotagenConfig:
     return NotagenConfig.from_dict(base)
 
 
-def load_config(path: str | Path, stage: Stage, overrides: list[str] = ()) -> RunConfig:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    section = dict(raw.get(stage) or {})
-    for item in overrides:
-        key, _, value = item.partition("=")
-        try:
-            section[key] = json.loads(value)
-        except json.JSONDecodeError:
-            section[key] = value
+def load_config(path: str | Path, stage: Stage, overrides: dict | None = None) -> RunConfig:
+    """The config file's model, data folder and `stage` section; `overrides` replace settings of that section."""
+    raw = kit.read_config(path, {stage: [field.name for field in dataclasses.fields(StageSettings)]}, overrides)
     return RunConfig(
         name=raw.get("name", Path(path).stem),
         model=model_config(raw.get("model", {"preset": "tiny"})),
         data_dir=raw.get("data", {}).get("dir", "data"),
-        stage=StageSettings.from_dict(section),
+        stage=StageSettings.from_dict(raw.get(stage) or {}),
     )
 
 
@@ -198,62 +189,6 @@ def _all_reduce_sum(values: list[float], dist: Dist) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=dist.device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state (as tensors and plain types, so that the checkpoint loads with weights_only=True)
-# ---------------------------------------------------------------------------------------------
-
-
-def rng_state() -> dict:
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
-    numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-# ---------------------------------------------------------------------------------------------
-# schedule
-# ---------------------------------------------------------------------------------------------
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, settings: StageSettings, total_steps: int):
-    from transformers import (
-        get_constant_schedule_with_warmup,
-        get_cosine_schedule_with_warmup,
-        get_linear_schedule_with_warmup,
-    )
-
-    if settings.schedule == "constant":
-        return get_constant_schedule_with_warmup(optimizer, settings.warmup)
-    if settings.schedule == "linear":
-        return get_linear_schedule_with_warmup(optimizer, settings.warmup, total_steps)
-    if settings.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, settings.warmup, total_steps)
-    raise ValueError(f"unknown schedule {settings.schedule!r}: constant, linear or cosine")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,9 +239,9 @@ class Trainer:
             else contextlib.nullcontext()
         )
 
-        resume_path = self.out / LAST
-        self.resuming = resume_path.exists()
-        resume = torch.load(resume_path, map_location="cpu", weights_only=True) if self.resuming else None
+        resume_path = self.out / kit.LAST
+        resume = kit.load_checkpoint(resume_path)
+        self.resuming = resume is not None
 
         # The model: the config's sizes (pre-training), or the initial checkpoint's (fine-tuning).
         initial = None
@@ -319,7 +254,7 @@ class Trainer:
                 self._log(f"note: the model sizes are those of {init}: {config.to_dict()}")
         else:
             config = run.model
-        seed_everything(settings.seed + dist.rank)
+        kit.seed_everything(settings.seed + dist.rank)
         self.model = NotagenModel(config)
         if settings.dropout is not None:
             for module in self.model.modules():
@@ -363,7 +298,7 @@ class Trainer:
         # All parameters, in the official order (so the optimiser state has the official layout).
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, betas=settings.betas,
                                            weight_decay=settings.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, settings, self.total_steps)
+        self.scheduler = kit.scheduler(self.optimizer, settings.warmup, self.total_steps, settings.schedule)
 
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -371,7 +306,7 @@ class Trainer:
         self.best_epoch = 0
         self.min_eval_loss = NO_EVAL_LOSS
         self.best_step = None
-        self.train_seconds = 0.0
+        self.budget = kit.Budget(settings.max_minutes)  # training time over every segment of the run
         self.chars_seen = 0
         if resume is not None:
             self.model.load_state_dict(resume["model"])
@@ -383,23 +318,20 @@ class Trainer:
             self.best_epoch = resume["best_epoch"]
             self.min_eval_loss = resume["min_eval_loss"]
             self.best_step = resume.get("best_step")
-            self.train_seconds = resume.get("train_seconds", 0.0)
+            self.budget.spent = resume.get("train_seconds", 0.0)
             self.chars_seen = resume.get("chars_seen", 0)
             states = resume["rng"]
             if len(states) != dist.world_size:
                 self._log(f"warning: resuming {len(states)}-process RNG states on {dist.world_size} processes")
-            set_rng_state(states[dist.rank % len(states)])
+            kit.set_rng_state(states[dist.rank % len(states)])
             del resume
             self._log(f"resumed from {resume_path}: step {self.global_step}, epoch {self.epoch + 1} step {self.step_in_epoch}")
 
-        self.writer = None
+        self.log = None
         if dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.log = kit.RunLog(self.out)
             if self.resuming:
-                self._drop_metrics_after(self.global_step)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tb"))
+                self.log.drop_after(self.global_step)
             self._write_run_json(init, len(train_entries), len(eval_entries))
 
     # ------------------------------------------------------------------------------------------ util
@@ -434,21 +366,9 @@ class Trainer:
         self._log(f"{self.stage}: {params:,} parameters, {n_train} training / {n_eval} validation pieces, "
                   f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps, {self.dist.world_size} process(es) on {self.dist.device}")
 
-    def _drop_metrics_after(self, step: int) -> None:
-        """Forget the steps logged after `last.pt` was written (a hard kill): they are trained again."""
-        path = self.out / METRICS
-        if not path.exists():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step or json.loads(line)["kind"] == "summary"]
-        if len(kept) != len(lines):
-            path.write_text("".join(kept), encoding="utf-8")
-
     def _metric(self, record: dict) -> None:
-        if not self.dist.main:
-            return
-        with open(self.out / METRICS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.log is not None:
+            self.log.record(record)
 
     def _loader(self, dataset: NotagenDataset, batches: list[list[int]]) -> torch.utils.data.DataLoader:
         # An own generator: creating the loader's iterator must not draw from the global torch RNG
@@ -491,9 +411,8 @@ class Trainer:
             return
         record = {"kind": "eval", "step": self.global_step, "epoch": self.epoch + (self.step_in_epoch > 0), "reason": reason, **result}
         self._metric(record)
-        if self.writer is not None:
-            self.writer.add_scalar("eval/loss", result["eval_loss"], self.global_step)
-            self.writer.add_scalar("eval/perplexity", result["eval_ppl"], self.global_step)
+        if self.log is not None:
+            self.log.scalars(self.global_step, {"eval/loss": result["eval_loss"], "eval/perplexity": result["eval_ppl"]})
         self._log(f"[eval] step {self.global_step}: loss {result['eval_loss']:.4f}, perplexity {result['eval_ppl']:.3f} ({reason})")
         if result["eval_loss"] < self.min_eval_loss:
             self.min_eval_loss = result["eval_loss"]
@@ -503,7 +422,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- save
     def state(self) -> dict:
-        states = [rng_state()]
+        states = [kit.rng_state()]
         if self.dist.enabled:
             gathered = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, states[0])
@@ -523,7 +442,7 @@ class Trainer:
             "global_step": self.global_step,
             "step_in_epoch": self.step_in_epoch,
             "best_step": self.best_step,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.budget.spent,
             "chars_seen": self.chars_seen,
             "data_shards": self.shards,
             "world_size": self.dist.world_size,
@@ -533,15 +452,12 @@ class Trainer:
     def save(self, name: str) -> None:
         state = self.state()  # every rank takes part in gathering the RNG states
         if self.dist.main:
-            path = self.out / name
-            tmp = path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            kit.save_checkpoint(self.out / name, state)
 
     def export_final(self) -> Path | None:
         if not self.dist.main:
             return None
-        source = self.out / (BEST if (self.out / BEST).exists() else LAST)
+        source = self.out / (BEST if (self.out / BEST).exists() else kit.LAST)
         model = load_model(source)
         model.save_pretrained(self.out / FINAL)
         self._log(f"exported {source.name} to {self.out / FINAL}")
@@ -555,7 +471,7 @@ class Trainer:
             return "signal"
         if self.stop_at_step is not None and self.global_step >= self.stop_at_step:
             return "stop_at_step"
-        if self.settings.max_minutes and self.train_seconds >= self.settings.max_minutes * 60:
+        if self.budget.exhausted:
             return "max_minutes"
         return None
 
@@ -584,10 +500,7 @@ class Trainer:
                 loader = iter(self._loader(self.train_set, micro))
                 bar = None
                 if self.progress:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"{self.stage} epoch {epoch}",
-                               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 60.0)
+                    bar = kit.progress_bar(self.steps_per_epoch, self.step_in_epoch, f"{self.stage} epoch {epoch}")
                 while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
                     started = time.perf_counter()
                     loss_sum, chars = 0.0, 0
@@ -612,24 +525,22 @@ class Trainer:
                     elapsed = time.perf_counter() - started
                     loss_all, chars_all = _all_reduce_sum([loss_sum, float(chars)], dist)
                     loss_mean = loss_all / dist.world_size
-                    self.train_seconds += elapsed
+                    self.budget.add(elapsed)
                     self.chars_seen += int(chars_all)
                     lr = self.scheduler.get_last_lr()[0]
                     record = {"kind": "train", "step": self.global_step, "epoch": epoch, "loss": loss_mean,
                               "lr": lr, "grad_norm": grad_norm, "chars": int(chars_all), "seconds": elapsed,
                               "chars_per_s": chars_all / max(elapsed, 1e-9)}
                     self._metric(record)
-                    if self.writer is not None and (self.global_step % settings.log_every == 0 or self.global_step == 1):
-                        self.writer.add_scalar("train/loss", loss_mean, self.global_step)
-                        self.writer.add_scalar("train/lr", lr, self.global_step)
-                        self.writer.add_scalar("train/grad_norm", grad_norm, self.global_step)
-                        self.writer.add_scalar("train/chars_per_s", record["chars_per_s"], self.global_step)
+                    if self.log is not None and (self.global_step % settings.log_every == 0 or self.global_step == 1):
+                        self.log.scalars(self.global_step, {"train/loss": loss_mean, "train/lr": lr, "train/grad_norm": grad_norm,
+                                                            "train/chars_per_s": record["chars_per_s"]})
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}", cps=f"{record['chars_per_s']:.0f}", refresh=False)
                         if not sys.stderr.isatty() and self.global_step % settings.log_every == 0:
                             print(f"step {self.global_step}/{self.total_steps} epoch {epoch} loss {loss_mean:.4f} "
-                                  f"lr {lr:.2e} chars/s {record['chars_per_s']:.0f} trained {self.train_seconds / 60:.1f} min",
+                                  f"lr {lr:.2e} chars/s {record['chars_per_s']:.0f} trained {self.budget.spent / 60:.1f} min",
                                   flush=True)
                     epoch_done = self.step_in_epoch == self.steps_per_epoch
                     if epoch_done:
@@ -642,7 +553,7 @@ class Trainer:
                     reason = self._stop_reason(stop)
                     reason = reason if self._flag(reason is not None) else None
                     if reason is None and self._flag(epoch_done or bool(settings.save_every and self.global_step % settings.save_every == 0)):
-                        self.save(LAST)
+                        self.save(kit.LAST)
                     if reason == "max_minutes" and not (epoch_done or self.global_step == self.total_steps
                                                         or (settings.eval_every and self.global_step % settings.eval_every == 0)):
                         self._evaluate_and_keep_best("time budget")
@@ -651,18 +562,18 @@ class Trainer:
                 if bar is not None:
                     bar.close()
             reason = reason or "done"
-        self.save(LAST)
+        self.save(kit.LAST)
         # A run that ends (all steps, or its time budget) exports its model; an interrupted one does not.
         final = self.export_final() if reason in ("done", "max_minutes") else None
         summary = {"stage": self.stage, "reason": reason, "global_step": self.global_step, "epochs_completed": self.epoch,
-                   "train_seconds": self.train_seconds, "chars_seen": self.chars_seen,
-                   "chars_per_s": self.chars_seen / max(self.train_seconds, 1e-9),
+                   "train_seconds": self.budget.spent, "chars_seen": self.chars_seen,
+                   "chars_per_s": self.chars_seen / max(self.budget.spent, 1e-9),
                    "min_eval_loss": None if self.best_step is None else self.min_eval_loss,
                    "best_step": self.best_step, "final": None if final is None else str(final)}
         self._metric({"kind": "summary", **summary})
         self._log(json.dumps(summary))
-        if self.writer is not None:
-            self.writer.close()
+        if self.log is not None:
+            self.log.close()
         return summary
 
 
@@ -772,8 +683,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="run directory (overrides the config's)")
         p.add_argument("--data", help="data directory (overrides the config's)")
         p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (overrides the config's)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting of the stage section (JSON value), e.g. --set lr=3e-4")
+        kit.add_set_option(p, "--set lr=3e-4 (a setting of the stage section)")
         p.add_argument("--stop-at-step", type=int,
                        help="save last.pt and exit after this step, as if interrupted (rerun to resume)")
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -783,8 +693,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
     d = sub.add_parser("dpo", help="CLaMP-DPO iterations (resumes after the last finished one)")
     d.add_argument("--config", required=True, help="training/configs/notagen_dpo_*.json")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting (JSON value), e.g. --set iterations=1")
+    kit.add_set_option(d, "--set iterations=1")
     g = sub.add_parser("sample-eval", help="generate pieces and measure conversion rate, BAE and length")
     g.add_argument("--model", required=True, help="a save_pretrained folder or a checkpoint")
     g.add_argument("--n", type=int, default=100)
@@ -809,10 +718,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dpo":
         from training.notagen_dpo import DpoRun, read_config
 
-        overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
         dist = init_distributed()
         try:
-            print(DpoRun(read_config(args.config, overrides)).run())
+            print(DpoRun(read_config(args.config, dict(args.set))).run())
         finally:
             if dist.enabled:
                 torch.distributed.destroy_process_group()
@@ -826,11 +734,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(text + "\n", encoding="utf-8")
         return 0
-    overrides = list(args.set)
+    overrides = dict(args.set)
     if args.out:
-        overrides.append(f"out={json.dumps(args.out)}")
+        overrides["out"] = args.out
     if args.max_steps is not None:
-        overrides.append(f"max_steps={args.max_steps}")
+        overrides["max_steps"] = args.max_steps
     run = load_config(args.config, args.command, overrides)
     if args.data:
         run = dataclasses.replace(run, data_dir=args.data)

@@ -43,39 +43,41 @@ STORE_SAVED_JS = f"""(saved) => {{
     try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
     try {{ localStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
 }}"""
-FOLLOW_JS = "(on) => { document.querySelector('#score-view').dataset.follow = on ? 'on' : 'off'; }"
-ZOOM_JS = "(zoom) => { document.querySelector('#score-view').style.setProperty('--zoom', zoom / 100); }"
-CONFIRM_REWRITE_JS = """(session, sweeps, seed, rewrite) => [session, sweeps, seed,
-    document.querySelector('#score-view .locked') !== null || !document.querySelector('#score-view g.measure')
-    || window.confirm('No measure is locked: regenerate the whole piece?')]"""
-"""Asked in the browser before an inpainting with no lock rewrites every measure."""
 """Each tab keeps its own work in sessionStorage (per tab, kept across reloads); the newest work of any tab
 also goes to localStorage, only so that a brand-new tab can start from it."""
 LOAD_SAVED_JS = f"""(session, saved) => {{
     const text = sessionStorage.getItem('{STORAGE_KEY}') || localStorage.getItem('{STORAGE_KEY}');
     try {{ return [session, text ? JSON.parse(text) : null]; }} catch (e) {{ return [session, null]; }}
 }}"""
-FIELDS_KEY = "notagen-composer-fields"
-SAVED_FIELDS = {"period": "#period input", "composer": "#composer input", "instrumentation": "#instrumentation input",
-                "max_bars": "#max-bars input", "seed": "#seed input", "temperature": "#temperature input[type=number]",
-                "top_k": "#top-k input[type=number]", "top_p": "#top-p input[type=number]",
-                "continue_bars": "#continue-bars input"}
-"""The prompt and sampling fields (`compose.saved_fields`'s names) and where the page shows their values."""
-LOAD_FIELDS_JS = f"""(saved) => {{
+FIELD_INPUTS = {"period": "#period input", "composer": "#composer input", "instrumentation": "#instrumentation input",
+                "ensemble": "#ensemble input", "key": "#key input", "metre": "#metre input",
+                "tempo": "#header-tempo input", "max_bars": "#max-bars input", "seed": "#seed input",
+                "temperature": "#temperature input[type=number]", "top_k": "#top-k input[type=number]",
+                "top_p": "#top-p input[type=number]", "continue_bars": "#continue-bars input"}
+"""Where the page shows each of `compose.FIELDS`."""
+LOAD_FIELDS_JS = f"""(session, saved) => {{
     window.addEventListener('pagehide', () => {{
-        const fields = {{}};
-        for (const [name, selector] of Object.entries({SAVED_FIELDS!r})) {{
+        const compose = {{}};
+        for (const [name, selector] of Object.entries({FIELD_INPUTS!r})) {{
             const input = document.querySelector(selector);
-            if (input) fields[name] = input.value;
+            if (input) compose[name] = input.type !== 'number' ? input.value : input.value === '' ? null : Number(input.value);
         }}
-        const text = JSON.stringify(fields);
-        try {{ sessionStorage.setItem('{FIELDS_KEY}', text); }} catch (e) {{}}
-        try {{ localStorage.setItem('{FIELDS_KEY}', text); }} catch (e) {{}}
+        let stored = null;
+        try {{ stored = JSON.parse(sessionStorage.getItem('{STORAGE_KEY}')); }} catch (e) {{}}
+        const text = JSON.stringify({{...(stored || {{versions: [], locks: []}}), compose}});
+        try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
     }});
-    const text = sessionStorage.getItem('{FIELDS_KEY}') || localStorage.getItem('{FIELDS_KEY}');
-    try {{ return text ? JSON.parse(text) : null; }} catch (e) {{ return null; }}
+    return ({LOAD_SAVED_JS})(session, saved);
 }}"""
-"""The fields are saved as the page goes away (a reload, a closed tab) and set again when it loads."""
+"""Loads the tab's saved copy as LOAD_SAVED_JS does for the Compose fields. Each field's change reaches the
+tab's session (and so its saved copy) through the server; as the page goes away (a reload, a closed tab)
+the fields as shown are written into the tab's saved copy too, so a change made just before is not lost."""
+FOLLOW_JS = "(on) => { document.querySelector('#score-view').dataset.follow = on ? 'on' : 'off'; }"
+ZOOM_JS = "(zoom) => { document.querySelector('#score-view').style.setProperty('--zoom', zoom / 100); }"
+CONFIRM_REWRITE_JS = """(session, sweeps, seed, rewrite) => [session, sweeps, seed,
+    document.querySelector('#score-view .locked') !== null || !document.querySelector('#score-view g.measure')
+    || window.confirm('No measure is locked: regenerate the whole piece?')]"""
+"""Asked in the browser before an inpainting with no lock rewrites every measure."""
 
 GRADIO_CACHE_CLEANUP = (1800, 3 * 3600)
 """Every 30 min Gradio deletes the uploads and served copies of downloads older than 3 h: bounded disk use."""
@@ -168,15 +170,20 @@ def choices_update(choices: compose.Choices) -> dict:
     return gr.update(choices=choices.options, value=choices.value)
 
 
-def prompt_choices_updates(outputs: compose.PromptChoices) -> list:
-    """composer, instrumentation."""
-    return [choices_update(outputs.composers), choices_update(outputs.instrumentations)]
+def fields_updates(fields: compose.PromptFields) -> list:
+    """period, composer, instrumentation, ensemble (with their choices), key, metre, then the
+    `compose.NUMBERS` fields (those saved as None keep their default)."""
+    values = fields.values
+    return [values["period"], *(gr.update(choices=choices.options, value=values[name]) for name, choices in
+                                (("composer", fields.composers), ("instrumentation", fields.instrumentations),
+                                 ("ensemble", fields.ensembles))),
+            values["key"], values["metre"],
+            *(gr.update() if values[name] is None else values[name] for name in compose.NUMBERS)]
 
 
-def fields_updates(outputs: compose.PromptFields) -> list:
-    """period, composer, instrumentation, then the `compose.SAVED_NUMBERS` fields."""
-    numbers = [gr.update() if value is None else value for value in outputs.numbers.values()]
-    return [choices_update(outputs.period), *prompt_choices_updates(outputs), *numbers]
+def session_updates(session: Session) -> list:
+    """session, saved."""
+    return [session, session.to_browser()]
 
 
 def build_app(composer: Composer) -> gr.Blocks:
@@ -184,7 +191,6 @@ def build_app(composer: Composer) -> gr.Blocks:
     with gr.Blocks(title="NotaGen Composer", fill_width=True, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         session_state = gr.State(Session())
         saved = gr.JSON(None, visible=False, elem_id="saved-session")
-        saved_fields = gr.JSON(None, visible=False, elem_id="saved-fields")
         with gr.Row(elem_id="toolbar", equal_height=True):
             gr.Markdown("## NotaGen Composer", elem_id="app-title")
             upload = gr.UploadButton(
@@ -211,6 +217,18 @@ def build_app(composer: Composer) -> gr.Blocks:
                                              elem_id="period")
                         composer_name = gr.Dropdown([], label="Composer", elem_id="composer")
                         instrumentation = gr.Dropdown([], label="Instrumentation", elem_id="instrumentation")
+                    with gr.Group():
+                        with gr.Row():
+                            ensemble = gr.Dropdown([compose.MODELS_CHOICE], value=compose.MODELS_CHOICE,
+                                                   label="Ensemble", scale=3, elem_id="ensemble")
+                            header_tempo = gr.Number(None, precision=0, minimum=10, maximum=400, label="Tempo (bpm)",
+                                                     placeholder="model's", scale=2, min_width=90,
+                                                     elem_id="header-tempo")
+                        with gr.Row():
+                            key = gr.Dropdown(compose.KEY_CHOICES, value=compose.MODELS_CHOICE, label="Key",
+                                              min_width=100, elem_id="key")
+                            metre = gr.Dropdown(compose.METRE_CHOICES, value=compose.MODELS_CHOICE, label="Metre",
+                                                min_width=100, elem_id="metre")
                     with gr.Row():
                         max_bars = gr.Number(DEFAULT_MAX_BARS, precision=0, minimum=1, maximum=128, label="Maximum bars",
                                              min_width=100, elem_id="max-bars")
@@ -307,15 +325,29 @@ def build_app(composer: Composer) -> gr.Blocks:
         demo.load(shown(handlers.restore, composer), [session_state, saved], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
 
-        period.input(wired(prompt_choices_updates, compose.choices_for_period, composer), period,
-                     [composer_name, instrumentation])
-        composer_name.input(wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
-                            instrumentation)
-        fields = [period, composer_name, instrumentation, max_bars, seed, temperature, top_k, top_p, continue_bars]
-        demo.load(wired(fields_updates, compose.saved_fields, composer), saved_fields, fields, js=LOAD_FIELDS_JS)
+        # The fields below a changed one follow it, then the tab's session keeps them all. User changes only
+        # (`input`): the fields restored on load must not reset the ones below them.
+        fields = [period, composer_name, instrumentation, ensemble, key, metre, header_tempo,
+                  max_bars, seed, temperature, top_k, top_p, continue_bars]
+        demo.load(wired(fields_updates, compose.restore_fields, composer), [session_state, saved], fields,
+                  js=LOAD_FIELDS_JS)
+        followers = {  # a field's event, and the one that makes the field below it follow
+            period: (wired(choices_update, compose.composers_for, composer), [period], composer_name),
+            composer_name: (wired(choices_update, compose.instrumentations_for, composer), [period, composer_name],
+                            instrumentation),
+            instrumentation: (wired(choices_update, compose.ensembles_of), [period, composer_name, instrumentation],
+                              ensemble),
+        }
+        remember = (wired(session_updates, compose.remember_fields), [session_state, *fields], [session_state, saved])
+        for changed in fields:
+            event = changed.input
+            for field in fields[fields.index(changed) : len(followers)]:
+                event = event(*followers[field]).then
+            event(*remember, **one_by_one)  # after a lock change, not beside it: each keeps the other's
         sampling_inputs = [temperature, top_k, top_p, seed]
         generate_button.click(shown(compose.generate, composer),
-                              [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars],
+                              [session_state, period, composer_name, instrumentation, *sampling_inputs, max_bars,
+                               ensemble, key, metre, header_tempo],
                               version_outputs, **heavy)
         continue_button.click(shown(partial(compose.continue_piece, from_cursor=False), composer),
                               [session_state, continue_bars, *sampling_inputs], version_outputs, **heavy)

@@ -2,11 +2,12 @@
 
 Handlers as in webui/handlers.py (the `Composer` and the tab's `Session` first, named outputs back).
 Generation handlers are generators: each bar's preview replaces the growing version, and the Stop
-button, which stops iterating them, keeps the piece as far as it got.
+button ends the run through the engine's cancel, keeping every complete bar.
 """
 from __future__ import annotations
 
 import html
+import math
 import queue
 import random
 import threading
@@ -16,12 +17,13 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
+from engine.notagen.header import MAJOR_KEYS, MINOR_KEYS, HeaderChoice, ensembles_for, find_ensemble
 from engine.notagen.options import STOP_CANCEL
 from engine.notagen.prompts import Prompt
 from engine.score.document import ScoreDocument
 from engine.service import Composer
 from webui.handlers import USER_ERRORS, Unchanged, VersionView, failed, show, summary
-from webui.session import Session
+from webui.session import Session, compose_fields
 
 GENERATION_TIME_LIMIT = 300.0
 """Seconds one generation may run before it stops with what it has."""
@@ -35,64 +37,99 @@ INPAINT_TIME_BUDGET = 60.0
 
 @dataclass(frozen=True)
 class Choices:
-    """A prompt dropdown's options, and the one picked (`picked` if it is one of them, else the first;
-    None if there are none)."""
+    """A prompt dropdown's options, and the one picked (the first, None if there are none)."""
     options: list[str]
-    picked: str | None = None
 
     @property
     def value(self) -> str | None:
-        if self.picked in self.options:
-            return self.picked
         return self.options[0] if self.options else None
 
 
+def composers_for(composer: Composer, period: str | None) -> Choices:
+    return Choices(sorted({p.composer for p in composer.prompts if p.period == period}))
+
+
+def instrumentations_for(composer: Composer, period: str | None, composer_name: str | None) -> Choices:
+    return Choices(sorted({p.instrumentation for p in composer.prompts
+                           if p.period == period and p.composer == composer_name}))
+
+
+MODELS_CHOICE = "model's choice"
+"""A header field left to the model."""
+KEY_CHOICES = [MODELS_CHOICE, *(f"{key} major" for key in MAJOR_KEYS), *(f"{key} minor" for key in MINOR_KEYS)]
+METRE_CHOICES = [MODELS_CHOICE, "4/4", "3/4", "2/4", "2/2", "3/2", "6/8", "3/8", "9/8", "12/8"]
+NUMBERS = ("tempo", "max_bars", "seed", "temperature", "top_k", "top_p", "continue_bars")
+"""The Compose panel's number fields: the header's tempo, then the generation and sampling settings."""
+FIELDS = ("period", "composer", "instrumentation", "ensemble", "key", "metre", *NUMBERS)
+"""The Compose panel's fields (all kept with the tab), in the order the app passes them."""
+
+
+def prompt_of(period, composer_name, instrumentation) -> Prompt | None:
+    """The picked prompt (no period: unconditional)."""
+    return Prompt(period or "", composer_name or "", instrumentation or "") if period else None
+
+
+def ensembles_of(period, composer_name, instrumentation) -> Choices:
+    """The model's choice, then the ensembles offered for the picked prompt."""
+    return Choices([MODELS_CHOICE, *(e.name for e in ensembles_for(prompt_of(period, composer_name, instrumentation)))])
+
+
+def fixed(value):
+    """A header field's value, None where it is left to the model."""
+    return None if value in (None, "", MODELS_CHOICE) else value
+
+
+def header_choice(prompt: Prompt | None, ensemble, key, metre, tempo) -> HeaderChoice:
+    """The fixed header fields (`ScoreError` for one that cannot be written)."""
+    return HeaderChoice(find_ensemble(ensemble, prompt) if fixed(ensemble) else None, fixed(key), fixed(metre),
+                        None if fixed(tempo) is None else int(tempo))
+
+
 @dataclass(frozen=True)
-class PromptChoices:
-    """The composer and instrumentation lists for a period: both change with it."""
+class PromptFields:
+    """The Compose fields, each valid for its choices (which follow the prompt picked above them); a
+    number field saved as None keeps its default."""
     composers: Choices
     instrumentations: Choices
+    ensembles: Choices
+    values: dict
 
 
-@dataclass(frozen=True)
-class PromptFields(PromptChoices):
-    """The prompt and sampling fields as the tab left them (kept in the browser over a reload)."""
-    period: Choices
-    numbers: dict[str, float | None]
-    """`SAVED_NUMBERS` values; None where nothing (valid) was saved: the field keeps its default."""
-
-
-SAVED_NUMBERS = ("max_bars", "seed", "temperature", "top_k", "top_p", "continue_bars")
-
-
-def composers_for(composer: Composer, period: str | None, picked: str | None = None) -> Choices:
-    return Choices(sorted({p.composer for p in composer.prompts if p.period == period}), picked)
-
-
-def instrumentations_for(composer: Composer, period: str | None, composer_name: str | None,
-                         picked: str | None = None) -> Choices:
-    return Choices(sorted({p.instrumentation for p in composer.prompts
-                           if p.period == period and p.composer == composer_name}), picked)
-
-
-def choices_for_period(composer: Composer, period: str | None) -> PromptChoices:
+def prompt_fields(composer: Composer, values: dict) -> PromptFields:
+    """`values` by field name made consistent: a composer of the period, an ensemble of the prompt, ..."""
+    period = kept(values.get("period"), Choices(sorted({p.period for p in composer.prompts})))
     composers = composers_for(composer, period)
-    return PromptChoices(composers, instrumentations_for(composer, period, composers.value))
+    composer_name = kept(values.get("composer"), composers)
+    instrumentations = instrumentations_for(composer, period, composer_name)
+    instrumentation = kept(values.get("instrumentation"), instrumentations)
+    ensembles = ensembles_of(period, composer_name, instrumentation)
+    picked = {"period": period, "composer": composer_name, "instrumentation": instrumentation,
+              "ensemble": kept(values.get("ensemble"), ensembles), "key": kept(values.get("key"), Choices(KEY_CHOICES)),
+              "metre": kept(values.get("metre"), Choices(METRE_CHOICES)),
+              **{name: number(values.get(name)) for name in NUMBERS}}
+    return PromptFields(composers, instrumentations, ensembles, picked)
 
 
-def saved_fields(composer: Composer, saved: dict | None) -> PromptFields:
-    """The fields from the browser's copy (`saved`: field name -> value as typed); defaults otherwise."""
-    saved = saved if isinstance(saved, dict) else {}
-    period = Choices(sorted({p.period for p in composer.prompts}), saved.get("period"))
-    composers = composers_for(composer, period.value, saved.get("composer"))
-    instrumentations = instrumentations_for(composer, period.value, composers.value, saved.get("instrumentation"))
-    numbers = {}
-    for name in SAVED_NUMBERS:
-        try:
-            numbers[name] = float(saved[name])
-        except (KeyError, TypeError, ValueError):
-            numbers[name] = None
-    return PromptFields(composers, instrumentations, period, numbers)
+def number(value) -> float | None:
+    """A saved number field's value; None (the field keeps its default) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def kept(value, choices: Choices):
+    """`value` if it is among the choices, else their first."""
+    return value if value in choices.options else choices.value
+
+
+def restore_fields(composer: Composer, session: Session, saved: dict | None) -> PromptFields:
+    """On page load: the fields as the tab left them (its browser copy), else the first prompt."""
+    return prompt_fields(composer, compose_fields(saved) or session.compose)
+
+
+def remember_fields(session: Session, *values) -> Session:
+    """A field changed (and the ones below it followed): the tab's session keeps them all."""
+    return session.with_compose(dict(zip(FIELDS, values)))
 
 
 def sampling(temperature, top_k, top_p, seed) -> dict:
@@ -128,7 +165,7 @@ def stream_versions(composer: Composer, session: Session, progress, cancel: thre
                 else:
                     reason = "the model ended the piece" if step.stop == "end" else f"stopped: {step.stop}"
                     ending = f"Done in {step.seconds:.1f} s ({reason})."
-                yield show(composer, session, f"{summary(session)}. {ending}")
+                yield show(composer, replace(session, run=None), f"{summary(session)}. {ending}")
                 return
             session = replace(session, run=run)
             if step.seconds - shown_at >= PREVIEW_INTERVAL or step.bars == 1:
@@ -169,14 +206,20 @@ def piece_title(prompt: Prompt | None) -> str:
 
 
 def generate(composer: Composer, session: Session, period, composer_name, instrumentation,
-             temperature, top_k, top_p, seed, max_bars):
-    """A new piece from the picked prompt (no period: unconditional), streamed; it starts unlocked."""
-    prompt = Prompt(period or "", composer_name or "", instrumentation or "") if period else None
+             temperature, top_k, top_p, seed, max_bars,
+             ensemble=MODELS_CHOICE, key=MODELS_CHOICE, metre=MODELS_CHOICE, tempo=None):
+    """A new piece from the picked prompt (no period: unconditional) and header fields, streamed; it
+    starts unlocked."""
+    prompt = prompt_of(period, composer_name, instrumentation)
     label = "Generated " + (" / ".join(x for x in (period, composer_name, instrumentation) if x) or "unconditionally")
+    chosen = [str(x) for x in (ensemble, key, metre) if fixed(x)] + ([] if fixed(tempo) is None else [f"{int(tempo)} bpm"])
+    label += f" ({', '.join(chosen)})" if chosen else ""
     title = piece_title(prompt)
     cancel = threading.Event()
     try:
-        progress = composer.generate(prompt, preview_every=1, title=title, max_bars=int(max_bars), cancel=cancel,
+        header = header_choice(prompt, ensemble, key, metre, tempo)
+        progress = composer.generate(prompt, preview_every=1, title=title, max_bars=int(max_bars), header=header,
+                                     cancel=cancel,
                                      **sampling(temperature, top_k, top_p, seed))
     except USER_ERRORS as exc:
         yield failed(session, str(exc))
@@ -240,5 +283,5 @@ def regenerate_unlocked(composer: Composer, session: Session, n_sweeps, seed, co
         except USER_ERRORS as exc:
             yield failed(session, f"regenerating failed: {exc}")
             return
-    session = session.with_version(result, f"Regenerated unlocked ({locks.describe()})")
-    yield show(composer, session, summary(session))
+    session = session.with_version(result.document, f"Regenerated unlocked ({locks.describe()})")
+    yield show(composer, session, "; ".join([summary(session), *result.warnings]))

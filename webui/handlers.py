@@ -180,9 +180,13 @@ def move(composer: Composer, session: Session, step) -> VersionView | Unchanged:
 
 
 def restore(composer: Composer, session: Session, saved: dict | None) -> VersionView | Unchanged:
-    """On page load: bring back the tab's work from the browser's storage."""
-    if session.document is None:
-        session = Session.from_browser(saved)
+    """On page load: bring back the tab's work from the browser's storage, read as an upload is (the
+    browser's copy is user input: the same readers, limits and budget)."""
+    if session.document is None and saved:
+        try:
+            session = Session.from_browser(saved, composer.open_saved)
+        except USER_ERRORS as exc:
+            return failed(session, f"could not restore the saved work: {exc}")
     if session.document is None:
         return Unchanged(session)
     return show(composer, session, summary(session) + " (restored)")

@@ -1,18 +1,23 @@
-"""One browser tab's state: its history of versions and its measure locks.
+"""One browser tab's state: its history of versions, its measure locks and the Compose panel's fields.
 
 Held in `gr.State` on the server and mirrored to the browser (sessionStorage for the tab, see
-webui/app.py) so a page reload finds the work again. The browser copy keeps the newest versions that fit
-a size budget: browser storage holds a few MiB per site.
+webui/app.py) so a page reload finds the work again. The browser copy keeps the versions nearest the
+current one (undo and redo) that fit a size budget: browser storage holds a few MiB per site.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
+from engine.errors import ScoreError
 from engine.history import History
 from engine.locks import Locks
 from engine.score.document import ScoreDocument
+from engine.score.limits import MAX_MEASURES, MAX_PARTS
 
 BROWSER_BUDGET_CHARS = 3_000_000
+MAX_SAVED_LOCKS = MAX_PARTS * MAX_MEASURES
+"""Locked cells a restored session may list: no more than the largest score has cells."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class Session:
     """The measure column clicked last: where "regenerate from here" starts."""
     run: str | None = None
     """The generation streaming into this tab (a key of `webui.compose_handlers.RUNNING`), None when idle."""
+    compose: dict = field(default_factory=dict)
+    """The Compose panel's fields as the user left them (prompt, header and sampling fields), by name."""
 
     @property
     def document(self) -> ScoreDocument | None:
@@ -47,10 +54,13 @@ class Session:
     def _showing(self, history: History) -> Session:
         document = history.current.document
         cursor = self.cursor if self.cursor is not None and self.cursor < document.n_measures else None
-        return Session(history=history, locks=self.locks.resized(document.n_parts, document.n_measures), cursor=cursor)
+        return replace(self, history=history, locks=self.locks.resized(document.n_parts, document.n_measures), cursor=cursor)
 
     def with_locks(self, locks: Locks, cursor: int | None = None) -> Session:
         return replace(self, locks=locks, cursor=self.cursor if cursor is None else cursor)
+
+    def with_compose(self, fields: dict) -> Session:
+        return replace(self, compose=dict(fields))
 
     def to_browser(self) -> dict:
         """A JSON-able copy of the versions nearest the current one (redo branch included) within the
@@ -68,19 +78,38 @@ class Session:
             for i, v in enumerate(history.versions) if i in kept
         ]
         index = sum(1 for i in kept if i < history.index)
-        return {"versions": versions, "index": index, "locks": sorted(self.locks.cells)}
+        return {"versions": versions, "index": index, "locks": sorted(self.locks.cells), "compose": self.compose}
 
     @classmethod
-    def from_browser(cls, stored: dict | None) -> Session:
-        """The session saved by `to_browser`; anything unreadable gives an empty session."""
+    def from_browser(cls, stored: dict, open_saved: Callable[[list[tuple[str, str]]], list[ScoreDocument]]) -> Session:
+        """The session saved by `to_browser`, its versions read by `open_saved` (`Composer.open_saved`: the
+        readers and limits of an upload). A damaged entry raises `ScoreError`, as a bad upload does."""
         try:
-            history = History()
-            for item in stored["versions"]:
-                history = history.push(ScoreDocument(musicxml=item["musicxml"], title=item["title"]), item["action"])
-            history = history.jump(int(stored.get("index", len(history.versions) - 1)))
-            document = history.current.document
-            cells = frozenset((int(p), int(c)) for p, c in stored.get("locks", []))
-            locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
-            return Session(history=history, locks=locks)
-        except Exception:  # an old or damaged localStorage entry must never break the page
-            return Session()
+            items = [(item["musicxml"], item["title"], item["action"]) for item in stored["versions"]]
+            cells = stored.get("locks", [])
+            if len(cells) > MAX_SAVED_LOCKS or not all(isinstance(text, str) for item in items for text in item):
+                raise ValueError
+            cells = frozenset((int(p), int(c)) for p, c in cells)
+            index = int(stored.get("index", len(items) - 1))
+            if items and not 0 <= index < len(items):
+                raise ValueError
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ScoreError("the saved session is damaged or from another version of the app") from None
+        compose = compose_fields(stored)
+        if not items:
+            return Session(compose=compose)
+        history = History()
+        for document, (_, _, action) in zip(open_saved([(musicxml, title) for musicxml, title, _ in items]), items):
+            history = history.push(document, action[:200])
+        history = history.jump(index)
+        document = history.current.document
+        locks = Locks(document.n_parts, document.n_measures, cells).resized(document.n_parts, document.n_measures)
+        return Session(history=history, locks=locks, compose=compose)
+
+
+def compose_fields(stored) -> dict:
+    """The Compose fields of a `to_browser` copy: text and number values only ({} if there are none)."""
+    fields = stored.get("compose") if isinstance(stored, dict) else None
+    if not isinstance(fields, dict):
+        return {}
+    return {str(name): value for name, value in fields.items() if value is None or isinstance(value, (str, int, float))}

@@ -371,7 +371,7 @@ class MeasureLM(nn.Module):
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> None:
+    def save_pretrained(self, directory: str | Path) -> None:
         """model.safetensors + config.json in `directory`."""
         from safetensors.torch import save_file
 
@@ -384,7 +384,8 @@ class MeasureLM(nn.Module):
         self.config.save(directory / "config.json")
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str = "cpu") -> MeasureLM:
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> MeasureLM:
+        """Inverse of `save_pretrained`, in eval mode."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

@@ -1,10 +1,10 @@
 """Inference with the measure model: CSD inpainting (Algorithm 1) and generation of new pieces.
 
-    inpaint(document, locked_cells, ...) -> ScoreDocument
+    inpaint(document, locked_cells, ...) -> Rewritten (the new document, lyrics removed)
         Every cell (part, column) not in `locked_cells` is masked and filled one at a time (random or
-        left-to-right order), each conditioned on everything unmasked; then `sweeps` refinement
-        sweeps re-mask a fraction `refine_fraction` of the non-locked cells and fill them again.
-        Locked measures are copied from the input untouched (lyrics, fermatas and all).
+        left-to-right order), each conditioned on everything unmasked in a window of columns around
+        it; then `sweeps` refinement sweeps re-mask a fraction `refine_fraction` of the non-locked
+        cells and fill them again. Locked measures keep their MusicXML text byte for byte.
 
     generate(instruments, n_measures, time_signature, ...) -> ScoreDocument
         A new piece: with a CSD model, Algorithm 1 from an all-masked grid; with an AR model,
@@ -29,10 +29,15 @@ from engine.errors import ModelError, ScoreError, out_of_memory_as_model_error
 from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
 from engine.measure.cells import Cell, MeasureScore, Part, beat_structure, empty_cell, normalise_instrument
-from engine.measure.representation import from_document, replace_cells, to_document
+from engine.measure.representation import Rewritten, from_document, replace_cells, to_document
+from engine.measure.splice import rows_of_parts
 from engine.score.grid import Column
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"
+#: Columns of context either side of the measures being rewritten. The model was trained on crops of
+#: 8 columns and its relative attention clips distances at 16, so farther columns tell it nothing it
+#: learnt to use, while the whole score would make every fill cost quadratic in the score's length.
+CONTEXT_COLUMNS = 8
 CHORALE_VOICES = ("soprano", "alto", "tenor", "bass")
 ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "soprano", "tenore": "tenor",
            "basso": "bass", "canto": "soprano", "alt": "alto"}
@@ -42,7 +47,7 @@ ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "so
 def _load(path: str) -> MeasureLM:
     if not (Path(path) / "model.safetensors").exists():
         raise ModelError(f"no measure model at {path} (train one: python -m training.measure)")
-    return MeasureLM.load(path)
+    return MeasureLM.from_pretrained(path)
 
 
 def load_model(checkpoint: str | Path | None = None) -> MeasureLM:
@@ -61,7 +66,7 @@ def part_tokens(grid: MeasureScore) -> list[str]:
     return tokens
 
 
-def _padding(cell: Cell) -> tuple[Fraction, Fraction]:
+def padding_of(cell: Cell) -> tuple[Fraction, Fraction]:
     """(beats of padding before the content, beats of content) of a measure."""
     voice = cell.voices[0] if cell.voices else ()
     before = Fraction(0)
@@ -93,7 +98,7 @@ class _Filler:
             h, memory = model.measure.encode(make_batch(flat, self.beat_units, max_events=model.config.max_events))
         self.h, self.memory = h.unsqueeze(0), memory.unsqueeze(0)
         self.masked = torch.zeros(1, self.P * self.M, dtype=torch.bool)
-        self.padding = {(p, m): _padding(self.cells[p][m]) for p in range(self.P) for m in range(self.M)}
+        self.padding = {(p, m): padding_of(self.cells[p][m]) for p in range(self.P) for m in range(self.M)}
 
     def token(self, p: int, m: int) -> int:
         return p * self.M + m
@@ -168,27 +173,51 @@ def run_algorithm1(model: MeasureLM, grid: MeasureScore, tokens: list[str], free
     return filler.result()
 
 
+def context_windows(columns: list[int], n_columns: int, context: int = CONTEXT_COLUMNS) -> list[range]:
+    """Windows of columns to inpaint one at a time: the columns to rewrite (sorted) grouped where
+    fewer than 2 * `context` columns separate them, each group with `context` columns either side."""
+    groups: list[list[int]] = []
+    for column in columns:
+        if groups and column - groups[-1][-1] <= 2 * context:
+            groups[-1].append(column)
+        else:
+            groups.append([column])
+    return [range(max(0, g[0] - context), min(n_columns, g[-1] + context + 1)) for g in groups]
+
+
 def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | None = None,
             checkpoint: str | Path | None = None, seed: int = 0, temperature: float = 1.0, sweeps: int = 0,
             refine_fraction: float = 0.25, order: str = "random", time_budget_s: float | None = None,
-            constrained: bool = True, on_progress: Callable[[int, int], None] | None = None):
-    """A new ScoreDocument: `document` with every cell not in `locked_cells` (part index, column
-    index, both 0-based) rewritten by the model. Locked measures are not changed."""
-    from engine.score.document import ScoreDocument
-
+            constrained: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Rewritten:
+    """`document` with every cell not in `locked_cells` (part index, column index, both 0-based)
+    rewritten by the model, each from a window of `CONTEXT_COLUMNS` columns either side of the
+    measures rewritten (`context_windows`). Locked measures keep their MusicXML bytes."""
     model = model or load_model(checkpoint)
-    grid = from_document(document)
+    layout = document.layout
+    n_parts, n_columns = len(layout.parts), len(layout.columns)
+    rows_of_parts(document.musicxml, n_parts)  # a score whose measures cannot be rewritten is refused now
     for p, m in locked_cells:
-        if not (0 <= p < grid.n_parts and 0 <= m < grid.n_columns):
-            raise ScoreError(f"locked cell ({p}, {m}) is outside the {grid.n_parts} x {grid.n_columns} grid")
-    free = [(p, m) for p in range(grid.n_parts) for m in range(grid.n_columns) if (p, m) not in locked_cells]
-    if not free:
-        return ScoreDocument(document.musicxml, document.title)
-    with out_of_memory_as_model_error("the measure model"):
-        filled = run_algorithm1(model, grid, part_tokens(grid), free, seed=seed, temperature=temperature,
-                                sweeps=sweeps, refine_fraction=refine_fraction, order=order,
-                                time_budget_s=time_budget_s, constrained=constrained, on_progress=on_progress)
-    return replace_cells(document, filled, set(free))
+        if not (0 <= p < n_parts and 0 <= m < n_columns):
+            raise ScoreError(f"locked cell ({p}, {m}) is outside the {n_parts} x {n_columns} grid")
+    # a part lacking the last measures has nothing there to rewrite
+    free = [(p, m) for p in range(n_parts) for m in range(len(layout.measures[p])) if (p, m) not in locked_cells]
+    windows = context_windows(sorted({m for _, m in free}), n_columns)
+    local_cells = [[(p, m - window.start) for p, m in free if m in window] for window in windows]
+    fills = [len(local) + sweeps * max(1, round(refine_fraction * len(local))) for local in local_cells]
+    new_cells: dict[tuple[int, int], Cell] = {}
+    for index, (window, local) in enumerate(zip(windows, local_cells)):
+        grid = from_document(document, columns=window)
+
+        def progress(done: int, _total: int, before=sum(fills[:index])) -> None:
+            if on_progress:
+                on_progress(before + done, sum(fills))
+
+        with out_of_memory_as_model_error("the measure model"):
+            filled = run_algorithm1(model, grid, part_tokens(grid), local, seed=seed + index, temperature=temperature,
+                                    sweeps=sweeps, refine_fraction=refine_fraction, order=order,
+                                    time_budget_s=time_budget_s, constrained=constrained, on_progress=progress)
+        new_cells.update({(p, window.start + m): filled.cells[p][m] for p, m in local})
+    return replace_cells(document, new_cells)
 
 
 def generate(instruments: list[str], n_measures: int, time_signature: str = "4/4", *,

@@ -182,22 +182,32 @@ def fill_measure(measure: music21.stream.Measure, cell: Cell, ties: TieState | N
                 ties.last[v] = current
             elements.append(element)
         streams.append(elements)
+    # Explicit offsets from the measure's start: `append` would start after whatever the cleared
+    # measure still holds (a dynamic or direction at beat 3), and the content would overflow the bar.
     if len(streams) == 1:
-        for element in streams[0]:
-            measure.append(element)
+        _insert_in_sequence(measure, streams[0])
     else:
         for v, elements in enumerate(streams):
             voice = music21.stream.Voice(id=str(v + 1))
-            for element in elements:
-                voice.append(element)
+            _insert_in_sequence(voice, elements)
             measure.insert(0, voice)
 
 
-def clear_measure(measure: music21.stream.Measure) -> None:
-    """Remove the notes, rests and voices of a measure (keep clefs, keys, barlines, ...)."""
+def _insert_in_sequence(stream, elements) -> None:
+    offset = Fraction(0)
+    for element in elements:
+        stream.insert(music21.common.opFrac(offset), element)
+        offset += Fraction(element.quarterLength)
+
+
+def clear_measure(measure: music21.stream.Measure) -> bool:
+    """Remove the notes, rests and voices of a measure (keep clefs, keys, barlines, directions, ...);
+    True if a removed note carried lyrics (the model writes none, so the caller reports the loss)."""
+    had_lyrics = any(note.lyrics for note in measure.recurse().notes)
     for voice in list(measure.voices):
         measure.remove(voice)
     for element in list(measure.getElementsByClass(music21.note.GeneralNote)):
         measure.remove(element)
     measure.paddingLeft = 0
     measure.paddingRight = 0
+    return had_lyrics

@@ -707,10 +707,16 @@ def _next_beat(position: Fraction) -> Fraction:
     return Fraction(position.numerator // position.denominator + 1)
 
 
-#: Note values in quarters that one notehead (plain, dotted, double-dotted; or in a triplet) shows.
+#: Divisions per quarter of the MusicXML music21 writes (music21.defaults.divisionsPerQuarter).
+MUSICXML_DIVISIONS = 10080
+#: Note values in quarters that one notehead (plain, dotted, double-dotted; or in a triplet) shows,
+#: and that MusicXML written by music21 holds exactly (a whole number of its divisions per quarter:
+#: a double-dotted 64th, 7/64 of a quarter, came back 1/10080 short and the measure with it).
 NOTATABLE_QUARTERS = frozenset(
-    [Fraction(2) ** k * dots for k in range(-4, 3) for dots in (Fraction(1), Fraction(3, 2), Fraction(7, 4))]
+    value
+    for value in [Fraction(2) ** k * dots for k in range(-4, 3) for dots in (Fraction(1), Fraction(3, 2), Fraction(7, 4))]
     + [Fraction(2) ** k * Fraction(2, 3) for k in range(-3, 3)]  # triplet notes, 32nd to whole
+    if (value * MUSICXML_DIVISIONS).denominator == 1
 )
 
 

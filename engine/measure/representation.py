@@ -11,7 +11,8 @@ reading raises `ScoreError` with `strict=True`, else drops or repairs them (and 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import music21
 
@@ -19,6 +20,7 @@ from engine.errors import ScoreError, describe
 from engine.measure.cells import (
     MAX_ALTER,
     MAX_OCTAVE,
+    Cell,
     MIN_ALTER,
     MIN_OCTAVE,
     STEP_SEMITONES,
@@ -31,6 +33,7 @@ from engine.measure.cells import (
     normalise_instrument,
 )
 from engine.measure.measure_cells import TieState, clear_measure, fill_measure, read_cell
+from engine.measure.splice import rows_of_parts, splice_measures
 from engine.score.grid import MeasureLayout, measure_layout
 
 
@@ -39,25 +42,28 @@ from engine.score.grid import MeasureLayout, measure_layout
 # ---------------------------------------------------------------------------------------------
 
 
-def from_document(document, strict: bool = False) -> MeasureScore:
-    """The grid of a `ScoreDocument`, on the very layout its `grid` (and so its locks) is read from."""
-    return _read_layout(document.layout, document.title, strict)
+def from_document(document, strict: bool = False, columns: Sequence[int] | None = None) -> MeasureScore:
+    """The grid of a `ScoreDocument`, on the very layout its `grid` (and so its locks) is read from;
+    `columns` reads only those columns (a window of a long score)."""
+    return _read_layout(document.layout, document.title, strict, columns)
 
 
 def from_score(score: music21.stream.Score, title: str = "", strict: bool = False) -> MeasureScore:
     return _read_layout(measure_layout(score), title, strict)
 
 
-def _read_layout(layout: MeasureLayout, title: str, strict: bool) -> MeasureScore:
+def _read_layout(layout: MeasureLayout, title: str, strict: bool, columns: Sequence[int] | None = None) -> MeasureScore:
     if not layout.parts:
         raise ScoreError("the score has no parts")
     if not layout.columns:
         raise ScoreError("the score has no measures")
+    columns = columns if columns is not None else range(len(layout.columns))
     losses: list[str] = []
     cells = []
     for p, part_measures in enumerate(layout.measures):
         row = []
-        for m, column in enumerate(layout.columns):
+        for m in columns:
+            column = layout.columns[m]
             beat_unit, n_beats = beat_structure(column.time_signature)
             if m < len(part_measures):
                 where = f"part {p + 1}, measure {column.number}"
@@ -68,7 +74,7 @@ def _read_layout(layout: MeasureLayout, title: str, strict: bool) -> MeasureScor
         cells.append(tuple(row))
     return MeasureScore(
         parts=tuple(_read_part(part) for part in layout.parts),
-        columns=layout.columns,
+        columns=tuple(layout.columns[m] for m in columns),
         cells=tuple(cells),
         title=title,
         losses=tuple(losses),
@@ -169,28 +175,53 @@ def _default_clef(cells) -> music21.clef.Clef:
     return music21.clef.TrebleClef()
 
 
-def replace_cells(document, grid: MeasureScore, cells: set[tuple[int, int]]):
-    """A new document: `document` with the measures at `cells` (part, column) rewritten from `grid`.
+@dataclass(frozen=True)
+class Rewritten:
+    """A document with some measures rewritten, and the (part, column) cells whose lyrics went with
+    their notes (the model writes no lyrics): the app tells the user rather than drop them silently."""
 
-    Every other measure is copied untouched (lyrics, fermatas and all). A tie flag on the first
-    event of a rewritten measure is written as a tie stop only: the measure before is not touched."""
+    document: object  # ScoreDocument
+    lyrics_removed: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def warnings(self) -> list[str]:
+        n = len(self.lyrics_removed)
+        return [f"lyrics removed from {n} measure{'s' * (n != 1)}"] if n else []
+
+
+def replace_cells(document, cells: dict[tuple[int, int], Cell]) -> Rewritten:
+    """`document` with the measure at each (part, column) of `cells` rewritten as its cell.
+
+    Only the columns around the rewritten ones are copied and written by music21; their `<measure>`
+    elements replace the originals in the document's own MusicXML (engine.measure.splice), so every
+    other measure, the part list and the header keep their bytes. A tie flag on the first event of a
+    rewritten measure is written as a tie stop only: the measure before is not touched."""
     from engine.score.document import ScoreDocument
     from engine.score.formats import score_to_musicxml
 
-    score = document.score()
-    for p, measures in enumerate(measure_layout(score).measures):  # the cells `from_document` read
+    if not cells:
+        return Rewritten(ScoreDocument(document.musicxml, document.title))
+    rows = rows_of_parts(document.musicxml, len(document.layout.parts))
+    columns = sorted({m for _, m in cells})
+    first = max(0, columns[0] - 1)  # a column before: the window's first measure gets the clef/key/metre added
+    window = document.excerpt(first, columns[-1])
+    lyrics = []
+    for p, measures in enumerate(measure_layout(window).measures):  # the cells `from_document` read
         ties = TieState()
-        for m, measure in enumerate(measures):
-            if (p, m) in cells:
-                clear_measure(measure)
-                fill_measure(measure, grid.cells[p][m], ties)
+        for k, measure in enumerate(measures):
+            if (p, first + k) in cells:
+                if clear_measure(measure):
+                    lyrics.append((p, first + k))
+                fill_measure(measure, cells[(p, first + k)], ties)
             else:
                 ties = TieState()
     try:
-        musicxml = score_to_musicxml(score, in_place=True)
+        exported = score_to_musicxml(window, in_place=True)
     except Exception as exc:  # music21's exporter raises many types; the user's score stays as it was
         raise ScoreError(f"the regenerated measures could not be written as MusicXML: {describe(exc)}") from exc
-    return ScoreDocument(musicxml=musicxml, title=document.title)
+    columns_of_part = [{m for p, m in cells if p in part_rows} for part_rows in rows]
+    musicxml = splice_measures(document.musicxml, exported, first, columns_of_part)
+    return Rewritten(ScoreDocument(musicxml=musicxml, title=document.title), tuple(sorted(lyrics)))
 
 
 # ---------------------------------------------------------------------------------------------

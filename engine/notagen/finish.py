@@ -62,11 +62,21 @@ def check_generated_bars(text: str, all_body: bool = False) -> None:
             raise ScoreError(f"generated bar line {number} has no voice ([V:n])")
 
 
-def finish_generated(title: str = "") -> Finisher:
-    """Convert a whole generated piece: restore rests, drop `%` lines, `X:1`, abc2xml, parse."""
+def check_voices(text: str, voices: frozenset[int]) -> None:
+    """Refuse a body that uses a voice its (app-written) header does not have: it would add a part."""
+    used = {int(number) for number in re.findall(r"\[V:(\d+)\]", text)}
+    if used - voices:
+        raise ScoreError(f"the model wrote voice {min(used - voices)}, which the chosen ensemble does not have")
+
+
+def finish_generated(title: str = "", voices: frozenset[int] | None = None) -> Finisher:
+    """Convert a whole generated piece: restore rests, drop `%` lines, `X:1`, abc2xml, parse. With `voices`
+    (a header written by the app), the generated body may use only those."""
 
     def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument]:
         check_generated_bars(text)
+        if voices is not None:
+            check_voices(text[start:], voices)
         restored = restore_rests(text)
         lines = [line for line in text_lines(restored) if not (line.startswith("%") and not line.startswith("%%"))]
         abc = "X:1\n" + "".join(lines)

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import ModelError, ScoreError, describe
 from engine.notagen.batch_engine import BatchEngine
 from engine.notagen.events import EventCallback, GeneratedPiece, GenerationEvent, GenerationResult, PieceFailure
 from engine.notagen.finish import Finisher, GenerationContext, finish_generated, score_continuation, text_context
+from engine.notagen.header import HeaderChoice, default_ensemble, header_voices, read_header, write_header
 from engine.notagen.model import NotagenModel, load_checkpoint
 from engine.notagen.options import GenerationOptions
 from engine.notagen.prompts import Prompt, PromptLike, prompt_text
+from engine.notagen.reference import BODY_START
 from engine.score.document import ScoreDocument
 
 #: Where a shipped default model will live (`NotagenModel.save_pretrained` layout).
@@ -72,12 +75,22 @@ class NotagenGenerator:
         return cls(model, name=path.name)
 
     # -------------------------------------------------------------- fresh pieces
-    def stream(self, prompt: PromptLike = None, *, title: str = "", **options) -> Iterator[GenerationEvent]:
+    def stream(self, prompt: PromptLike = None, *, title: str = "", header: HeaderChoice | None = None,
+               **options) -> Iterator[GenerationEvent]:
         """Generate pieces from a prompt (None: unconditional), yielding an event per accepted bar and per
         finished or failed piece. `options` are the fields of `GenerationOptions` (n, max_bars, seed,
-        top_k, top_p, temperature, time_limit, cancel, bae_resample, ...)."""
-        context = text_context(prompt_text(prompt))
-        return self._engine(context, finish_generated(title or _title(prompt)), GenerationOptions(**options)).run()
+        top_k, top_p, temperature, time_limit, cancel, bae_resample, ...).
+
+        `header` fixes the ensemble, key, metre or tempo: the header is then written here (fields left
+        open come from a header the model writes first) and the model writes only the body."""
+        text, settings, title = prompt_text(prompt), GenerationOptions(**options), title or _title(prompt)
+        if header is None or not header.chosen:
+            return self._engine(text_context(text), finish_generated(title), settings).run()
+        if not header.complete:
+            header = header.completed(self._model_header(text, settings), default_ensemble(prompt))
+        # The body starts at once, from `[r:0/` as the official loop forces it.
+        context = GenerationContext(text + write_header(header), BODY_START)
+        return self._engine(context, finish_generated(title, header_voices(header)), settings).run()
 
     def generate(self, prompt: PromptLike = None, n: int = 1, *, on_event: EventCallback | None = None, **options) -> GenerationResult:
         """`stream` run to the end; `on_event` sees every event (progress)."""
@@ -113,6 +126,16 @@ class NotagenGenerator:
         return self.continue_document(document, bars, keep=bar_index, prompt=prompt, on_event=on_event, **options)
 
     # -------------------------------------------------------------- plumbing
+    def _model_header(self, text: str, options: GenerationOptions) -> HeaderChoice:
+        """The header the model writes itself after the prompt (read up to its first bar; a header longer than
+        the model's context could not be used anyway)."""
+        probe = replace(options, n=1, max_bars=1, max_attempts=1, bae_resample=False,
+                        max_patches=self.model.config.patch_length)
+        written = text
+        for event in self._engine(text_context(text), _unconverted, probe).run():
+            written = event.text
+        return read_header(written[len(text):])
+
     def _engine(self, context: GenerationContext, finisher: Finisher, options: GenerationOptions) -> BatchEngine:
         return BatchEngine(self.model, context, finisher, options)
 
@@ -133,6 +156,11 @@ def _collect(events: Iterator[GenerationEvent], on_event: EventCallback | None) 
         failures=tuple(failures[i] for i in sorted(failures)),
         seconds=time.monotonic() - started,
     )
+
+
+def _unconverted(text: str, start: int, reason: str) -> tuple[str, None]:
+    """The header probe's finisher: only the text is read."""
+    return text, None
 
 
 def _title(prompt: PromptLike) -> str:

@@ -43,6 +43,30 @@ class ScoreDocument:
         """A private copy of the music21 score, safe to modify (the document itself never changes)."""
         return copy.deepcopy(self._parsed)
 
+    def excerpt(self, first: int, last: int) -> music21.stream.Score:
+        """A private copy of measure columns `first`..`last` (0-based, inclusive) of every part, its
+        first measures stating the clef, key and metre in force, staves grouped as in the score.
+        Copying and writing a window is what keeps inpainting a long score fast (music21's
+        `Score.measures` searches the whole score for each part's context: 20 s on a long quartet)."""
+        window = music21.stream.Score()
+        clones = {}
+        for part in self._parsed.parts:
+            clone = part.cloneEmpty(derivationMethod="excerpt")
+            measures = list(part.getElementsByClass(music21.stream.Measure))
+            copies = [copy.deepcopy(measure) for measure in measures[first:last + 1]]
+            if copies:
+                for element in _in_force(measures[:first + 1]):
+                    copies[0].insert(0, copy.deepcopy(element))
+            for measure in copies:
+                clone.append(measure)
+            window.insert(0, clone)
+            clones[id(part)] = clone
+        for group in self._parsed.getElementsByClass(music21.layout.StaffGroup):
+            members = [clones[id(staff)] for staff in group.getSpannedElements() if id(staff) in clones]
+            if members:
+                window.insert(0, music21.layout.StaffGroup(members, symbol=group.symbol, barTogether=group.barTogether))
+        return window
+
     @cached_property
     def layout(self) -> MeasureLayout:
         """Rows, measures and columns of the parsed score: what `grid` and the measure model read.
@@ -76,3 +100,23 @@ class ScoreDocument:
     def n_measures(self) -> int:
         return len(self.grid.columns)
 
+
+_CONTEXT = (music21.clef.Clef, music21.key.KeySignature, music21.meter.TimeSignature)
+
+
+def _in_force(measures) -> list:
+    """The clef, key and time signature in force at the start of the last of `measures` that it does
+    not state itself at its start (the latest ones before it)."""
+    last = measures[-1]
+    found = {kind for kind in _CONTEXT if last.getElementsByClass(kind).getElementsByOffset(0)}
+    elements = []
+    for measure in reversed(measures[:-1]):
+        for kind in _CONTEXT:
+            if kind not in found:
+                stated = list(measure.recurse().getElementsByClass(kind))
+                if stated:
+                    elements.append(stated[-1])
+                    found.add(kind)
+        if len(found) == len(_CONTEXT):
+            break
+    return elements

@@ -7,6 +7,7 @@ memory with bounds on its size, so a hostile upload cannot exhaust memory or tou
 """
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import zipfile
@@ -18,6 +19,7 @@ from defusedxml import DefusedXmlException
 
 from engine.errors import ScoreError, describe
 from engine.score.document import ScoreDocument
+from engine.score.limits import MAX_MEASURES, MAX_PARTS, check_abc, check_humdrum, check_midi, check_musicxml
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 """Largest score file accepted (20 MiB: an orchestral MusicXML score is a few MiB)."""
@@ -39,12 +41,17 @@ INPUT_FORMATS = {
 def read_score_file(path: str | Path) -> ScoreDocument:
     """Read a score file from disk; the extension chooses the reader."""
     path = Path(path)
+    return read_score(read_file_bytes(path), path.name)
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """A score file's bytes, refused by its size before it is read."""
     if not path.is_file():
         raise ScoreError(f"{path.name}: no such file")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ScoreError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
-    return read_score(path.read_bytes(), path.name)
+    return path.read_bytes()
 
 
 def read_score(data: bytes, filename: str) -> ScoreDocument:
@@ -127,6 +134,11 @@ def _sniff(data: bytes) -> str | None:
 def _decode_text(data: bytes, name: str) -> str:
     """Text of a text format; binary data is refused here, since latin-1 would decode it and the
     lenient ABC and Humdrum readers would find "notes" in it."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ScoreError(f"{name} is not valid UTF-16 text (byte {exc.start})") from None
     if _BINARY_BYTES.search(data[:65536]):
         raise ScoreError(f"{name} holds binary data, not text")
     try:
@@ -141,24 +153,51 @@ def _decode_text(data: bytes, name: str) -> str:
 _BINARY_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 """Control characters no score text holds (tab, line breaks, form feed and escape are allowed)."""
 _ABC_KEY_LINE = re.compile(r"^[ \t]*K:", re.MULTILINE)
+_ABC_MUSIC_LINE = re.compile(r"^(?![A-Za-z]:|%)[^\n]*[A-Ga-g]", re.MULTILINE)
+"""A line of notes after the header: neither a field nor a comment, with a note letter."""
 _ABC_UNKNOWN_FIELD = re.compile(r"^[JYhijklnopqt]:[^\n]*\n?", re.MULTILINE)
 """Field letters ABC 2.1 does not define (and no note or music symbol starts a line with): the standard says
 to ignore them, while abc2xml refuses the whole tune."""
 
 
 def _checked_musicxml(data: bytes, name: str) -> str:
-    """Parse with defusedxml (refusing entities and external references) and check the root element."""
+    """Parse with defusedxml (refusing entities and external references), check the root element and the
+    sizes (`engine.score.limits`). The text comes back with a UTF-8 declaration, whatever the file's
+    encoding was, since exports write it as UTF-8."""
+    text = _xml_text(data, name)
     try:
-        root = SafeET.fromstring(data)
+        root = SafeET.fromstring(text.encode("utf-8"))
     except DefusedXmlException as exc:
         raise ScoreError(f"{name} declares XML entities or external references, which are refused") from exc
     except SafeET.ParseError as exc:
         raise ScoreError(f"{name} is not well-formed XML ({describe(exc)}); the file may be truncated") from exc
     if root.tag not in ("score-partwise", "score-timewise"):
         raise ScoreError(f"{name} is XML but not a MusicXML score (root element <{root.tag}>)")
-    if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
-        return data.decode("utf-16")
-    return _decode_text(data, name)
+    check_musicxml(root, name)
+    return text
+
+
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
+_XML_ENCODING_TEXT = re.compile(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*["'])[^"']*(["'])""")
+
+
+def _xml_text(data: bytes, name: str) -> str:
+    """XML bytes decoded as their byte order mark or declaration says, the declaration then made UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or data[:2] in (b"<\x00", b"\x00<"):
+        encoding = "utf-16" if data[:1] in (b"\xff", b"\xfe") else ("utf-16-le" if data[:1] == b"<" else "utf-16-be")
+    else:
+        declared = _XML_ENCODING.match(data[:1024])
+        encoding = declared.group(1).decode("ascii", "replace") if declared else "utf-8"
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise ScoreError(f"{name} declares the text encoding {encoding[:40]!r}, which is unknown") from None
+    try:
+        text = data.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as exc:
+        raise ScoreError(f"{name} is not well-formed XML (not valid {encoding} text at byte {exc.start}); "
+                         "the file may be damaged") from None
+    return _XML_ENCODING_TEXT.sub(r"\g<1>UTF-8\g<2>", text.lstrip("\ufeff"), count=1)
 
 
 def _musicxml_from_archive(data: bytes, name: str) -> str:
@@ -172,16 +211,24 @@ def _musicxml_from_archive(data: bytes, name: str) -> str:
         raise ScoreError(f"{name} holds {len(members)} files; an .mxl archive holds a few")
     target = _archive_rootfile(archive, name)
     info = archive.getinfo(target)
+    if info.flag_bits & 0x1:
+        raise ScoreError(f"{name} is encrypted (password-protected); save it again without a password")
+    if info.compress_type not in _ZIP_METHODS:
+        raise ScoreError(f"{name} uses a compression method this app cannot unpack (method {info.compress_type}); "
+                         "save it again as a standard .mxl")
     if info.file_size > MAX_UNPACKED_BYTES:
         raise ScoreError(f"{name} unpacks to {info.file_size / 2**20:.0f} MiB; the limit is {MAX_UNPACKED_BYTES // 2**20} MiB")
     try:
         with archive.open(info) as member:
             content = member.read(MAX_UNPACKED_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise ScoreError(f"{name} is a damaged .mxl archive ({describe(exc)})") from exc
     if len(content) > MAX_UNPACKED_BYTES:
         raise ScoreError(f"{name} unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
     return _checked_musicxml(content, f"{name} ({target})")
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def _archive_rootfile(archive: zipfile.ZipFile, name: str) -> str:
@@ -194,8 +241,9 @@ def _archive_rootfile(archive: zipfile.ZipFile, name: str) -> str:
                 for element in container.iter():
                     if element.tag.endswith("rootfile") and element.get("full-path") in names:
                         return _safe_member(element.get("full-path"), name)
-            except (DefusedXmlException, SafeET.ParseError, zipfile.BadZipFile):
-                pass
+            except (DefusedXmlException, SafeET.ParseError, zipfile.BadZipFile, RuntimeError, NotImplementedError,
+                    LookupError, ValueError):
+                pass  # an unreadable container: look for the score by its name instead
     for member in names:
         if member.lower().endswith((".xml", ".musicxml")) and not member.startswith("META-INF/"):
             return _safe_member(member, name)
@@ -215,18 +263,29 @@ def _musicxml_from_abc(text: str, name: str) -> str:
 
     if not _ABC_KEY_LINE.search(text):
         raise ScoreError(f"{name} holds no ABC tune (an ABC tune header ends with a K: key line)")
+    check_abc(text, name)
     try:
-        return abc_to_musicxml(_ABC_UNKNOWN_FIELD.sub("", text))
+        musicxml = abc_to_musicxml(_ABC_UNKNOWN_FIELD.sub("", text))
     except ScoreError as exc:
         raise ScoreError(f"{name}: {exc}") from exc
+    body = text.find("\n", _ABC_KEY_LINE.search(text).end())
+    if body >= 0 and _ABC_MUSIC_LINE.search(text, body) and "<note" not in musicxml:
+        raise ScoreError(f"{name}: no notes could be read from its music lines (is it ABC notation, saved as "
+                         "UTF-8 text?)")
+    return musicxml
 
 
 def _musicxml_from_music21(data: bytes, fmt: str, name: str) -> str:
+    if fmt == "midi":
+        check_midi(data, name)
+    else:
+        text = _decode_text(data, name)
+        check_humdrum(text, name)
     try:
         if fmt == "midi":
             parsed = music21.converter.parseData(data, format="midi", forceSource=True)
         else:
-            parsed = music21.converter.parseData(_decode_text(data, name), format=fmt, forceSource=True)
+            parsed = music21.converter.parseData(text, format=fmt, forceSource=True)
     except Exception as exc:  # music21 raises many exception types for bad input
         raise ScoreError(f"{name} could not be read as {_FORMAT_NAMES[fmt]} ({describe(exc)})") from exc
     if isinstance(parsed, music21.stream.Opus):
@@ -251,3 +310,6 @@ def _validate(document: ScoreDocument, name: str) -> None:
         raise ScoreError(f"{name} could not be read ({describe(exc)})") from exc
     if not grid.parts or not grid.columns:
         raise ScoreError(f"{name} has no measures")
+    if len(grid.parts) > MAX_PARTS or len(grid.columns) > MAX_MEASURES:
+        raise ScoreError(f"{name} has {len(grid.parts):,} parts of {len(grid.columns):,} measures; the limits are "
+                         f"{MAX_PARTS} parts and {MAX_MEASURES:,} measures")

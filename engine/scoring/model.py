@@ -103,12 +103,17 @@ class M3Model(nn.Module):
         return self.decoder(states[chosen], target_patches[chosen])
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+        """config.json + model.safetensors; `MusicEncoder.from_pretrained` reads the encoder back."""
         # lm_head is tied to wte; safetensors stores each tensor once.
-        state = {k: v.contiguous() for k, v in self.state_dict().items() if k != "decoder.base.lm_head.weight"}
-        safetensors.torch.save_file(state, str(directory / WEIGHTS_FILE))
+        state = {k: v for k, v in self.state_dict().items() if k != "decoder.base.lm_head.weight"}
+        _save(directory, self.config, state)
+
+
+def _save(directory: str | Path, config: M3Config, state: dict[str, Tensor]) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=1) + "\n")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
 
 
 class MusicEncoder(nn.Module):
@@ -184,6 +189,24 @@ class MusicEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.music_model.patch_embedding.weight.device
 
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json + model.safetensors: the encoder as `encoder.*` (M3's names) and `music_proj.*`."""
+        state = {f"encoder.{k}": v for k, v in self.music_model.state_dict().items()}
+        if self.music_proj is not None:
+            state |= {f"music_proj.{k}": v for k, v in self.music_proj.state_dict().items()}
+        _save(directory, self.config, state)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MusicEncoder:
+        """A `save_pretrained` folder of a MusicEncoder or of an M3Model (its token decoder unread), in eval mode."""
+        directory = Path(directory)
+        try:
+            config = M3Config(**json.loads((directory / CONFIG_FILE).read_text()))
+            state = safetensors.torch.load_file(str(directory / WEIGHTS_FILE))
+        except (OSError, ValueError, TypeError) as error:
+            raise ModelError(f"cannot load the music encoder from {directory}: {error}") from error
+        return _encoder(config, _strip(state, "encoder."), state, directory)
+
 
 def _torch_state_dict(path: Path) -> dict[str, Tensor]:
     try:
@@ -218,20 +241,18 @@ def load_encoder(path: str | Path) -> MusicEncoder:
     checkpoint (`encoder.*`) or an official CLaMP 2 checkpoint (`music_model.*` + `music_proj.*`)."""
     path = Path(path)
     if path.is_dir():
-        try:
-            config = M3Config(**json.loads((path / CONFIG_FILE).read_text()))
-            state = safetensors.torch.load_file(str(path / WEIGHTS_FILE))
-        except (OSError, ValueError, TypeError) as error:
-            raise ModelError(f"cannot load the music encoder from {path}: {error}") from error
-        encoder_state = _strip(state, "encoder.")
-    elif path.is_file():
-        state = _torch_state_dict(path)
-        music = _strip(state, "music_model.")
-        encoder_state = music or _strip(state, "encoder.")
-        projection = state.get("music_proj.weight") if music else None
-        config = _infer_config(encoder_state, projection)
-    else:
+        return MusicEncoder.from_pretrained(path)
+    if not path.is_file():
         raise ModelError(f"no music encoder at {path}")
+    state = _torch_state_dict(path)
+    music = _strip(state, "music_model.")
+    encoder_state = music or _strip(state, "encoder.")
+    projection = state.get("music_proj.weight") if music else None
+    return _encoder(_infer_config(encoder_state, projection), encoder_state, state, path)
+
+
+def _encoder(config: M3Config, encoder_state: dict[str, Tensor], state: dict[str, Tensor], path: Path) -> MusicEncoder:
+    """A MusicEncoder with the encoder weights and (when the config has one) `music_proj.*` of `state`."""
     encoder = MusicEncoder(config)
     weights = {f"music_model.{k}": v for k, v in encoder_state.items()}
     if encoder.music_proj is not None:

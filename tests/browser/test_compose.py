@@ -161,3 +161,32 @@ def test_stop_keeps_the_bars_made_so_far(page, shot, tmp_path):
     assert "Done in" in wait_until_done(page)
     page.locator("#undo").click()
     page.wait_for_function(f"(n) => document.querySelectorAll('{MEASURES}').length === n", arg=kept)
+
+
+def test_generate_with_a_chosen_ensemble_key_and_metre(page, shot, tmp_path):
+    """Chamber, a string quartet, D major, 3/4: the piece has those four string parts in that key and metre,
+    and the fields are still there after a reload (kept per tab)."""
+    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    choose(page, "period", "Classical")
+    page.wait_for_function("() => document.querySelector('#composer input').value === 'Beethoven, Ludwig van'")
+    choose(page, "composer", "Haydn, Joseph")
+    choose(page, "instrumentation", "Chamber")
+    page.wait_for_function("() => document.querySelector('#instrumentation input').value === 'Chamber'")
+    choose(page, "ensemble", "string quartet")
+    choose(page, "key", "D major")
+    choose(page, "metre", "3/4")
+    page.locator("#seed input").fill("0")
+    page.locator("#max-bars input").fill("4")
+    page.locator("#generate").click()
+    assert "Done in" in wait_until_done(page)
+    assert "(string quartet, D major, 3/4)" in page.locator("#versions input").input_value()
+    shot(page, "string-quartet")
+    score = music21.converter.parse(str(download_musicxml(page, tmp_path, "quartet.musicxml")))
+    assert [part.partName for part in score.parts] == ["Violin 1", "Violin 2", "Viola", "Violoncello"]
+    assert {str(k.asKey()) for k in score.recurse().getElementsByClass(music21.key.KeySignature)} == {"D major"}
+    assert {t.ratioString for t in score.recurse().getElementsByClass(music21.meter.TimeSignature)} == {"3/4"}
+
+    page.reload()
+    page.wait_for_function("() => document.querySelector('#ensemble input')?.value === 'string quartet'")
+    assert [page.locator(f"#{field} input").input_value() for field in ("period", "composer", "instrumentation", "key", "metre")] \
+        == ["Classical", "Haydn, Joseph", "Chamber", "D major", "3/4"]

@@ -1,0 +1,289 @@
+"""Which next characters keep NotaGen's output bar-exact: a mask over the char decoder's 128 ids.
+
+A char is allowed when `BarReader` accepts it, it stays inside the subset of ABC this module lets the
+model write (below), and the bar can still be completed to the right length afterwards. The last test is
+exact: durations are kept on a grid of 1/64 whole note (abc2xml rounds anything finer), every note,
+rest or chord can be given any length on that grid, so "can still be completed" reduces to "some
+completion of the element being typed (and of its open tuplet group or broken-rhythm pair) ends on the
+grid, no later than the bar's target". A digit after `c` is therefore allowed only if a length it
+starts fits, and `c` only if some length of it fits.
+
+The bar's target: the metre for a line's first voice (a shorter first voice is allowed on the first
+body line and on the line announced as last by `[r:i/0]`, or anywhere with `short_bars="anywhere"`;
+none with `M:none`), then the first voice's length for every later voice of the line.
+
+Written subset (the reader reads more): lengths `n`, `n/`, `n//`, `n/d` with n < 100 and d a power of
+two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets and not
+chained; tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested; `!...!` decorations; the bar
+lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on) with a one-digit ending; no left bar
+lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as
+declared in the header, in their order; `[r:i/j]` with j one less than the previous line's. Annotations
+hold no `|`, `[`, `]`, `::`.
+
+Special ids: EOS (2) ends a patch early, which the patchilizer does only right before a bar line or after
+a newline; BOS (1) opens the end-of-piece patch, allowed at a patch's first position at the start of a
+body line (not while `[r:i/j]` announces more lines; required after `[r:i/0]`'s line). PAD never.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from functools import lru_cache
+from typing import Literal
+
+from engine.notagen import bar_reader as br
+from engine.notagen.bar_reader import BarReader
+from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
+
+GRID = Fraction(1, 64)
+ShortBars = Literal["edges", "anywhere"]
+
+_PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
+_MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
+_MUSIC_CLASSES = (br.NOTE_LETTERS, br.ACCIDENTALS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
+_MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
+_MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
+_GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',/12468 ")
+_DENOMINATORS = ("2", "4", "8", "16", "32", "64")
+_TUPLET_SPEC = re.compile(r"^[2-9](:[1-9]?(:[1-9]?)?)?$")
+_DECORATION_TEXT = re.compile(r"^[A-Za-z0-9.<>()^_-]{1,20}$")
+_FIELD_NAMES_IN_BAR = "KML"
+_FIELD_TEXT = re.compile(r"^[A-Za-z0-9/#= ]*$")
+
+
+@lru_cache(maxsize=4096)
+def length_multipliers(num: str, slashes: int, den: str) -> tuple[Fraction, ...]:
+    """Sorted multipliers of the unit that a length suffix typed so far can still become (written subset)."""
+    if len(num) > 2 or (den and slashes != 1) or slashes > 2:
+        return ()
+    nums = [int(num)] if num else [1]
+    if len(num) == 1:
+        nums += [int(num) * 10 + d for d in range(10)]
+    elif not num and not slashes:
+        nums = list(range(1, 100))
+    if den:
+        denominators = [int(d) for d in _DENOMINATORS if d.startswith(den)]
+    elif slashes:
+        denominators = [2**slashes] + ([4] if slashes == 1 else [])
+        if slashes == 1:
+            denominators += [int(d) for d in _DENOMINATORS]
+    else:
+        denominators = [1, 2, 4] + [int(d) for d in _DENOMINATORS]
+    return tuple(sorted({Fraction(n, d) for n in nums for d in denominators}))
+
+
+@lru_cache(maxsize=4096)
+def grid_lengths(unit: Fraction, key: tuple[str, int, str]) -> tuple[Fraction, ...]:
+    """Sorted lengths (whole notes) on the 1/64 grid that a suffix typed so far can still give."""
+    return tuple(length for length in (unit * m for m in length_multipliers(*key)) if _on_grid(length))
+
+
+def length_complete(num: str, slashes: int, den: str) -> bool:
+    """Whether a suffix may end here in the written subset."""
+    if len(num) > 2 or slashes > 2 or (den and (slashes != 1 or den not in _DENOMINATORS)):
+        return False
+    return True
+
+
+def _on_grid(length: Fraction) -> bool:
+    return (length / GRID).denominator == 1
+
+
+class BarConstraint:
+    """The allowed next chars of one `BarReader` (one batch row), with the short-bar policy."""
+
+    def __init__(self, short_bars: ShortBars = "edges") -> None:
+        self.short_bars = short_bars
+
+    # --------------------------------------------------------------------------------- public
+    def allowed_chars(self, reader: BarReader) -> set[str]:
+        """Printable chars and newline that keep the text readable and bar-exact."""
+        if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
+            return set()  # after a newline the patch ends (EOS) unless it is full
+        if reader.mode == br.HEADER:
+            return set(_PRINTABLE) | {"\t"}
+        if reader.mode == br.LINE_START and not reader.in_body:
+            return set(_PRINTABLE) - {" "} | {"\t"}
+        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION):
+            return {char for char in _PRINTABLE if self._allows(reader, char)}
+        if reader.mode != br.MUSIC:
+            return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
+        # in the music the reader treats the chars of each class alike: one test per class
+        allowed = {char for char in _MUSIC_SINGLES if self._allows(reader, char)}
+        for chars in _MUSIC_CLASSES:
+            if self._allows(reader, chars[0]):
+                allowed.update(chars)
+        return allowed
+
+    def allowed_ids(self, reader: BarReader) -> list[int]:
+        """Allowed char ids at the reader's patch position (`reader.patch_pos`), EOS and BOS included."""
+        if reader.mode == br.ENDED:
+            return [EOS_ID]
+        chars = self.allowed_chars(reader)
+        ids = [ord(char) for char in chars]
+        if (reader.mode == br.LINE_START or chars & {"|", ":"}) and reader.copy().step(br.EOS_CHAR):
+            ids.append(EOS_ID)
+        at_body_line_start = reader.mode == br.LINE_START and reader.in_body and not reader.patch_pos
+        if at_body_line_start and not reader.remaining:
+            ids.append(BOS_ID)
+        if at_body_line_start and reader.remaining == 0:
+            ids = [BOS_ID]  # `[r:i/0]` announced the last line
+        return sorted(ids)
+
+    # ------------------------------------------------------------------------------- internals
+    def _allows(self, reader: BarReader, char: str) -> bool:
+        clone = reader.copy()
+        if not clone.step(char) or not self._written_subset(reader, char, clone):
+            return False
+        if clone.mode == br.LINE_START or not clone.in_body:
+            return True
+        if len(clone.line_voices) > len(reader.line_voices):
+            return self._bar_closes(reader, clone.line_voices[-1][1])
+        return not clone.segment_open or self._feasible(clone)
+
+    def _written_subset(self, reader: BarReader, char: str, clone: BarReader) -> bool:
+        """The restrictions of the written subset that the reader does not make (see the docstring)."""
+        mode = clone.mode
+        if char in "\t`y&%$*;@#?\\":
+            return False
+        if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
+            if not self._allows(reader, "c"):
+                return False  # slurs, grace notes and shorthand decorations need a note after them
+        if clone.closed_count > reader.closed_count and not length_complete(*reader.length.key()):
+            return False
+        if clone.element is not None and not length_multipliers(*clone.length.key()):
+            return False
+        if clone.element is not None and clone.chord_stage and clone.length.key() != ("", 0, ""):
+            return False  # chord notes without inner lengths
+        if clone.element == "measure_rest" and clone.length.num:
+            return False
+        if mode == br.QUOTE:
+            return char not in "|[]" and not (char == ":" and reader.quote_prev == ":")
+        if mode == br.DECORATION:
+            return clone.closer == "!" and (not clone.buffer or bool(_DECORATION_TEXT.match(clone.buffer)))
+        if reader.mode == br.GRACE:
+            return char in _GRACE_CHARS or char == "}"
+        if mode == br.TUPLET:
+            return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
+        if mode == br.FIELD_NAME:
+            return self._field_allowed(reader, clone)
+        if mode == br.FIELD:
+            return self._field_text_allowed(clone)
+        if char in "<>":
+            return clone.last_scale == 1 and clone.tuplet_left == 0 and not clone.pair_closed and clone.broken_count <= 2
+        if mode == br.BARLINE:  # a closing bar line the patchilizer splits on (no left bar lines)
+            return not clone.segment_open and any(b.startswith(clone.buffer) for b in BARLINES)
+        if reader.mode == br.BARLINE and reader.buffer not in BARLINES:
+            return False
+        if mode == br.ENDING:
+            return clone.ending_closes and reader.mode == br.BARLINE
+        if reader.mode in (br.BARLINE, br.ENDING, br.SEGMENT_END) and char in "[\n":
+            # a bar line that began a patch starts the next voice's bar; one inside a patch ends the line
+            split = reader.barline_after_eos or reader.barline_pos == 0
+            return split if char == "[" else not reader.barline_after_eos
+        if reader.mode == br.FIELD and clone.segment_open and reader.field == "V":
+            return self._voice_allowed(reader, clone.voice)
+        if reader.mode == br.FIELD and reader.field == "r" and clone.remaining is not None:
+            return reader.prev_remaining is None or clone.remaining == reader.prev_remaining - 1
+        return True
+
+    def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
+        if not reader.segment_open:
+            return clone.field == "V" or (clone.field == "r" and clone.voice is None and reader.mode == br.BRACKET)
+        return clone.field in _FIELD_NAMES_IN_BAR and not reader.started and reader.element is None
+
+    def _field_text_allowed(self, clone: BarReader) -> bool:
+        if clone.field == "V":
+            return clone.buffer.isdigit() or clone.buffer == ""
+        if clone.field == "r":
+            return bool(re.match(r"^\d{0,4}(/\d{0,4})?$", clone.buffer))
+        return bool(_FIELD_TEXT.match(clone.buffer)) and len(clone.buffer) <= 20
+
+    def _voice_allowed(self, reader: BarReader, voice: str) -> bool:
+        if not reader.declared:
+            return True
+        if voice not in reader.declared:
+            return False
+        previous = [reader.declared.index(v) for v, _ in reader.line_voices if v in reader.declared]
+        return not previous or reader.declared.index(voice) > max(previous)
+
+    def _requirement(self, reader: BarReader) -> tuple[Fraction | None, bool]:
+        """(target length or None, exact?) of the current voice's bar."""
+        if reader.line_voices:
+            return reader.line_voices[0][1], True
+        metre = reader.metre
+        if metre is None:
+            return None, False
+        edge = reader.body_line == 0 or reader.remaining == 0
+        return metre, not (self.short_bars == "anywhere" or edge)
+
+    def _bar_closes(self, reader: BarReader, length: Fraction) -> bool:
+        target, exact = self._requirement(reader)
+        if length <= 0 or not _on_grid(length):
+            return False
+        if target is None:
+            return True
+        return length == target if exact else length <= target
+
+    def _feasible(self, reader: BarReader) -> bool:
+        """Whether the open voice bar can still be completed to its target (see the module docstring)."""
+        target, exact = self._requirement(reader)
+        if target is None:
+            return True
+        pos = reader.pos
+        factor = reader.tuplet_factor
+        if reader.element is not None:
+            values = self._element_values(reader)
+            scale = reader.element_scale * reader.broken_next
+            left = reader.tuplet_left
+        elif reader.broken_open or reader.tuplet_left or reader.mode in (br.TUPLET,):
+            values = grid_lengths(reader.unit, ("", 0, ""))
+            left = reader.tuplet_left
+            if reader.mode == br.TUPLET:
+                p, q, r = _tuplet_defaults(reader.buffer)
+                factor, left = Fraction(q, p), r
+            scale = reader.broken_next * (factor if left else 1)
+            left = max(left - 1, 0)
+        else:
+            return pos <= target and _on_grid(pos)
+        for raw in values:
+            end = pos + raw * scale
+            if end > target:
+                return False
+            if not left:
+                if _on_grid(end):
+                    return True
+                continue
+            step = factor * GRID
+            for count in range(left, left + (factor / GRID).denominator + 1):
+                total = end + step * count
+                if total > target:
+                    break
+                if _on_grid(total):
+                    return True
+        return False
+
+    def _element_values(self, reader: BarReader) -> tuple[Fraction, ...]:
+        """Raw (unscaled) lengths the open element can still get, ascending."""
+        if reader.element == "measure_rest":
+            return (reader.metre,)
+        key = ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
+        return grid_lengths(reader.unit, key)
+
+
+def _tuplet_defaults(spec: str) -> tuple[int, int, int]:
+    parts = (spec.split(":") + ["", ""])[:3]
+    p = int(parts[0])
+    q = int(parts[1]) if parts[1] else (3 if p in (2, 4, 8) else 2)
+    return p, q, int(parts[2]) if parts[2] else p
+
+
+def logits_mask(allowed: Sequence[Iterable[int]], vocab_size: int = 128, device=None):
+    """A [B, vocab_size] boolean tensor, True where the row's id is allowed (add -inf where False)."""
+    import torch
+
+    mask = torch.zeros((len(allowed), vocab_size), dtype=torch.bool)
+    for row, ids in enumerate(allowed):
+        mask[row, list(ids)] = True
+    return mask.to(device) if device is not None else mask
