@@ -57,14 +57,15 @@ FIELD_INPUTS = {"period": "#period input", "composer": "#composer input", "instr
 """Where the page shows each of `compose.FIELDS`."""
 LOAD_FIELDS_JS = f"""(session, saved) => {{
     window.addEventListener('pagehide', () => {{
-        const compose = {{}};
+        let stored = null;
+        try {{ stored = JSON.parse(sessionStorage.getItem('{STORAGE_KEY}')); }} catch (e) {{}}
+        stored = stored || {{versions: [], locks: []}};
+        const compose = {{...stored.compose}};  // a field not on the page (a closed accordion) keeps its value
         for (const [name, selector] of Object.entries({FIELD_INPUTS!r})) {{
             const input = document.querySelector(selector);
             if (input) compose[name] = input.type !== 'number' ? input.value : input.value === '' ? null : Number(input.value);
         }}
-        let stored = null;
-        try {{ stored = JSON.parse(sessionStorage.getItem('{STORAGE_KEY}')); }} catch (e) {{}}
-        const text = JSON.stringify({{...(stored || {{versions: [], locks: []}}), compose}});
+        const text = JSON.stringify({{...stored, compose}});
         try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
     }});
     return ({LOAD_SAVED_JS})(session, saved);
@@ -171,14 +172,14 @@ def choices_update(choices: compose.Choices) -> dict:
 
 
 def fields_updates(fields: compose.PromptFields) -> list:
-    """period, composer, instrumentation, ensemble (with their choices), key, metre, then the
-    `compose.NUMBERS` fields (those saved as None keep their default)."""
+    """period, composer, instrumentation, ensemble (with their choices), key, metre, tempo, then the
+    `compose.SETTINGS` fields (those saved as None keep their default)."""
     values = fields.values
     return [values["period"], *(gr.update(choices=choices.options, value=values[name]) for name, choices in
                                 (("composer", fields.composers), ("instrumentation", fields.instrumentations),
                                  ("ensemble", fields.ensembles))),
-            values["key"], values["metre"],
-            *(gr.update() if values[name] is None else values[name] for name in compose.NUMBERS)]
+            values["key"], values["metre"], values["tempo"],
+            *(gr.update() if values[name] is None else values[name] for name in compose.SETTINGS)]
 
 
 def session_updates(session: Session) -> list:

@@ -58,9 +58,9 @@ MODELS_CHOICE = "model's choice"
 """A header field left to the model."""
 KEY_CHOICES = [MODELS_CHOICE, *(f"{key} major" for key in MAJOR_KEYS), *(f"{key} minor" for key in MINOR_KEYS)]
 METRE_CHOICES = [MODELS_CHOICE, "4/4", "3/4", "2/4", "2/2", "3/2", "6/8", "3/8", "9/8", "12/8"]
-NUMBERS = ("tempo", "max_bars", "seed", "temperature", "top_k", "top_p", "continue_bars")
-"""The Compose panel's number fields: the header's tempo, then the generation and sampling settings."""
-FIELDS = ("period", "composer", "instrumentation", "ensemble", "key", "metre", *NUMBERS)
+SETTINGS = ("max_bars", "seed", "temperature", "top_k", "top_p", "continue_bars")
+"""The generation and sampling number fields; one saved as None keeps its default."""
+FIELDS = ("period", "composer", "instrumentation", "ensemble", "key", "metre", "tempo", *SETTINGS)
 """The Compose panel's fields (all kept with the tab), in the order the app passes them."""
 
 
@@ -87,8 +87,7 @@ def header_choice(prompt: Prompt | None, ensemble, key, metre, tempo) -> HeaderC
 
 @dataclass(frozen=True)
 class PromptFields:
-    """The Compose fields, each valid for its choices (which follow the prompt picked above them); a
-    number field saved as None keeps its default."""
+    """The Compose fields, each valid for its choices (which follow the prompt picked above them)."""
     composers: Choices
     instrumentations: Choices
     ensembles: Choices
@@ -106,12 +105,12 @@ def prompt_fields(composer: Composer, values: dict) -> PromptFields:
     picked = {"period": period, "composer": composer_name, "instrumentation": instrumentation,
               "ensemble": kept(values.get("ensemble"), ensembles), "key": kept(values.get("key"), Choices(KEY_CHOICES)),
               "metre": kept(values.get("metre"), Choices(METRE_CHOICES)),
-              **{name: number(values.get(name)) for name in NUMBERS}}
+              **{name: number(values.get(name)) for name in ("tempo", *SETTINGS)}}
     return PromptFields(composers, instrumentations, ensembles, picked)
 
 
 def number(value) -> float | None:
-    """A saved number field's value; None (the field keeps its default) for anything else."""
+    """A saved number field's value; None (tempo: the model's; a setting: its default) for anything else."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return value
