@@ -122,6 +122,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature (default %(default)s)")
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (default: none)")
     parser.add_argument("--no-bae-resample", action="store_true", help="keep bars whose voices do not add up")
+    parser.add_argument("--no-constrain", action="store_true",
+                        help="sample the model's own choices (default: bar-exact decoding, every voice fills its bar)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
@@ -174,7 +176,7 @@ def _generation_options(args: argparse.Namespace) -> dict:
     _set_threads(args)
     options = dict(
         n=args.n, seed=args.seed, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-        time_limit=args.time_limit, bae_resample=not args.no_bae_resample,
+        time_limit=args.time_limit, bae_resample=not args.no_bae_resample, constrain=not args.no_constrain,
     )
     try:  # check the settings before loading a model
         GenerationOptions(**options, max_bars=args.max_bars if "max_bars" in args else args.bars).limits

@@ -40,6 +40,7 @@ GRID = Fraction(1, 64)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
+_TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
 _MUSIC_CLASSES = (br.NOTE_LETTERS, br.ACCIDENTALS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
@@ -47,7 +48,19 @@ _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars fo
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',/12468 ")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^[2-9](:[1-9]?(:[1-9]?)?)?$")
-_DECORATION_TEXT = re.compile(r"^[A-Za-z0-9.<>()^_-]{1,20}$")
+DECORATIONS = frozenset((
+    "fermata", "invertedfermata", "trill", "trill(", "trill)", "mordent", "lowermordent", "uppermordent",
+    "pralltriller", "turn", "invertedturn", "turnx", "accent", ">", "emphasis", "staccato", "tenuto", "wedge",
+    "marcato", "^", "upbow", "downbow", "open", "thumb", "snap", "plus", "+", "breath", "roll", "slide",
+    "arpeggio", "segno", "coda", "D.S.", "D.C.", "fine", "dacapo", "dacoda", "0", "1", "2", "3", "4", "5",
+    "pppp", "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff", "ffff", "sfz", "sf", "fp", "crescendo(", "crescendo)",
+    "<(", "<)", "diminuendo(", "diminuendo)", ">(", ">)", "courtesy", "editorial", "/", "//", "///",
+    "shortphrase", "mediumphrase", "longphrase", "ped", "ped-up", "x",
+))
+"""The `!...!` decorations the model may write: the standard ABC ones that abc2xml converts."""
+HEADER_LINE_CHARS = 200
+"""The longest header line the model may write (a runaway line would fill the context)."""
+_HEADER_FIELDS = frozenset("XTCQLMKV")
 _FIELD_NAMES_IN_BAR = "KML"
 _FIELD_TEXT = re.compile(r"^[A-Za-z0-9/#= ]*$")
 
@@ -101,12 +114,8 @@ class BarConstraint:
         """Printable chars and newline that keep the text readable and bar-exact."""
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
             return set()  # after a newline the patch ends (EOS) unless it is full
-        if reader.mode == br.HEADER:
-            return set(_PRINTABLE) | {"\t"}
-        if reader.mode == br.LINE_START and not reader.in_body:
-            return set(_PRINTABLE) - {" "} | {"\t"}
-        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION):
-            return {char for char in _PRINTABLE if self._allows(reader, char)}
+        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
+            return {char for char in _TEXT_CHARS if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
             return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
         # in the music the reader treats the chars of each class alike: one test per class
@@ -122,7 +131,7 @@ class BarConstraint:
             return [EOS_ID]
         chars = self.allowed_chars(reader)
         ids = [ord(char) for char in chars]
-        if (reader.mode == br.LINE_START or chars & {"|", ":"}) and reader.copy().step(br.EOS_CHAR):
+        if (reader.mode == br.LINE_START or chars & {"|", ":"}) and self._eos_allowed(reader):
             ids.append(EOS_ID)
         at_body_line_start = reader.mode == br.LINE_START and reader.in_body and not reader.patch_pos
         if at_body_line_start and not reader.remaining:
@@ -130,6 +139,34 @@ class BarConstraint:
         if at_body_line_start and reader.remaining == 0:
             ids = [BOS_ID]  # `[r:i/0]` announced the last line
         return sorted(ids)
+
+    def allows_id(self, reader: BarReader, token: int) -> bool:
+        """`token in allowed_ids(reader)`, for one id: the decoder checks its own choice first (cheap) and
+        builds the whole mask only when that choice is refused."""
+        if reader.mode == br.ENDED:
+            return token == EOS_ID
+        at_body_line_start = reader.mode == br.LINE_START and reader.in_body and not reader.patch_pos
+        if token == BOS_ID:
+            return at_body_line_start and not reader.remaining
+        if at_body_line_start and reader.remaining == 0:
+            return False
+        if token == EOS_ID:
+            barline_next = reader.mode == br.LINE_START or self.allows_char(reader, "|") or self.allows_char(reader, ":")
+            return barline_next and self._eos_allowed(reader)
+        return 0 <= token < 128 and self.allows_char(reader, chr(token))
+
+    def allows_char(self, reader: BarReader, char: str) -> bool:
+        """`char in allowed_chars(reader)`, for one char."""
+        if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
+            return False
+        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
+            return char in _TEXT_CHARS and self._allows(reader, char)
+        if reader.mode != br.MUSIC:
+            return char in _MUSIC_CHARS and self._allows(reader, char)
+        if char in _MUSIC_SINGLES:
+            return self._allows(reader, char)
+        chars = next((chars for chars in _MUSIC_CLASSES if char in chars), None)
+        return chars is not None and self._allows(reader, chars[0])
 
     # ------------------------------------------------------------------------------- internals
     def _allows(self, reader: BarReader, char: str) -> bool:
@@ -145,8 +182,14 @@ class BarConstraint:
     def _written_subset(self, reader: BarReader, char: str, clone: BarReader) -> bool:
         """The restrictions of the written subset that the reader does not make (see the docstring)."""
         mode = clone.mode
-        if char in "\t`y&%$*;@#?\\":
-            return False
+        if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):
+            return _header_allows(reader, char)
+        if reader.mode == br.DECORATION and char == reader.closer:
+            return reader.buffer in DECORATIONS
+        if mode == br.DECORATION:
+            return clone.closer == "!" and any(name.startswith(clone.buffer) for name in DECORATIONS)
+        if char in "\t`y&%$*;@#?\\" or (char == " " and reader.last == " "):
+            return False  # (one space at a time: a run of spaces would never end a bar)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
@@ -160,8 +203,6 @@ class BarConstraint:
             return False
         if mode == br.QUOTE:
             return char not in "|[]" and not (char == ":" and reader.quote_prev == ":")
-        if mode == br.DECORATION:
-            return clone.closer == "!" and (not clone.buffer or bool(_DECORATION_TEXT.match(clone.buffer)))
         if reader.mode == br.GRACE:
             return char in _GRACE_CHARS or char == "}"
         if mode == br.TUPLET:
@@ -181,7 +222,9 @@ class BarConstraint:
         if reader.mode in (br.BARLINE, br.ENDING, br.SEGMENT_END) and char in "[\n":
             # a bar line that began a patch starts the next voice's bar; one inside a patch ends the line
             split = reader.barline_after_eos or reader.barline_pos == 0
-            return split if char == "[" else not reader.barline_after_eos
+            if char == "[":  # the next voice's bar, if one can still come in this line
+                return split and (not reader.declared or any(self._voice_allowed(reader, v) for v in reader.declared))
+            return not reader.barline_after_eos
         if reader.mode == br.FIELD and clone.segment_open and reader.field == "V":
             return self._voice_allowed(reader, clone.voice)
         if reader.mode == br.FIELD and reader.field == "r" and clone.remaining is not None:
@@ -190,15 +233,32 @@ class BarConstraint:
 
     def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
         if not reader.segment_open:
-            return clone.field == "V" or (clone.field == "r" and clone.voice is None and reader.mode == br.BRACKET)
+            if clone.field == "V":  # only where a declared voice can still come in this line
+                return not reader.declared or any(self._voice_allowed(reader, voice) for voice in reader.declared)
+            return clone.field == "r" and clone.voice is None and reader.mode == br.BRACKET
         return clone.field in _FIELD_NAMES_IN_BAR and not reader.started and reader.element is None
 
     def _field_text_allowed(self, clone: BarReader) -> bool:
-        if clone.field == "V":
-            return clone.buffer.isdigit() or clone.buffer == ""
-        if clone.field == "r":
-            return bool(re.match(r"^\d{0,4}(/\d{0,4})?$", clone.buffer))
+        if clone.field == "V":  # the digits of a voice that may come next
+            if not clone.declared:
+                return clone.buffer.isdigit() or clone.buffer == ""
+            return any(voice.startswith(clone.buffer) and self._voice_allowed(clone, voice) for voice in clone.declared)
+        if clone.field == "r":  # j counts down by one from the previous line
+            index, slash, remaining = clone.buffer.partition("/")
+            if not re.match(r"^\d{0,4}$", index) or (slash and not re.match(r"^\d{0,4}$", remaining)):
+                return False
+            return clone.prev_remaining is None or str(clone.prev_remaining - 1).startswith(remaining)
         return bool(_FIELD_TEXT.match(clone.buffer)) and len(clone.buffer) <= 20
+
+    def _eos_allowed(self, reader: BarReader) -> bool:
+        """EOS ends a patch after a newline, or before a bar line that the next voice's bar follows (so
+        only while a declared voice can still come after the current one)."""
+        if not reader.copy().step(br.EOS_CHAR):
+            return False
+        if reader.mode == br.LINE_START or not reader.declared or reader.voice not in reader.declared:
+            return True
+        current = reader.declared.index(reader.voice)
+        return any(self._voice_allowed(reader, voice) for voice in reader.declared[current + 1:])
 
     def _voice_allowed(self, reader: BarReader, voice: str) -> bool:
         if not reader.declared:
@@ -270,6 +330,97 @@ class BarConstraint:
             return (reader.metre,)
         key = ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
         return grid_lengths(reader.unit, key)
+
+
+def _header_allows(reader: BarReader, char: str) -> bool:
+    """Header lines are `%` comments, one well-formed `%%score` line, and the fields X T C Q L M K V with
+    values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts
+    (`[`) once every voice of the `%%score` line is declared; no empty line (it would end the tune)."""
+    if reader.mode == br.LINE_START:
+        if char == "[":
+            return bool(reader.declared) and (reader.score_voices is None or set(reader.declared) == set(reader.score_voices))
+        if char == "V":  # only while a voice can still be declared
+            return reader.score_voices is None or bool(set(reader.score_voices) - set(reader.declared))
+        return char == "%" or char in _HEADER_FIELDS
+    line = reader.buffer
+    if len(line) == 1 and line != "%":
+        return char == ":"
+    if char != "\n" and len(line) >= HEADER_LINE_CHARS:
+        return False
+    if line.startswith("%"):
+        if line.startswith("%%") or (line + char).startswith("%%"):
+            text = line + char if char != "\n" else line
+            if not "%%score".startswith(text[:7]) or reader.score_voices is not None:
+                return False
+            return len(text) <= 7 or _score_line(text[7:], complete=char == "\n")
+        return True
+    name, value = line[0], line[2:] + (char if char != "\n" else "")
+    check = _FIELD_VALUES.get(name)
+    if check is None:
+        return True
+    return check(reader, value.lstrip(), char == "\n")
+
+
+def _key_value(reader: BarReader, value: str, complete: bool) -> bool:
+    return value in _KEYS if complete else any(key.startswith(value) for key in _KEYS)
+
+
+def _metre_value(reader: BarReader, value: str, complete: bool) -> bool:
+    if value in ("C", "C|") or (not complete and value in ("", "C")):
+        return True
+    match = re.fullmatch(r"(\d{0,2})(/?)(\d{0,2})", value)
+    if not match:
+        return False
+    if not complete:
+        return not match.group(3) or match.group(3) in "1 2 4 8 16 32".split() or match.group(3) in ("1", "3")
+    return bool(match.group(1)) and int(match.group(1)) > 0 and match.group(3) in ("1", "2", "4", "8", "16", "32")
+
+
+def _unit_value(reader: BarReader, value: str, complete: bool) -> bool:
+    units = ("1/1", "1/2", "1/4", "1/8", "1/16", "1/32", "1/64")
+    return value in units if complete else any(unit.startswith(value) for unit in units)
+
+
+def _tempo_value(reader: BarReader, value: str, complete: bool) -> bool:
+    if complete:
+        return bool(re.fullmatch(r"\d/\d{1,2}=\d{1,3}", value))
+    return bool(re.fullmatch(r"\d?(/(\d{1,2}(=\d{0,3})?)?)?", value))
+
+
+def _voice_value(reader: BarReader, value: str, complete: bool) -> bool:
+    """A new voice id (digits), one of the `%%score` line's; then anything (clef, names)."""
+    voice, space, _ = value.partition(" ")
+    candidates = [v for v in (reader.score_voices or ()) if v not in reader.declared]
+    if reader.score_voices is None:
+        ok = voice.isdigit() and voice not in reader.declared if (space or complete) else (voice == "" or voice.isdigit())
+        return ok
+    if space or complete:
+        return voice in candidates
+    return any(v.startswith(voice) for v in candidates)
+
+
+_KEYS = frozenset(
+    [f"{tonic}{mode}" for tonic in ("C", "G", "D", "A", "E", "B", "F#", "C#", "F", "Bb", "Eb", "Ab", "Db", "Gb", "Cb",
+                                     "G#", "D#", "A#")
+     for mode in ("", "m", "min", "maj", "dor", "mix", "lyd", "phr", "loc", "aeo", "ion")] + ["none"])
+_FIELD_VALUES = {"K": _key_value, "M": _metre_value, "L": _unit_value, "Q": _tempo_value, "V": _voice_value}
+
+
+def _score_line(text: str, complete: bool) -> bool:
+    """A `%%score` voice list (typed so far, or `complete`): voice numbers, each once, in balanced `[ ]`,
+    `{ }`, `( )` groups, `|` between."""
+    if not re.fullmatch(r"[\d\s\[\]{}()|]*", text):
+        return False
+    voices = re.findall(r"\d+", text if complete else re.sub(r"\d+$", "", text))
+    if len(voices) != len(set(voices)) or (complete and not voices):
+        return False
+    stack = []
+    for char in text:
+        if char in "[{(":
+            stack.append("]})"["[{(".index(char)])
+        elif char in "]})" and (not stack or stack.pop() != char):
+            return False
+    return not stack or not complete
 
 
 def _tuplet_defaults(spec: str) -> tuple[int, int, int]:

@@ -34,6 +34,7 @@ closed voice bar is appended to `bars` as a `VoiceBar` when `record` is true.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -190,6 +191,7 @@ class BarReader:
         self.header_metre: Fraction | None = Fraction(1)
         self.header_unit: Fraction | None = None
         self.declared: tuple[str, ...] = ()  # voice ids declared by `V:` header lines, in order
+        self.score_voices: tuple[str, ...] | None = None  # the voice ids of a `%%score` line, in order
         self.body_line = -1  # index of the body line being read
         self.remaining: int | None = None  # j of the line's `[r:i/j]`
         self.prev_remaining: int | None = None  # j of the previous body line
@@ -199,6 +201,7 @@ class BarReader:
         self.voice: str | None = None
         self.line_voices: tuple[tuple[str, Fraction], ...] = ()
         self.after_eos = False
+        self.last = ""  # the last char read
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
         self.ending_closes = False  # the ending number follows a closing bar line (not `[1`)
         self._reset_bar()
@@ -286,6 +289,7 @@ class BarReader:
             self.patch_pos = 0
         if not _HANDLERS[self.mode](self, char):
             return False
+        self.last = char
         if after_eos:
             self.barline_after_eos = True
         self.patch_pos = (self.patch_pos + 1) % PATCH_SIZE
@@ -331,6 +335,9 @@ class BarReader:
         return True
 
     def _header_line(self, line: str) -> None:
+        if line.startswith("%%score"):
+            self.score_voices = tuple(re.findall(r"[^\s\[\]{}()|]+", line[len("%%score"):]))
+            return
         name, _, value = line.partition(":")
         if len(name) != 1 or not _:
             return

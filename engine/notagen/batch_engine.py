@@ -32,6 +32,9 @@ import numpy as np
 import torch
 
 from engine.errors import ModelError, ScoreError, out_of_memory_as_model_error
+from engine.notagen.bar_constraint import BarConstraint
+from engine.notagen.bar_reader import BarReader
+from engine.notagen.constrained import ConstrainedChooser, reader_for
 from engine.notagen.events import GeneratedPiece, GenerationEvent
 from engine.notagen.finish import Finisher, GenerationContext, text_lines
 from engine.notagen.kv_buffers import KVBuffers, advance_patch
@@ -74,6 +77,7 @@ class _Snapshot:
     bar_ends: int
     body_started: bool
     line_start: int
+    reader: BarReader | None
 
 
 class _Row:
@@ -99,6 +103,7 @@ class _Row:
         self.appended: list[int] = []
         self.rollback = False
         self.stop: str | None = None
+        self.reader: BarReader | None = None  # follows `text` when decoding is bar-exact
 
     @property
     def bars(self) -> int:
@@ -134,6 +139,7 @@ class BatchEngine:
         # Resampling a bar only makes sense when sampling is random: greedy would write it again.
         self.bar_retries = options.bar_retries if options.bae_resample and not sampling.greedy else 0
         self.max_attempts = options.max_attempts
+        self.constraint = BarConstraint() if options.constrain else None
         self.forced = [ord(char) for char in BODY_START]
         self.started = time.monotonic()
         self.deadline: float | None = None
@@ -143,9 +149,9 @@ class BatchEngine:
         self._restarts: list[int] = []
 
     # -------------------------------------------------------------- context encoding
-    def _encode_context(self, context: GenerationContext) -> tuple[GenerationContext, KVBuffers, list[int]]:
-        """Initial cache and ragged prefix; a given body too long for the context keeps its last lines
-        (halving as the official stream step does)."""
+    def _encode_context(self, context: GenerationContext) -> tuple[GenerationContext, list[list[int]]]:
+        """The context's patch ids; a given body too long for the context keeps its last lines (halving as
+        the official stream step does)."""
         if not context.body:
             patches = [self.patchilizer.bos_patch] + self.patchilizer.patchilize_metadata(text_lines(context.metadata))
             ids = [[ord(char) for char in patch] + [PAD_ID] * (self.size - len(patch)) for patch in patches]
@@ -162,9 +168,7 @@ class BatchEngine:
                 f"the context needs {len(ids)} patches but the model reads at most {self.patch_length - 1} before "
                 "generating; shorten the header or the kept bars"
             )
-        full = [patch for patch in ids if len(patch) == self.size]
-        prefix = ids[-1] if len(ids[-1]) < self.size else []
-        return context, self._prefill(full), prefix
+        return context, ids
 
     def _prefill(self, patches: list[list[int]]) -> KVBuffers:
         cache = self.model.encode_patches(torch.tensor([patches], device=self.model.device))
@@ -184,11 +188,14 @@ class BatchEngine:
         self.started = time.monotonic()
         if self.limits.time_limit is not None:
             self.deadline = self.started + self.limits.time_limit
+        context, ids = self._encode_context(self.context)
         with torch.inference_mode():
-            context, self.start_cache, self.start_prefix = self._encode_context(self.context)
+            self.start_cache = self._prefill([patch for patch in ids if len(patch) == self.size])
+        self.start_prefix = ids[-1] if len(ids[-1]) < self.size else []
         self.start_context = context
         # Keep the text of the caller's context even where the model's context had to drop bars.
         self.full_context = self.context
+        self.start_reader = reader_for(ids) if self.constraint is not None else None
         rows = [self._new_row(i, 1) for i in range(self.n)]
         return [_Group(self.start_cache.select([0] * self.n), rows)]
 
@@ -217,10 +224,11 @@ class BatchEngine:
         row.text = self.full_context.text
         row.start = row.line_start = len(row.text)
         row.retries_left = self.bar_retries
+        row.reader = self.start_reader
         if row.snapshot_pending:
             row.snapshot_pending = False
             row.snapshot = _Snapshot(0, self.start_cache.num_patches, self.start_cache.last_hidden[0], list(self.start_prefix),
-                                     len(row.text), len(row.body), 0, True, row.line_start)
+                                     len(row.text), len(row.body), 0, True, row.line_start, row.reader)
         return row
 
     def _elapsed(self) -> float:
@@ -230,16 +238,14 @@ class BatchEngine:
         entries = [(group, position, row) for group in groups for position, row in enumerate(group.rows)]
         hidden = torch.cat([group.cache.last_hidden for group in groups])
         predicted: list[list[int]] = [[] for _ in entries]
+        readers: list[BarReader | None] = [row.reader for _, _, row in entries]
 
         by_prefix: dict[int, list[int]] = defaultdict(list)
         for i, (_, _, row) in enumerate(entries):
             by_prefix[len(row.prefix)].append(i)
         for length, indices in by_prefix.items():
             prefix = torch.tensor([entries[i][2].prefix for i in indices], dtype=torch.long, device=hidden.device) if length else None
-            chooser = self.sampler.chooser([entries[i][2].rng for i in indices])
-            chars = self.model.decode_patch(hidden[indices], prefix, chooser).tolist()
-            for i, row_chars in zip(indices, chars):
-                predicted[i] = row_chars
+            self._decode(hidden, prefix, indices, [entries[i][2] for i in indices], predicted, readers)
 
         # The official forcing: the first patch that starts a tune body is predicted again from `[r:0/`.
         forced = [i for i, (_, _, row) in enumerate(entries)
@@ -247,21 +253,39 @@ class BatchEngine:
         body_starts: set[int] = set()
         if forced:
             prefix = torch.tensor([self.forced] * len(forced), device=hidden.device)
-            chooser = self.sampler.chooser([entries[i][2].rng for i in forced])
-            chars = self.model.decode_patch(hidden[forced], prefix, chooser).tolist()
-            for i, row_chars in zip(forced, chars):
-                predicted[i] = self.forced + row_chars
+            rows = [entries[i][2] for i in forced]
+            starts = [_read(row.reader, BODY_START) for row in rows]
+            self._decode(hidden, prefix, forced, rows, predicted, readers, starts)
+            for i in forced:
+                predicted[i] = self.forced + predicted[i]
                 body_starts.add(i)
 
         for i, (group, _, row) in enumerate(entries):
             if i in body_starts:
                 row.snapshot = _Snapshot(row.epoch, group.cache.num_patches, hidden[i].clone(), [],
-                                         len(row.text), len(row.body), row.bars, False, len(row.text))
+                                         len(row.text), len(row.body), row.bars, False, len(row.text), row.reader)
                 row.body_started = True
                 row.line_start = len(row.text)
+            row.reader = readers[i]
             self._take(row, predicted[i])
 
         return self._regroup(groups)
+
+    def _decode(self, hidden: torch.Tensor, prefix: torch.Tensor | None, indices: list[int], rows: list[_Row],
+                predicted: list[list[int]], readers: list[BarReader | None], starts: list[BarReader | None] | None = None) -> None:
+        """One patch for `rows` (entries `indices`), bar-exact where the rows have readers: `predicted[i]` and
+        `readers[i]` become each row's chars and its reader after them. `starts`: the readers to begin from
+        (default: the rows' own)."""
+        generators = [row.rng for row in rows]
+        if self.constraint is None:
+            chooser = self.sampler.chooser(generators)
+        else:
+            chooser = ConstrainedChooser(self.sampler, generators, starts or [row.reader for row in rows], self.constraint)
+        chars = self.model.decode_patch(hidden[indices], prefix, chooser).tolist()
+        for position, (i, row_chars) in enumerate(zip(indices, chars)):
+            predicted[i] = row_chars
+            if self.constraint is not None:
+                readers[i] = chooser.readers[position]
 
     def _take(self, row: _Row, predicted: list[int]) -> None:
         """Apply one predicted patch to a row (text, limits, bar checks)."""
@@ -348,7 +372,7 @@ class BatchEngine:
     def _take_snapshot(self, row: _Row, cache: KVBuffers, position: int) -> None:
         row.snapshot_pending = False
         row.snapshot = _Snapshot(row.epoch, cache.num_patches, cache.last_hidden[position].clone(), list(row.prefix),
-                                 len(row.text), len(row.body), row.bars, True, row.line_start)
+                                 len(row.text), len(row.body), row.bars, True, row.line_start, row.reader)
 
     def _roll_back(self, row: _Row, cache: KVBuffers, position: int) -> KVBuffers:
         snapshot = row.snapshot
@@ -360,6 +384,7 @@ class BatchEngine:
         row.line_start = snapshot.line_start
         row.prefix = list(snapshot.prefix)
         row.body_started = snapshot.body_started
+        row.reader = snapshot.reader
         return cache.cut(position, snapshot.num_patches, snapshot.hidden)
 
     def _reencode(self, row: _Row) -> KVBuffers | None:
@@ -416,3 +441,11 @@ class BatchEngine:
         self.events.append(GenerationEvent(
             "failed", row.index, text, row.bars, elapsed, reason=failure, will_retry=retry, attempt=row.attempt, stop=row.stop
         ))
+
+
+def _read(reader: BarReader | None, text: str) -> BarReader | None:
+    """A copy of `reader` that has read `text`; None where it has none or refuses the text."""
+    if reader is None:
+        return None
+    reader = reader.copy()
+    return reader if all(reader.step(char) for char in text) else None

@@ -94,6 +94,10 @@ class GenerationOptions:
     """Sample a bar whose voices do not add up (bar alignment) again, up to `bar_retries` times; then keep it.
     Off for greedy decoding, which would write the same bar again."""
     bar_retries: int = 3
+    constrain: bool = True
+    """Bar-exact decoding (`engine.notagen.constrained`): every voice of a bar fills its metre (a first or
+    last bar may be shorter, with all its voices equal) and the text stays readable. Off: the model's
+    own choices, as the official code samples them."""
     max_attempts: int = 3
     """A piece that does not convert to a score is sampled again from the start, up to this many attempts in
     all (not after a time limit or cancel); then it is reported in `GenerationResult.failures`."""
