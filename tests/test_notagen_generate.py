@@ -236,7 +236,7 @@ def test_context_overflow_continues_past_patch_length(trained):
     patchilizer = Patchilizer()
     reference = greedy_continue(trained.model, patchilizer, HAYDN.text)
     assert reference.context_full
-    (piece,) = trained.generate(HAYDN, top_k=1, max_bars=12).pieces
+    (piece,) = trained.generate(HAYDN, top_k=1, max_bars=12, constrain=False).pieces  # as the official code decodes
     assert piece.text.startswith(_complete_lines(HAYDN.text + reference.text))
     assert len(piece.text) > len(HAYDN.text + reference.text)
     total_patches = len(patchilizer.encode_train(piece.text, patch_length=10**6, cut=False))
@@ -249,7 +249,8 @@ def test_random_model_streams_past_the_context(random_model, bach_body_text, mon
     reencodes = []
     original = BatchEngine._reencode
     monkeypatch.setattr(BatchEngine, "_reencode", lambda self, row: reencodes.append(row.stop) or original(self, row))
-    events = list(random_model.stream(bach_body_text, max_patches=120, seed=0, bae_resample=False, max_attempts=1))
+    events = list(random_model.stream(bach_body_text, max_patches=120, seed=0, bae_resample=False, max_attempts=1,
+                                      constrain=False))
     assert reencodes
     # Junk text can make the official stream step give up ("context"); otherwise the patch limit stops it.
     assert events[-1].kind == "failed" and events[-1].stop in (STOP_PATCHES, STOP_CONTEXT)
@@ -325,7 +326,7 @@ def test_bae_resampling_rolls_back_misaligned_bars(random_model, bach_body_text,
     rejected = []
     real = batch_engine.bar_is_aligned
     monkeypatch.setattr(batch_engine, "bar_is_aligned", lambda line: real(line) or rejected.append(line))
-    events = list(random_model.stream(bach_body_text, max_bars=2, seed=7, bar_retries=2, max_attempts=1))
+    events = list(random_model.stream(bach_body_text, max_bars=2, seed=7, bar_retries=2, max_attempts=1, constrain=False))
     final = events[-1]
     assert final.stop == STOP_BARS and final.bars == 2
     bars = [e for e in events if e.kind == "bar"]
