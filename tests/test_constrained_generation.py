@@ -1,9 +1,21 @@
-"""Bar-exact decoding (`engine.notagen.constrained`) in the generator."""
+"""Bar-exact decoding (`engine.notagen.constrained`): in the generator, and the constraint on its own."""
 from __future__ import annotations
 
-import pytest
+import random
 
+import pytest
+import torch
+
+from engine.notagen.bar_constraint import BarConstraint
+from engine.notagen.bar_reader import EOS_CHAR, BarReader
+from engine.notagen.config import NotagenConfig
+from engine.notagen.finish import finish_generated
 from engine.notagen.generate import NotagenGenerator
+from engine.notagen.header import Ensemble, HeaderChoice
+from engine.notagen.model import NotagenModel
+from engine.notagen.patchilizer import BOS_ID, EOS_ID
+
+WALK_HEADER = '%%score { 1 | 2 }\nL:1/8\nM:3/4\nK:D\nV:1 treble nm="Violin"\nV:2 bass nm="Cello"\n[r:0/2]'
 
 
 @pytest.fixture(scope="module")
@@ -16,4 +28,42 @@ def test_greedy_bars_that_fit_are_decoded_as_without_the_constraint(trained):
     free, constrained = (run.pieces[0] for run in runs)
     assert free.alignment.misaligned == 0  # the fixture model writes whole bars greedily...
     assert constrained.text == free.text  # ...and then the constraint changes nothing
+
+
+
+def test_a_random_model_under_the_constraint_writes_whole_bars_that_convert():
+    """Random weights write anything; under the constraint all 50 pieces end and convert."""
+    torch.manual_seed(0)
+    config = NotagenConfig(patch_length=64, patch_num_layers=1, char_num_layers=1, hidden_size=64, num_heads=1)
+    generator = NotagenGenerator(NotagenModel(config).eval(), name="random")
+    header = HeaderChoice(ensemble=Ensemble.parse("Violin:treble,Cello:bass"), key="D", metre="3/4")
+    result = generator.generate(None, n=50, seed=0, max_bars=3, header=header, max_attempts=1, bae_resample=False,
+                                max_patches=60)
+    assert not result.failures, [failure.reason for failure in result.failures]
+    assert len(result.pieces) == 50
+    for piece in result.pieces:
+        assert piece.bars >= 1 and piece.document.n_parts == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_text_the_constraint_allows_converts_with_the_lengths_it_read(seed):
+    """A walk that picks uniformly among the allowed ids (no model at all) always ends and converts."""
+    rng = random.Random(seed)
+    constraint, finish = BarConstraint(), finish_generated("walk")
+    for _ in range(15):
+        reader, text = BarReader(), ""
+        for char in WALK_HEADER:
+            reader.feed(char)
+            text += char
+            if char == "\n":
+                reader.feed(EOS_CHAR)
+        for _ in range(5000):
+            token = rng.choice(constraint.allowed_ids(reader))
+            if token == BOS_ID:
+                break
+            reader.feed(EOS_CHAR if token == EOS_ID else chr(token))
+            text += "" if token == EOS_ID else chr(token)
+        else:
+            pytest.fail(f"the walk did not end: {text[-200:]!r}")
+        finish(text, 0, "end")  # converts (raises ScoreError otherwise)
 

@@ -409,10 +409,14 @@ def test_continue_document_adds_bars(random_model, trained, chorale):
     result = trained.continue_document(chorale, 2, keep=3, prompt=BACH, seed=12, top_k=1)
     (piece,) = result.pieces
     assert piece.document.n_measures == 3 + piece.bars and 1 <= piece.bars <= 2
-    # The random model's bars do not convert: reported, never returned as a broken document.
-    result = random_model.continue_document(chorale, 1, keep=3, seed=13, max_attempts=1, max_patches=40, bae_resample=False)
+    # Unconstrained, the random model's bars do not convert: reported, never returned as a broken document.
+    options = dict(keep=3, seed=13, max_attempts=1, max_patches=40, bae_resample=False)
+    result = random_model.continue_document(chorale, 1, constrain=False, **options)
     assert not result.pieces and len(result.failures) == 1
     assert "control characters" in result.failures[0].reason or "no voice" in result.failures[0].reason
+    # Bar-exact decoding keeps even the random model's bar readable.
+    (piece,) = random_model.continue_document(chorale, 1, **options).pieces
+    assert piece.document.n_measures == 4
 
 
 # ---------------------------------------------------------------------------------------- command line

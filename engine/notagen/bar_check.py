@@ -28,6 +28,7 @@ from fractions import Fraction
 from engine.notagen.bar_constraint import BarConstraint
 from engine.notagen.bar_reader import AbcRefused, BarReader, VoiceBar
 from engine.notagen.patchilizer import Patchilizer
+from engine.score.bae import bar_is_aligned
 
 
 @dataclass
@@ -121,7 +122,8 @@ def check_score(name: str, score, result: CheckResult, mask: bool = False) -> No
 
 
 def valid_line(bars: list[VoiceBar]) -> bool:
-    """The bar rule: the first voice at most its metre, every other voice as long as the first."""
+    """The bar rule: the first voice at most its metre, every other voice as long as the first. (The mask
+    also keeps to what the BAE's bar durations can read: `check_mask` counts only lines they read.)"""
     first = bars[0]
     return (first.metre is None or first.length <= first.metre) and all(bar.length == first.length for bar in bars)
 
@@ -140,7 +142,7 @@ def check_mask(name: str, text: str, bars: list[VoiceBar], result: CheckResult) 
             result.mask_steps += 1
             if ord(char) not in constraint.allowed_ids(reader):
                 skip_line = reader.body_line
-                if valid_line(by_line.get(reader.body_line, bars[:1])):
+                if valid_line(by_line.get(reader.body_line, bars[:1])) and bar_is_aligned(body[reader.body_line]):
                     result.mask_refused.append((name, reader.body_line, char, stream[max(0, i - 80) : i + 1]))
                 else:
                     result.mask_refused_invalid += 1

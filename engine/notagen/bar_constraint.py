@@ -42,12 +42,12 @@ ShortBars = Literal["edges", "anywhere"]
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (br.NOTE_LETTERS, br.ACCIDENTALS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
+_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
-_GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',/12468 ")
+_GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
-_TUPLET_SPEC = re.compile(r"^[2-9](:[1-9]?(:[1-9]?)?)?$")
+_TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
 DECORATIONS = frozenset((
     "fermata", "invertedfermata", "trill", "trill(", "trill)", "mordent", "lowermordent", "uppermordent",
     "pralltriller", "turn", "invertedturn", "turnx", "accent", ">", "emphasis", "staccato", "tenuto", "wedge",
@@ -62,27 +62,25 @@ HEADER_LINE_CHARS = 200
 """The longest header line the model may write (a runaway line would fill the context)."""
 _HEADER_FIELDS = frozenset("XTCQLMKV")
 _FIELD_NAMES_IN_BAR = "KML"
-_FIELD_TEXT = re.compile(r"^[A-Za-z0-9/#= ]*$")
 
 
 @lru_cache(maxsize=4096)
 def length_multipliers(num: str, slashes: int, den: str) -> tuple[Fraction, ...]:
-    """Sorted multipliers of the unit that a length suffix typed so far can still become (written subset)."""
-    if len(num) > 2 or (den and slashes != 1) or slashes > 2:
+    """Sorted multipliers of the unit that a length suffix typed so far can still become (written subset:
+    `n`, `/`, `n/d`, `/d`; abctoolkit's bar durations, which the BAE uses, cannot read `//` or `n/`)."""
+    if len(num) > 2 or (den and slashes != 1) or slashes > 1:
         return ()
     nums = [int(num)] if num else [1]
-    if len(num) == 1:
+    if len(num) == 1 and not slashes:  # a second digit only before the slash
         nums += [int(num) * 10 + d for d in range(10)]
     elif not num and not slashes:
         nums = list(range(1, 100))
     if den:
         denominators = [int(d) for d in _DENOMINATORS if d.startswith(den)]
     elif slashes:
-        denominators = [2**slashes] + ([4] if slashes == 1 else [])
-        if slashes == 1:
-            denominators += [int(d) for d in _DENOMINATORS]
+        denominators = ([] if num else [2]) + [int(d) for d in _DENOMINATORS]
     else:
-        denominators = [1, 2, 4] + [int(d) for d in _DENOMINATORS]
+        denominators = [1] + [int(d) for d in _DENOMINATORS]
     return tuple(sorted({Fraction(n, d) for n in nums for d in denominators}))
 
 
@@ -94,9 +92,9 @@ def grid_lengths(unit: Fraction, key: tuple[str, int, str]) -> tuple[Fraction, .
 
 def length_complete(num: str, slashes: int, den: str) -> bool:
     """Whether a suffix may end here in the written subset."""
-    if len(num) > 2 or slashes > 2 or (den and (slashes != 1 or den not in _DENOMINATORS)):
+    if len(num) > 2 or slashes > 1 or (den and (slashes != 1 or den not in _DENOMINATORS)):
         return False
-    return True
+    return not (num and slashes and not den)
 
 
 def _on_grid(length: Fraction) -> bool:
@@ -184,6 +182,12 @@ class BarConstraint:
         mode = clone.mode
         if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):
             return _header_allows(reader, char)
+        if char in br.ACCIDENTALS and clone.stage == 1 and reader.mode != br.GRACE:
+            return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
+        if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
+            return False  # chords hold notes only
+        if reader.mode == br.QUOTE and char != '"' and (reader.quote_length >= 40 or not (char.isalnum() or char in " .,'-^_")):
+            return False  # annotations: a line of plain text
         if reader.mode == br.DECORATION and char == reader.closer:
             return reader.buffer in DECORATIONS
         if mode == br.DECORATION:
@@ -199,12 +203,14 @@ class BarConstraint:
             return False
         if clone.element is not None and clone.chord_stage and clone.length.key() != ("", 0, ""):
             return False  # chord notes without inner lengths
+        if clone.element == "measure_rest":  # abctoolkit counts `Z` as one unit, not a bar
+            return False
         if clone.element == "measure_rest" and clone.length.num:
             return False
         if mode == br.QUOTE:
             return char not in "|[]" and not (char == ":" and reader.quote_prev == ":")
         if reader.mode == br.GRACE:
-            return char in _GRACE_CHARS or char == "}"
+            return (char in _GRACE_CHARS and len(reader.buffer) < 8) or char == "}" or (char == "/" and not reader.buffer)
         if mode == br.TUPLET:
             return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
         if mode == br.FIELD_NAME:
@@ -225,6 +231,8 @@ class BarConstraint:
             if char == "[":  # the next voice's bar, if one can still come in this line
                 return split and (not reader.declared or any(self._voice_allowed(reader, v) for v in reader.declared))
             return not reader.barline_after_eos
+        if reader.mode == br.FIELD and char == "]" and reader.field in "KML":
+            return _FIELD_VALUES[reader.field](reader, reader.buffer.lstrip(), True)
         if reader.mode == br.FIELD and clone.segment_open and reader.field == "V":
             return self._voice_allowed(reader, clone.voice)
         if reader.mode == br.FIELD and reader.field == "r" and clone.remaining is not None:
@@ -234,8 +242,11 @@ class BarConstraint:
     def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
         if not reader.segment_open:
             if clone.field == "V":  # only where a declared voice can still come in this line
+                if reader.voice is None and not reader.line_voices and reader.remaining is None and reader.prev_remaining is not None:
+                    return False  # a line after one with `[r:i/j]` starts with its own
                 return not reader.declared or any(self._voice_allowed(reader, voice) for voice in reader.declared)
-            return clone.field == "r" and clone.voice is None and reader.mode == br.BRACKET
+            return (clone.field == "r" and clone.voice is None and reader.mode == br.BRACKET
+                    and reader.remaining is None and not reader.line_voices)  # one `[r:i/j]`, first in its line
         return clone.field in _FIELD_NAMES_IN_BAR and not reader.started and reader.element is None
 
     def _field_text_allowed(self, clone: BarReader) -> bool:
@@ -245,10 +256,11 @@ class BarConstraint:
             return any(voice.startswith(clone.buffer) and self._voice_allowed(clone, voice) for voice in clone.declared)
         if clone.field == "r":  # j counts down by one from the previous line
             index, slash, remaining = clone.buffer.partition("/")
-            if not re.match(r"^\d{0,4}$", index) or (slash and not re.match(r"^\d{0,4}$", remaining)):
+            if not re.match(r"^\d{0,4}$", index) or (slash and not re.match(r"^\d{1,4}/\d{0,4}$", clone.buffer)):
                 return False
             return clone.prev_remaining is None or str(clone.prev_remaining - 1).startswith(remaining)
-        return bool(_FIELD_TEXT.match(clone.buffer)) and len(clone.buffer) <= 20
+        check = _FIELD_VALUES.get(clone.field)  # inline `[K:]`, `[M:]`, `[L:]`: values abc2xml reads
+        return check is not None and check(clone, clone.buffer.lstrip(), False)
 
     def _eos_allowed(self, reader: BarReader) -> bool:
         """EOS ends a patch after a newline, or before a bar line that the next voice's bar follows (so
@@ -368,12 +380,15 @@ def _key_value(reader: BarReader, value: str, complete: bool) -> bool:
 def _metre_value(reader: BarReader, value: str, complete: bool) -> bool:
     if value in ("C", "C|") or (not complete and value in ("", "C")):
         return True
-    match = re.fullmatch(r"(\d{0,2})(/?)(\d{0,2})", value)
+    match = re.fullmatch(r"(\d{0,2})(?:(/)(\d{0,2}))?", value)
     if not match:
         return False
+    if match.group(1) and int(match.group(1)) > 16:
+        return False
     if not complete:
-        return not match.group(3) or match.group(3) in "1 2 4 8 16 32".split() or match.group(3) in ("1", "3")
-    return bool(match.group(1)) and int(match.group(1)) > 0 and match.group(3) in ("1", "2", "4", "8", "16", "32")
+        return not match.group(3) or match.group(3) in ("1", "2", "4", "8", "16", "32", "3")
+    return (bool(match.group(1)) and 0 < int(match.group(1)) <= 16 and match.group(2) == "/"
+            and match.group(3) in ("1", "2", "4", "8", "16", "32"))  # a metre a player reads
 
 
 def _unit_value(reader: BarReader, value: str, complete: bool) -> bool:

@@ -187,6 +187,7 @@ class BarReader:
         self.field = ""  # the inline field's name
         self.closer = ""  # the char that ends a decoration
         self.quote_prev = ""  # previous char inside an annotation
+        self.quote_length = 0  # chars inside the annotation so far
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
         self.header_metre: Fraction | None = Fraction(1)
         self.header_unit: Fraction | None = None
@@ -210,6 +211,7 @@ class BarReader:
         self.pos = Fraction(0)
         self.started = False  # an element (or a left bar line) was read in this voice's bar
         self.element: str | None = None
+        self.accidentals = ""  # of the note being read
         self.length = Length()
         self.stage = 0  # note: 0 none, 1 accidentals read, 2 letter read (octave marks), 3 length
         self.chord_stage = 0  # 0 outside a chord, 1 inside before its first note's end, 2 later notes
@@ -422,6 +424,7 @@ class BarReader:
     # ---------------------------------------------------------------------------------- the music
     def _start_element(self, kind: str) -> None:
         self.element = kind
+        self.accidentals = ""
         self.length = Length()
         self.stage = 0
         self.element_scale = WHOLE
@@ -490,6 +493,7 @@ class BarReader:
     def _note_char(self, char: str) -> bool:
         if self.stage <= 1 and char in ACCIDENTALS:
             self.stage = 1
+            self.accidentals = self.accidentals + char if self.stage else char
             return True
         if self.stage <= 1 and char in NOTE_LETTERS:
             self.stage = 2
@@ -549,7 +553,7 @@ class BarReader:
             self.mode = PAREN
             return True
         if char == '"':
-            self.mode, self.quote_prev = QUOTE, ""
+            self.mode, self.quote_prev, self.quote_length = QUOTE, "", 0
             return True
         if char in "!+":
             self.mode, self.closer, self.buffer = DECORATION, char, ""
@@ -587,6 +591,7 @@ class BarReader:
         if char == '"':
             self.mode = MUSIC
         self.quote_prev = char
+        self.quote_length += 1
         return True
 
     def _decoration(self, char: str) -> bool:
