@@ -1,4 +1,4 @@
-"""Bar alignment (BAE) and conversion rate of generated pieces, with bar resampling off and on.
+"""Bar alignment (BAE) and conversion rate of generated pieces: free decoding, bar resampling, bar-exact decoding.
 
     .venv/bin/python bench/notagen_bae.py [--checkpoint PATH] [--pieces 100] [--max-bars 8] [--write docs/performance.md]
 
@@ -8,7 +8,7 @@ short and mostly echo that chorale, so the figures say how the resampling and co
 behaves, not how good NotaGen-X is. Prompts cycle over four conditions (the chorale's own prompt, two
 unseen ones, unconditional); the released sampling settings (top-k 9, top-p 0.9, temperature 1.2) and a
 hotter setting (temperature 1.6, no top-k/top-p) are both measured. Each setting runs the same seeds
-with resampling off and on. One attempt per piece (`max_attempts=1`), so a piece that does not convert
+three ways: free (the model's own choices), with bar resampling, and bar-exact (the constraint, no resampling). One attempt per piece (`max_attempts=1`), so a piece that does not convert
 counts as a failure here instead of being sampled again.
 """
 from __future__ import annotations
@@ -41,7 +41,14 @@ SETTINGS = {
 }
 
 
-def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int, sampling: dict, resample: bool) -> dict:
+DECODING = {
+    "free": dict(bae_resample=False, constrain=False),
+    "bar resampling (3 retries)": dict(bae_resample=True, constrain=False),
+    "bar-exact": dict(bae_resample=False, constrain=True),
+}
+
+
+def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int, sampling: dict, decoding: dict) -> dict:
     converted, total, alignment_all, alignment_ok, resampled, reasons = 0, 0, BarAlignment(0, 0), BarAlignment(0, 0), 0, {}
     started = time.perf_counter()
     calls = (pieces + batch - 1) // batch
@@ -49,7 +56,7 @@ def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int,
         prompt = PROMPTS[call % len(PROMPTS)]
         n = min(batch, pieces - call * batch)
         for event in generator.stream(prompt, n=n, seed=1000 + call, max_bars=max_bars, max_attempts=1,
-                                      bae_resample=resample, **sampling):
+                                      **decoding, **sampling):
             if event.kind not in ("done", "failed"):
                 continue
             total += 1
@@ -71,16 +78,16 @@ def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, chec
         f"({seconds:.0f} s in all, {args.threads} thread(s)). Model: `{checkpoint.name}`. "
         "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`).",
         "",
-        "| sampling | bar resampling | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for setting, resample, r in results:
+    for setting, decoding, r in results:
         failures = "; ".join(f"{key} ({count})" for key, count in sorted(r["reasons"].items())) or "-"
         lines.append(
-            f"| {setting} | {'on (3 retries)' if resample else 'off'} | {r['converted']}/{r['pieces']} "
+            f"| {setting} | {decoding} | {r['converted']}/{r['pieces']} "
             f"({100 * r['converted'] / max(r['pieces'], 1):.0f} %) | {100 * r['alignment_ok'].rate:.2f} % "
             f"({r['alignment_ok'].misaligned}/{r['alignment_ok'].bars}) | {100 * r['alignment_all'].rate:.2f} % "
-            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} |"
+            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -99,10 +106,10 @@ def main() -> None:
     started = time.perf_counter()
     results = []
     for setting, sampling in SETTINGS.items():
-        for resample in (False, True):
-            result = measure(generator, args.pieces, args.batch, args.max_bars, sampling, resample)
-            results.append((setting, resample, result))
-            print(f"{setting}, resampling {'on' if resample else 'off'}: {result['converted']}/{result['pieces']} converted, "
+        for decoding, options in DECODING.items():
+            result = measure(generator, args.pieces, args.batch, args.max_bars, sampling, options)
+            results.append((setting, decoding, result))
+            print(f"{setting}, {decoding}: {result['converted']}/{result['pieces']} converted, "
                   f"BAE {100 * result['alignment_ok'].rate:.2f} % (converted) / {100 * result['alignment_all'].rate:.2f} % (all), "
                   f"{result['resampled']} bars resampled, {result['seconds']:.0f} s", flush=True)
     text = report(results, args, args.checkpoint, time.perf_counter() - started)
