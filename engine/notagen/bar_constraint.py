@@ -365,7 +365,9 @@ def _header_allows(reader: BarReader, char: str) -> bool:
             if not "%%score".startswith(text[:7]) or reader.score_voices is not None:
                 return False
             return len(text) <= 7 or _score_line(text[7:], complete=char == "\n")
-        return True
+        return char not in "[]"  # a comment that cannot pass for a body line
+    if char in "[]":
+        return False  # a header field that cannot pass for a body line
     name, value = line[0], line[2:] + (char if char != "\n" else "")
     check = _FIELD_VALUES.get(name)
     if check is None:
