@@ -277,3 +277,37 @@ def test_time_budget_ends_the_run_with_an_export(config_path, tmp_path):
     assert summary["kind"] == "summary" and summary["reason"] == "max_minutes" and summary["global_step"] == 1
     assert [r["step"] for r in _metrics(run, "eval")] == [1]
     assert NotagenModel.from_pretrained(run / notagen.FINAL).config == NotagenConfig.preset("tiny")
+
+
+def test_balanced_finetune_lists_offered_prompts_and_export_ships_them(config_path, notagen_reference, tmp_path):
+    run = tmp_path / "balanced"
+    _run("finetune", "--config", str(config_path), "--init", str(notagen_reference / "tiny_notagen.pth"),
+         "--out", str(run), "--max-steps", "2", "--set", "balance=true", "--set", "offer_min_pieces=6")
+    assert (run / "prompts.txt").read_text() == "Baroque_Bach, Johann Sebastian_Choral\t6\n"
+    table = json.loads((run / "balance.json").read_text())
+    assert [(row["prompt"], row["pieces"]) for row in table] == [("Baroque_Bach, Johann Sebastian_Choral", 6)]
+    assert json.loads((run / "run.json").read_text())["steps_per_epoch"] == 3  # 6 pieces / (1 x 2)
+    exported = notagen.export(run / notagen.BEST, tmp_path / "model")
+    assert (exported / "prompts.txt").read_text() == (run / "prompts.txt").read_text()
+
+    too_few = tmp_path / "too_few"
+    _run("finetune", "--config", str(config_path), "--init", str(notagen_reference / "tiny_notagen.pth"),
+         "--out", str(too_few), "--max-steps", "1", "--set", "offer_min_pieces=7")
+    assert (too_few / "prompts.txt").read_text() == ""
+
+
+def test_pretraining_continues_a_given_model(config_path, notagen_reference, tmp_path):
+    reference, _ = load_checkpoint(notagen_reference / "tiny_notagen.pth")
+    run = tmp_path / "continued"
+    _run("pretrain", "--config", str(config_path), "--init", str(notagen_reference / "tiny_notagen.pth"),
+         "--out", str(run), "--max-steps", "1", "--set", "lr=0")
+    out = NotagenModel.from_pretrained(run / notagen.FINAL)
+    assert all(torch.equal(out.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+def test_sample_eval_reports_instrumentation_match(notagen_reference):
+    result = notagen.sample_eval(notagen_reference / "tiny_notagen.pth", n=2, batch=2, max_bars=2,
+                                 prompts=["Baroque_Bach, Johann Sebastian_Choral"], constrain=True)
+    by = result["instrumentation_match_by"]["Choral"]
+    assert by["pieces"] == 2 and 0 <= by["matched"] <= result["converted"]
+    assert result["instrumentation_match"] == by["share"] and result["constrain"] is True

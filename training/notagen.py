@@ -32,9 +32,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from torch import nn
 from engine.notagen.config import NotagenConfig
 from engine.notagen.model import NotagenModel, load_checkpoint
 from training import kit
+from training.balance import BalancedSampler, epoch_table
 from training.notagen_data import NotagenDataset, Stage, build_index, collate, complete_shards, select, target_chars
 
 STAGES: tuple[Stage, ...] = ("pretrain", "finetune")
@@ -102,6 +105,13 @@ class StageSettings:
     eval_split: str = "validation"
     dropout: float | None = None
     """GPT-2 dropout (resid/embd/attn); None keeps GPT-2's default 0.1, which the official scripts train with."""
+    balance: bool = False
+    """Fine-tuning: draw each epoch by prompt (`training/balance.py`) instead of piece by piece."""
+    balance_alpha: float = 0.5
+    balance_max_share: float = 0.15
+    balance_max_repeat: float = 4.0
+    offer_min_pieces: int = 1
+    """Fine-tuning: the run's `prompts.txt` (what the app offers) lists prompts with at least this many training pieces."""
 
     @classmethod
     def from_dict(cls, values: dict) -> StageSettings:
@@ -280,9 +290,15 @@ class Trainer:
             raise SystemExit(f"no {settings.train_split} pieces for {stage} in {run.data_dir}")
         self.train_set = NotagenDataset(run.data_dir, train_entries, stage, config.patch_length, config.patch_size, settings.seed)
         self.eval_set = NotagenDataset(run.data_dir, eval_entries, stage, config.patch_length, config.patch_size, settings.seed)
-        self.sampler = torch.utils.data.DistributedSampler(
-            self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=settings.seed, drop_last=True
-        )
+        if settings.balance and stage == "finetune":
+            self.sampler = BalancedSampler([entry.prompt for entry in train_entries], dist.world_size, dist.rank,
+                                           settings.seed, settings.balance_alpha, settings.balance_max_share,
+                                           settings.balance_max_repeat)
+        else:
+            self.sampler = torch.utils.data.DistributedSampler(
+                self.train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=settings.seed,
+                drop_last=True,
+            )
         pieces_per_step = settings.batch_size * settings.grad_accum
         self.steps_per_epoch = len(self.sampler) // pieces_per_step
         if self.steps_per_epoch == 0:
@@ -333,6 +349,8 @@ class Trainer:
             if self.resuming:
                 self.log.drop_after(self.global_step)
             self._write_run_json(init, len(train_entries), len(eval_entries))
+            if stage == "finetune":
+                self._write_prompts(train_entries)
 
     # ------------------------------------------------------------------------------------------ util
     def _log(self, message: str) -> None:
@@ -365,6 +383,18 @@ class Trainer:
         (self.out / name).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         self._log(f"{self.stage}: {params:,} parameters, {n_train} training / {n_eval} validation pieces, "
                   f"{self.steps_per_epoch} steps per epoch, {self.total_steps} steps, {self.dist.world_size} process(es) on {self.dist.device}")
+
+    def _write_prompts(self, train_entries: list) -> None:
+        """`prompts.txt` (the prompts offered with the model: `offer_min_pieces` or more training pieces, with
+        their counts; `export` copies it beside the weights) and, when balanced, `balance.json` (the epoch table)."""
+        counts = Counter(entry.prompt for entry in train_entries)
+        offered = [(prompt, n) for prompt, n in counts.most_common() if n >= self.settings.offer_min_pieces]
+        (self.out / "prompts.txt").write_text("".join(f"{p}\t{n}\n" for p, n in sorted(offered)), encoding="utf-8")
+        if isinstance(self.sampler, BalancedSampler):
+            table = epoch_table(self.sampler)
+            (self.out / "balance.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+            top = ", ".join(f"{row['prompt']} {row['share']:.1%}" for row in table[:3])
+            self._log(f"balanced fine-tuning: {len(table)} prompts, {sum(r['per_epoch'] for r in table)} pieces per epoch; largest: {top}")
 
     def _metric(self, record: dict) -> None:
         if self.log is not None:
@@ -608,6 +638,9 @@ def export(checkpoint: str | Path, out: str | Path, fp16: bool = False) -> Path:
     if fp16:
         model = model.half()
     model.save_pretrained(out)
+    prompts = Path(checkpoint).parent / "prompts.txt"  # written by a fine-tuning run
+    if Path(checkpoint).is_file() and prompts.exists():
+        shutil.copyfile(prompts, Path(out) / "prompts.txt")
     return Path(out)
 
 
@@ -627,13 +660,15 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompts: list[str] | None,
-                seed: int = 0, threads: int = 1, bae_resample: bool = False, **sampling) -> dict:
+                seed: int = 0, threads: int = 1, bae_resample: bool = False, constrain: bool = False, **sampling) -> dict:
     """Generate `n` pieces (in calls of `batch`, cycling through `prompts`; None: unconditional) and measure
     them: the share that converts to a score (MusicXML) at the first attempt, the bar alignment error
     (BAE: misaligned bars / bars, over the converted pieces; by default without the generator's bar
     resampling, `bae_resample=True` measures what the app returns), the
-    mean number of bars, and the share the model ended itself (EOS) within `max_bars`."""
-    from collections import Counter
+    mean number of bars, the share the model ended itself (EOS) within `max_bars`, and per instrumentation
+    the share of pieces whose parts are the prompt's (`engine.scoring.instrumentation`; a piece that did not
+    convert counts as no match). `constrain` decodes bar-exact, as the app does; off measures the model."""
+    from engine.scoring.instrumentation import piece_matches
 
     from engine.notagen.generate import NotagenGenerator
     from engine.notagen.prompts import Prompt
@@ -641,6 +676,7 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
     torch.set_num_threads(threads)
     generator = NotagenGenerator.load(model_dir)
     converted, failures, reasons = [], 0, Counter()
+    matched, judged = Counter(), Counter()
     started = time.perf_counter()
     for call, first in enumerate(range(0, n, batch)):
         size = min(batch, n - first)
@@ -649,8 +685,11 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
             period, composer, instrumentation = prompts[call % len(prompts)].split("_")
             prompt = Prompt(period, composer, instrumentation)
         result = generator.generate(prompt, n=size, seed=seed + call, max_bars=max_bars, bae_resample=bae_resample,
-                                    max_attempts=1, **sampling)
+                                    max_attempts=1, constrain=constrain, **sampling)
         converted += [(piece.bars, piece.alignment.bars, piece.alignment.misaligned, piece.ended) for piece in result.pieces]
+        if prompt is not None and piece_matches(prompt.instrumentation, "") is not None:
+            judged[prompt.instrumentation] += size
+            matched[prompt.instrumentation] += sum(bool(piece_matches(prompt.instrumentation, p.abc)) for p in result.pieces)
         failures += len(result.failures)
         reasons.update(failure.reason.split(":")[0] for failure in result.failures)
         print(f"  call {call + 1}: {len(result.pieces)}/{size} converted ({prompt.text.strip() if prompt else 'no prompt'})", flush=True)
@@ -661,7 +700,11 @@ def sample_eval(model_dir: str | Path, n: int, batch: int, max_bars: int, prompt
         "bae": misaligned / bars if bars else None, "bars_checked": bars, "misaligned_bars": misaligned,
         "mean_bars": sum(item[0] for item in converted) / len(converted) if converted else None,
         "ended_by_model": sum(item[3] for item in converted), "failure_reasons": dict(reasons),
-        "max_bars": max_bars, "bae_resample": bae_resample, "prompts": prompts, "seed": seed, "sampling": sampling,
+        "instrumentation_match": sum(matched.values()) / sum(judged.values()) if judged else None,
+        "instrumentation_match_by": {k: {"matched": matched[k], "pieces": judged[k], "share": matched[k] / judged[k]}
+                                     for k in sorted(judged)},
+        "max_bars": max_bars, "bae_resample": bae_resample, "constrain": constrain, "prompts": prompts, "seed": seed,
+        "sampling": sampling,
         "seconds": time.perf_counter() - started,
     }
 
@@ -677,9 +720,9 @@ def _parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         p = sub.add_parser(stage, help=f"{stage} (resumes from <out>/last.pt when it exists)")
         p.add_argument("--config", required=True, help="training/configs/notagen_*.json")
-        if stage == "finetune":
-            p.add_argument("--init", required=True,
-                           help="the pre-trained model: an official .pth, our best.pt/last.pt, or a save_pretrained folder")
+        p.add_argument("--init", required=stage == "finetune",
+                       help="the initial model: an official .pth, our best.pt/last.pt, or a save_pretrained folder"
+                       + ("" if stage == "finetune" else " (continue pre-training it; default: random weights)"))
         p.add_argument("--out", help="run directory (overrides the config's)")
         p.add_argument("--data", help="data directory (overrides the config's)")
         p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (overrides the config's)")
@@ -704,6 +747,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--bae-resample", action="store_true",
                    help="let the generator sample misaligned bars again (as the app does); default: raw output")
+    g.add_argument("--constrain", action="store_true",
+                   help="bar-exact decoding, as the app does (default: off, which measures the model itself)")
     g.add_argument("--out", help="write the result as JSON here")
     return parser
 
@@ -728,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample-eval":
         result = sample_eval(args.model, args.n, args.batch, args.max_bars,
                              read_prompts(args.prompts) if args.prompts else None, args.seed, args.threads,
-                             bae_resample=args.bae_resample)
+                             bae_resample=args.bae_resample, constrain=args.constrain)
         text = json.dumps(result, indent=2)
         print(text)
         if args.out:
