@@ -14,6 +14,7 @@ by `training.data` (read only; encoded as pre-training does, one fixed key per p
 from __future__ import annotations
 
 import copy
+import os
 import random
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from engine.notagen.patchilizer import PAD_ID, Patchilizer
 from engine.notagen.quantize import place
 from engine.notagen.reference import greedy_continue
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "notagen_reference"
+FIXTURES = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "fixtures" / "notagen_reference"
 
 
 def fixture_texts() -> list[str]:
@@ -84,7 +85,7 @@ def _agreement(reference: list[str], other: list[str]) -> float:
 def quality_report(formats: list[str], device: torch.device, data_dir: Path, pieces: int) -> str:
     models = {"shipped": DEFAULT_MODEL_DIR, "fixture tiny-trained": FIXTURES / "tiny_notagen_trained_fp16.pth"}
     data = {"fixtures": fixture_texts()}
-    if (data_dir / "pieces").is_dir():
+    if pieces and (data_dir / "pieces").is_dir():
         data[f"{pieces} corpus pieces"] = corpus_texts(data_dir, pieces)
     headers = [text[: text.index("[V:")] if "[V:" in text else text for text in data["fixtures"]]
     rows = ["| model | weights | data | loss fp32 | loss | change | argmax agreement | greedy agreement |",
