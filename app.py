@@ -11,6 +11,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from engine.device import DEVICES, WEIGHTS
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at run time
 
 
@@ -30,6 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--measure-checkpoint", metavar="DIR",
                         help="measure-model folder (model.safetensors + config.json) for inpainting; "
                              "default: the shipped model in assets/measure/ when present")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where NotaGen runs: auto is the CUDA GPU when there is one")
+    parser.add_argument("--weights", choices=WEIGHTS, default="auto",
+                        help="NotaGen's number format: auto is bf16 on CUDA and fp32 on the CPU; "
+                             "int8 or bf16 decode faster on the CPU, fp16 is for CUDA")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         composer = Composer.from_checkpoints(args.notagen_checkpoint or SHIPPED, args.measure_checkpoint or SHIPPED,
-                                             notes=notes, import_budget=budget)
+                                             notes=notes, import_budget=budget, device=args.device,
+                                             weights=args.weights)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

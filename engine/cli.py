@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from engine.device import DEVICES, WEIGHTS
 from engine.errors import ModelError, ScoreError, describe
 from engine.notagen.header import HeaderChoice, find_ensemble
 from engine.notagen.options import (
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-bars", type=int, default=16, help="bars per piece (default 16)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    _device_arguments(evaluate)
     evaluate.add_argument("--out", type=Path, required=True, help="FILE.json (the table also goes to FILE.md)")
     return parser
 
@@ -125,6 +127,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-constrain", action="store_true",
                         help="sample the model's own choices (default: bar-exact decoding, every voice fills its bar)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    _device_arguments(parser)
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where NotaGen runs (default %(default)s: the CUDA GPU when there is one)")
+    parser.add_argument("--weights", choices=WEIGHTS, default="auto",
+                        help="NotaGen's number format: bf16/fp16 on CUDA, bf16/int8 on the CPU for speed "
+                             "(default %(default)s: bf16 on CUDA, fp32 on the CPU)")
 
 
 def _composer(args: argparse.Namespace, notagen: Path | None | str = None, measure: Path | None | str = None):
@@ -139,7 +150,8 @@ def _composer(args: argparse.Namespace, notagen: Path | None | str = None, measu
             budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
     except ValueError as exc:
         raise ScoreError(str(exc)) from exc
-    return Composer.from_checkpoints(notagen=notagen, measure=measure, import_budget=budget)
+    placement = {"device": args.device, "weights": args.weights} if "device" in args else {}
+    return Composer.from_checkpoints(notagen=notagen, measure=measure, import_budget=budget, **placement)
 
 
 def _output_format(path: Path) -> str:

@@ -103,15 +103,17 @@ class Composer:
 
     @classmethod
     def from_checkpoints(cls, notagen: str | Path | None = SHIPPED, measure: str | Path | None = SHIPPED,
-                         notes: list[str] | None = None, **options) -> Composer:
+                         notes: list[str] | None = None, device: str = "cpu", weights: str = "fp32",
+                         **options) -> Composer:
         """A composer with its models loaded: for each, a checkpoint path, `SHIPPED` for the model in
         assets/ (left out, with a line in `notes`, when none is shipped), or None for no model. A
-        checkpoint that does not load raises `ModelError`. `options` go to the constructor."""
-        generator, prompts = cls._load_notagen(notagen, notes)
+        checkpoint that does not load raises `ModelError`. NotaGen runs on `device` ("auto": CUDA when
+        present) in the `weights` format (`engine.notagen.quantize.WEIGHTS`). `options` go to the constructor."""
+        generator, prompts = cls._load_notagen(notagen, notes, device, weights)
         return cls(notagen=generator, prompts=prompts, measure_model=cls._load_measure(measure, notes), **options)
 
     @staticmethod
-    def _load_notagen(checkpoint, notes: list[str] | None) -> tuple:
+    def _load_notagen(checkpoint, notes: list[str] | None, device: str, weights: str) -> tuple:
         from engine.notagen.generate import DEFAULT_MODEL_DIR, NotagenGenerator
         from engine.notagen.prompts import prompts_for_checkpoint
 
@@ -122,7 +124,7 @@ class Composer:
                 _note(notes, "no NotaGen model in assets/notagen/; composing is off")
                 return None, ()
             checkpoint = DEFAULT_MODEL_DIR
-        return NotagenGenerator.load(checkpoint), tuple(prompts_for_checkpoint(checkpoint))
+        return NotagenGenerator.load(checkpoint, device=device, weights=weights), tuple(prompts_for_checkpoint(checkpoint))
 
     @staticmethod
     def _load_measure(checkpoint, notes: list[str] | None):

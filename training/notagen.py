@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.device import DEVICES, resolve_device
 from engine.notagen.config import NotagenConfig
 from engine.notagen.model import NotagenModel, load_checkpoint
 from training import kit
@@ -178,12 +179,13 @@ class Dist:
         return self.world_size > 1
 
 
-def init_distributed() -> Dist:
-    """From torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) when present; else one process."""
+def init_distributed(device: str = "auto") -> Dist:
+    """From torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK) when present; else one process. `device`:
+    auto (CUDA when present), cpu or cuda (`engine.device.resolve_device`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if resolve_device(device).type == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
@@ -730,6 +732,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--stop-at-step", type=int,
                        help="save last.pt and exit after this step, as if interrupted (rerun to resume)")
         p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+        p.add_argument("--device", choices=DEVICES, default="auto", help="auto: the CUDA GPU when there is one")
     e = sub.add_parser("export", help="write a checkpoint as config.json + model.safetensors")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True)
@@ -737,6 +740,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dpo", help="CLaMP-DPO iterations (resumes after the last finished one)")
     d.add_argument("--config", required=True, help="training/configs/notagen_dpo_*.json")
     kit.add_set_option(d, "--set iterations=1")
+    d.add_argument("--device", choices=DEVICES, default="auto", help="auto: the CUDA GPU when there is one")
     g = sub.add_parser("sample-eval", help="generate pieces and measure conversion rate, BAE and length")
     g.add_argument("--model", required=True, help="a save_pretrained folder or a checkpoint")
     g.add_argument("--n", type=int, default=100)
@@ -763,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dpo":
         from training.notagen_dpo import DpoRun, read_config
 
-        dist = init_distributed()
+        dist = init_distributed(args.device)
         try:
             print(DpoRun(read_config(args.config, dict(args.set))).run())
         finally:
@@ -787,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     run = load_config(args.config, args.command, overrides)
     if args.data:
         run = dataclasses.replace(run, data_dir=args.data)
-    dist = init_distributed()
+    dist = init_distributed(args.device)
     try:
         trainer = Trainer(run, args.command, dist, init=getattr(args, "init", None),
                           stop_at_step=args.stop_at_step, progress=not args.no_progress)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from engine.errors import ModelError, ScoreError, describe
 from engine.notagen.batch_engine import BatchEngine
 from engine.notagen.events import EventCallback, GeneratedPiece, GenerationEvent, GenerationResult, PieceFailure
@@ -21,6 +23,7 @@ from engine.notagen.header import HeaderChoice, default_ensemble, header_voices,
 from engine.notagen.model import NotagenModel, load_checkpoint
 from engine.notagen.options import GenerationOptions
 from engine.notagen.prompts import Prompt, PromptLike, prompt_text
+from engine.notagen.quantize import place
 from engine.notagen.reference import BODY_START
 from engine.score.document import ScoreDocument
 
@@ -63,8 +66,10 @@ class NotagenGenerator:
         self.name = name
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None, num_heads: int | None = None) -> NotagenGenerator:
-        """From an official `.pth`, a `save_pretrained` folder, or (None) the default `assets/notagen/`."""
+    def load(cls, checkpoint: str | Path | None = None, num_heads: int | None = None,
+             device: str | torch.device = "cpu", weights: str = "fp32") -> NotagenGenerator:
+        """From an official `.pth`, a `save_pretrained` folder, or (None) the default `assets/notagen/`, placed
+        on `device` ("auto": CUDA when present) in the `weights` format (`engine.notagen.quantize`)."""
         path = resolve_checkpoint(checkpoint)
         try:
             model, _ = load_checkpoint(path, num_heads=num_heads)
@@ -72,7 +77,7 @@ class NotagenGenerator:
             raise
         except Exception as exc:  # torch.load / load_state_dict fail with many exception types
             raise ModelError(f"cannot load the NotaGen checkpoint {path}: {describe(exc)}") from exc
-        return cls(model, name=path.name)
+        return cls(place(model, device, weights), name=path.name)
 
     # -------------------------------------------------------------- fresh pieces
     def stream(self, prompt: PromptLike = None, *, title: str = "", header: HeaderChoice | None = None,

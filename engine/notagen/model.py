@@ -76,7 +76,7 @@ class PatchLevelDecoder(nn.Module):
 
     def embed(self, patches: Tensor) -> Tensor:
         """[B, n, 16] ids -> [B, n, hidden]. The one-hot is char-major: index = position*128 + id."""
-        one_hot = F.one_hot(patches, num_classes=CHAR_VOCAB_SIZE).to(self.patch_embedding.weight.dtype)
+        one_hot = F.one_hot(patches, num_classes=CHAR_VOCAB_SIZE).to(self.base.wpe.weight.dtype)
         return self.patch_embedding(one_hot.flatten(start_dim=-2))
 
     def forward(
@@ -158,9 +158,15 @@ class NotagenModel(nn.Module):
         self.patch_level_decoder = PatchLevelDecoder(config)
         self.char_level_decoder = CharLevelDecoder(config)
 
+    # Read from the position table: it keeps its float dtype when the matmuls are quantised (`quantize.py`).
     @property
     def device(self) -> torch.device:
-        return self.patch_level_decoder.patch_embedding.weight.device
+        return self.patch_level_decoder.base.wpe.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype: float32, or bfloat16 / float16 when the whole model was cast."""
+        return self.patch_level_decoder.base.wpe.weight.dtype
 
     def _as_patches(self, patches: Tensor) -> Tensor:
         """Accept [B, n, 16] or flat [B, n*16] ids, as the official forward does."""
