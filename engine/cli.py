@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", type=Path, default=None, help="NotaGen model (default: assets/notagen)")
     evaluate.add_argument("--encoder", type=Path, default=Path(__file__).resolve().parents[1] / "assets" / "m3",
                           help="music encoder: a saved folder, an official M3 or CLaMP 2 .pth (default: assets/m3)")
-    evaluate.add_argument("--data", type=Path, default=Path("data"), help="data set built by training.data (default: data)")
+    evaluate.add_argument("--data", type=Path, default=None,
+                          help="data set built by training.data (default: the reference features shipped in --reference; "
+                               "PPL needs --data)")
+    evaluate.add_argument("--reference", type=Path, default=None,
+                          help="folder of reference.json/.safetensors, used without --data (default: assets/m3)")
     evaluate.add_argument("--prompts", type=Path, default=None,
                           help="prompts.txt (default: the data set's prompts with --min-references training pieces)")
     evaluate.add_argument("--min-references", type=int, default=5, help="default prompt set's minimum (default 5)")
@@ -339,8 +343,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         prompts = ["_".join((p.period, p.composer, p.instrumentation)) for p in read_prompts(args.prompts)]
     composer = _notagen_composer(args)
     result = composer.evaluate(args.encoder, args.data, args.out, prompts, n=args.n, max_bars=args.max_bars,
-                               seed=args.seed, min_references=args.min_references)
-    print(markdown_table([TableRow(**row) for row in result["rows"]]), end="")
+                               seed=args.seed, min_references=args.min_references, reference_dir=args.reference)
+    print(markdown_table([TableRow(**row) for row in result["rows"]], result["notes"]), end="")
 
 
 COMMANDS = {

@@ -1,4 +1,5 @@
-"""Evaluation metrics and the `python -m engine evaluate` table on a small built data set."""
+"""Evaluation metrics and the `python -m engine evaluate` table on a small built data set and on the reference
+saved from it (the shipped reference's format)."""
 import json
 import subprocess
 import sys
@@ -8,10 +9,12 @@ import music21
 import pytest
 import torch
 
+from engine.errors import ModelError
 from engine.notagen.model import load_checkpoint
+from engine.score.bae import bar_alignment
 from engine.score.formats import read_score_file
 from engine.score.notagen_abc import preprocess
-from engine.scoring.evaluate import ReferenceSet, load_reference, perplexity, sheet_gt_row
+from engine.scoring.evaluate import SHIPPED_REFERENCE, ReferenceSet, load_reference, perplexity, sheet_gt_row
 from engine.scoring.metrics import LinearProbe, instrument_staves_adjacent, max_similarity
 from engine.scoring.model import load_encoder
 
@@ -32,10 +35,12 @@ def data_dir(tmp_path_factory) -> Path:
     with open(out / "pieces" / "shard-00000.jsonl", "w", encoding="utf-8") as handle:
         for name, (period, composer, instrumentation), split in PIECES:
             text = preprocess(read_score_file(music21.corpus.getWork(name)).musicxml)
+            alignment = bar_alignment(text.interleaved)
             handle.write(json.dumps({
                 "id": name, "split": split, "prompt": f"{period}_{composer}_{instrumentation}",
                 "labels": {"period": period, "composer": composer, "instrumentation": instrumentation},
                 "original_key": text.original_key, "interleaved": text.interleaved, "keys": dict(text.reduced),
+                "bars": alignment.bars, "misaligned_bars": alignment.misaligned,
             }) + "\n")
     (out / "pieces" / "shard-00000.done").write_text("{}", encoding="utf-8")
     return out
@@ -44,6 +49,14 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def encoder(notagen_reference):
     return load_encoder(notagen_reference / "m3_tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def saved_reference(data_dir, encoder, tmp_path_factory) -> Path:
+    """The small data set's reference as `python -m engine.scoring.reference` saves it."""
+    out = tmp_path_factory.mktemp("reference")
+    ReferenceSet.build(data_dir, encoder, cache_dir=out / "cache").save(out)
+    return out
 
 
 def test_reference_set_caches_features_and_scores_the_test_pieces(data_dir, encoder, tmp_path):
@@ -56,6 +69,34 @@ def test_reference_set_caches_features_and_scores_the_test_pieces(data_dir, enco
     assert reference.prompts(min_train=2) == ["Baroque_Bach, Johann Sebastian_Choral", "Renaissance_Palestrina, Giovanni Pierluigi da_Choral"]
     row = sheet_gt_row(reference, reference.prompts())
     assert row.pieces == 2 and -1 <= row.acs <= 1 and row.la_instrumentation == 1.0 and 0 <= row.bae < 100
+
+
+def test_saved_reference_keeps_features_labels_and_bar_counts_without_texts(data_dir, encoder, saved_reference):
+    built = ReferenceSet.build(data_dir, encoder, cache_dir=saved_reference / "cache")
+    loaded = ReferenceSet.load(saved_reference, encoder)
+    assert loaded.digest == built.digest and loaded.features.dtype == torch.float32
+    torch.testing.assert_close(loaded.features, built.features, atol=2e-2, rtol=1e-2)
+    assert all(p.text is None and p.interleaved is None for p in loaded.pieces)
+    assert [(p.id, p.split, p.prompt, p.bars, p.misaligned_bars) for p in loaded.pieces] == \
+        [(p.id, p.split, p.prompt, p.bars, p.misaligned_bars) for p in built.pieces]
+    assert loaded.period_probe.predict(built.features) == built.period_probe.predict(built.features)
+    prompts = built.prompts()
+    row, expected = sheet_gt_row(loaded, prompts), sheet_gt_row(built, prompts)
+    assert (row.pieces, row.la_period, row.la_instrumentation, row.bae) == \
+        (expected.pieces, expected.la_period, expected.la_instrumentation, expected.bae)
+    assert row.acs == pytest.approx(expected.acs, abs=1e-2)
+
+
+def test_saved_reference_refuses_another_encoder(saved_reference):
+    with pytest.raises(ModelError, match="computed by another encoder.*engine.scoring.reference"):
+        ReferenceSet.load(saved_reference, load_encoder(SHIPPED_REFERENCE))
+
+
+def test_shipped_reference_matches_the_shipped_encoder():
+    reference = ReferenceSet.load(SHIPPED_REFERENCE, load_encoder(SHIPPED_REFERENCE))
+    assert reference.features.shape == (len(reference.pieces), 128) and len(reference.prompts(min_train=5)) >= 10
+    assert {p.split for p in reference.pieces} == {"train", "validation", "test"}
+    assert sum(path.stat().st_size for path in SHIPPED_REFERENCE.glob("reference.*")) < 4_000_000
 
 
 def test_linear_probe_separates_separable_features():
@@ -98,6 +139,27 @@ def test_evaluate_command_writes_the_table(notagen_reference, data_dir, tmp_path
     assert all(-1 <= piece["clamp_score"] <= 1 for piece in result["pieces"])
     table = out.with_suffix(".md").read_text()
     assert table.startswith("| Models & Data | K | ACS |") and "| sheet-GT | - |" in table and "| sheet-GT |" in done.stdout
+
+
+def test_evaluate_command_on_a_saved_reference_reports_no_ppl(notagen_reference, saved_reference, tmp_path):
+    out = tmp_path / "eval.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "evaluate", "--checkpoint", str(notagen_reference / "tiny_notagen_trained_fp16.pth"),
+         "--encoder", str(notagen_reference / "m3_tiny.pth"), "--reference", str(saved_reference), "-n", "2",
+         "--max-bars", "2", "--min-references", "1", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    sheet_gt, model = result["rows"]
+    assert result["reference"] == str(saved_reference) and sheet_gt["pieces"] == 2 and sheet_gt["bae"] is not None
+    assert model["ppl"] is None and model["pieces"] == 2 * len(result["prompts"])
+    assert "PPL not measured" in out.with_suffix(".md").read_text() and "PPL not measured" in done.stdout
+
+
+def test_evaluate_without_data_refuses_the_shipped_reference_for_another_encoder(notagen_reference, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--encoder", str(notagen_reference / "m3_tiny.pth"),
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1 and "computed by another encoder" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_evaluate_without_data_says_how_to_build_it(notagen_reference, tmp_path):

@@ -12,6 +12,10 @@ scored against the prompt's reference pieces (the fine-tuning set built by `trai
 * convert: share of generated pieces that convert to a score (MusicXML).
 
 The same metrics for the reference test pieces themselves form the paper's "sheet-GT" row.
+
+The reference comes from a built data set (`ReferenceSet.build`) or, without one, from the small
+reference shipped beside the encoder (`ReferenceSet.load`: features and labels, no texts, so no PPL),
+written by `python -m engine.scoring.reference`.
 """
 from __future__ import annotations
 
@@ -24,17 +28,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import safetensors.torch
 import torch
 
 from engine.errors import ModelError
 from engine.notagen.model import NotagenModel
 from engine.notagen.patchilizer import Patchilizer
-from engine.score.bae import bar_alignment, bar_alignment_of_set
+from engine.score.bae import bar_alignment
 from engine.score.notagen_abc import Key2index, Mode2Key
 from engine.scoring.metrics import LinearProbe, clamp_scores, instrument_staves_adjacent, max_similarity
 from engine.scoring.model import MusicEncoder
 
 PLAGIARISM_THRESHOLD = 0.95
+SHIPPED_REFERENCE = Path(__file__).resolve().parents[2] / "assets" / "m3"
+"""The folder of the shipped encoder and of its reference (`reference.json` + `reference.safetensors`)."""
+STORED_FIELDS = ("id", "split", "prompt", "period", "instrumentation", "bars", "misaligned_bars")
+"""What a saved reference keeps of each piece: everything but the texts."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,14 @@ class ReferencePiece:
     prompt: str
     period: str
     instrumentation: str
-    interleaved: str
-    """CLaMP 2's format: what the encoder reads."""
-    text: str
-    """NotaGen's fine-tuning text in the piece's original key (prompt lines first): what PPL reads."""
+    bars: int
+    misaligned_bars: int
+    """The data builder's bar alignment counts of `interleaved`: the sheet-GT row's BAE."""
+    interleaved: str | None = None
+    """CLaMP 2's format: what the encoder reads (None in a saved reference, which keeps the features)."""
+    text: str | None = None
+    """NotaGen's fine-tuning text in the piece's original key (prompt lines first): what PPL reads (None in a
+    saved reference)."""
 
 
 def _original_key_text(record: dict) -> str:
@@ -75,7 +88,8 @@ def load_reference(data_dir: str | Path) -> list[ReferencePiece]:
                     continue
                 labels = record["labels"]
                 pieces.append(ReferencePiece(record["id"], record["split"], record["prompt"], labels["period"],
-                                             labels["instrumentation"], record["interleaved"], _original_key_text(record)))
+                                             labels["instrumentation"], record["bars"], record["misaligned_bars"],
+                                             record["interleaved"], _original_key_text(record)))
     if not pieces:
         raise ModelError(f"no labelled pieces in {folder}: build them with `python -m training.data build --out {data_dir}`")
     return pieces
@@ -96,6 +110,8 @@ class ReferenceSet:
 
     pieces: list[ReferencePiece]
     features: torch.Tensor
+    digest: str
+    """`encoder_digest` of the encoder that computed the features."""
     period_probe: LinearProbe = field(init=False)
     instrumentation_probe: LinearProbe = field(init=False)
 
@@ -108,16 +124,47 @@ class ReferenceSet:
     def build(cls, data_dir: str | Path, encoder: MusicEncoder, cache_dir: str | Path | None = None) -> ReferenceSet:
         """Loads the pieces and their features, computing features once per encoder (cached on disk)."""
         pieces = load_reference(data_dir)
-        cache = Path(cache_dir or Path(data_dir) / "features") / f"{encoder_digest(encoder)}.pt"
+        digest = encoder_digest(encoder)
+        cache = Path(cache_dir or Path(data_dir) / "features") / f"{digest}.pt"
         ids = [piece.id for piece in pieces]
         if cache.exists():
             stored = torch.load(cache, map_location="cpu", weights_only=True)
             if stored["ids"] == ids:
-                return cls(pieces, stored["features"])
+                return cls(pieces, stored["features"], digest)
         features = encoder.features([piece.interleaved for piece in pieces])
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"ids": ids, "features": features}, cache)
-        return cls(pieces, features)
+        return cls(pieces, features, digest)
+
+    def save(self, folder: str | Path) -> None:
+        """Writes `reference.safetensors` (features, float16) and `reference.json` (the pieces without their
+        texts, one a line, and the encoder's digest): a reference small enough to ship beside its encoder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_file({"features": self.features.to(torch.float16).contiguous()},
+                                    str(folder / "reference.safetensors"))
+        pieces = ",\n".join(json.dumps({name: getattr(piece, name) for name in STORED_FIELDS}) for piece in self.pieces)
+        (folder / "reference.json").write_text(
+            f'{{"encoder_digest": {json.dumps(self.digest)},\n"pieces": [\n{pieces}\n]}}\n', encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, encoder: MusicEncoder) -> ReferenceSet:
+        """The reference `save` wrote; refused when `encoder` is not the one that computed its features."""
+        folder = Path(folder)
+        if not (folder / "reference.json").is_file():
+            raise ModelError(f"no reference features in {folder} (reference.json): pass --data DATA, a data set "
+                             "built by `python -m training.data build`")
+        stored = json.loads((folder / "reference.json").read_text(encoding="utf-8"))
+        digest = encoder_digest(encoder)
+        if stored["encoder_digest"] != digest:
+            raise ModelError(f"the reference features in {folder} were computed by another encoder (digest "
+                             f"{stored['encoder_digest']}, this encoder's is {digest}): pass --data DATA, or rebuild them "
+                             f"with `python -m engine.scoring.reference --encoder ENCODER --data DATA --out {folder}`")
+        features = safetensors.torch.load_file(str(folder / "reference.safetensors"))["features"].float()
+        pieces = [ReferencePiece(**record) for record in stored["pieces"]]
+        if len(pieces) != len(features):
+            raise ModelError(f"{folder}: {len(pieces)} pieces in reference.json but {len(features)} features")
+        return cls(pieces, features, digest)
 
     def indices(self, split: str | None = None, prompt: str | None = None) -> list[int]:
         return [i for i, piece in enumerate(self.pieces)
@@ -238,11 +285,12 @@ def sheet_gt_row(reference: ReferenceSet, prompts: Sequence[str]) -> TableRow:
     features = reference.features[test]
     scores = [float(clamp_scores(features[j:j + 1], reference.prompt_features(reference.pieces[i].prompt))[0])
               for j, i in enumerate(test)]
-    alignment = bar_alignment_of_set(reference.pieces[i].interleaved for i in test)
+    bars = sum(reference.pieces[i].bars for i in test)
+    misaligned = sum(reference.pieces[i].misaligned_bars for i in test)
     return TableRow("sheet-GT", "-", _mean(scores),
                     reference.period_probe.accuracy(features, [reference.pieces[i].period for i in test]),
                     reference.instrumentation_probe.accuracy(features, [reference.pieces[i].instrumentation for i in test]),
-                    100 * alignment.rate if alignment.bars else None, None, 1.0, len(test))
+                    100 * misaligned / bars if bars else None, None, 1.0, len(test))
 
 
 @dataclass(frozen=True)
@@ -286,8 +334,8 @@ def generate_scored(generator, reference: ReferenceSet, encoder: MusicEncoder, p
     return sample
 
 
-def markdown_table(rows: Sequence[TableRow]) -> str:
-    """Rows in the paper's Table 2 layout."""
+def markdown_table(rows: Sequence[TableRow], notes: Sequence[str] = ()) -> str:
+    """Rows in the paper's Table 2 layout, then `notes` (what a "-" means where it is not obvious)."""
     def cell(value: float | None, digits: int, scale: float = 1.0) -> str:
         return "-" if value is None else f"{value * scale:.{digits}f}"
 
@@ -297,29 +345,36 @@ def markdown_table(rows: Sequence[TableRow]) -> str:
         lines.append(f"| {row.name} | {row.k} | {cell(row.acs, 3)} | {cell(row.la_period, 1, 100)} | "
                      f"{cell(row.la_instrumentation, 1, 100)} | {cell(row.bae, 3)} | {cell(row.ppl, 4)} | "
                      f"{cell(row.convert, 1, 100)} | {row.pieces} |")
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
-def evaluate(generator, encoder_path: str | Path, data_dir: str | Path, out: str | Path,
+def evaluate(generator, encoder_path: str | Path, data_dir: str | Path | None, out: str | Path,
              prompts: Sequence[str] | None = None, n: int = 8, max_bars: int = 16, seed: int = 0, k: str = "0",
-             min_references: int = 5, **sampling) -> dict:
-    """Runs the whole evaluation of a `NotagenGenerator` and writes `out` (JSON) and `out` with `.md` (the table)."""
+             min_references: int = 5, reference_dir: str | Path | None = None, **sampling) -> dict:
+    """Runs the whole evaluation of a `NotagenGenerator` and writes `out` (JSON) and `out` with `.md` (the table).
+    Without `data_dir` the saved reference in `reference_dir` (default: the shipped one) is used, and PPL is not measured."""
     from engine.scoring.model import load_encoder
 
     started = time.perf_counter()
     encoder = load_encoder(encoder_path)
-    reference = ReferenceSet.build(data_dir, encoder)
+    source = Path(data_dir if data_dir is not None else reference_dir or SHIPPED_REFERENCE)
+    reference = ReferenceSet.build(source, encoder) if data_dir is not None else ReferenceSet.load(source, encoder)
     prompts = list(prompts or reference.prompts(min_train=min_references))
     if not prompts:
-        raise ModelError(f"no prompt has {min_references} training pieces in {data_dir}; lower --min-references")
+        raise ModelError(f"no prompt has {min_references} training pieces in {source}; lower --min-references")
     sample = generate_scored(generator, reference, encoder, prompts, n, max_bars, seed, **sampling)
     scored = sample.scored
-    validation = [p.text for p in reference.pieces if p.split == "validation" and p.prompt in prompts]
+    validation = [p.text for p in reference.pieces if p.split == "validation" and p.prompt in prompts and p.text]
+    notes = [] if data_dir is not None else [
+        f"PPL not measured: the reference in {source} holds no piece texts; pass --data DATA (built by "
+        "`python -m training.data build`) to measure it."]
     rows = [sheet_gt_row(reference, prompts),
             model_row(generator.name or "NotaGen", k, scored, sample.attempted, perplexity(generator.model, validation))]
     result = {
-        "checkpoint": generator.name, "encoder": str(encoder_path), "prompts": prompts, "n": n, "max_bars": max_bars,
-        "seed": seed, "sampling": sampling, "rows": [asdict(row) for row in rows],
+        "checkpoint": generator.name, "encoder": str(encoder_path), "reference": str(source), "prompts": prompts, "n": n,
+        "max_bars": max_bars, "seed": seed, "sampling": sampling, "rows": [asdict(row) for row in rows], "notes": notes,
         "probe_test_accuracy": {"period": rows[0].la_period, "instrumentation": rows[0].la_instrumentation},
         "pieces": [{key: value for key, value in asdict(p).items() if key != "text"} for p in scored],
         "seconds": round(time.perf_counter() - started, 1),
@@ -327,5 +382,5 @@ def evaluate(generator, encoder_path: str | Path, data_dir: str | Path, out: str
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown_table(rows))
+    out.with_suffix(".md").write_text(markdown_table(rows, notes))
     return result
