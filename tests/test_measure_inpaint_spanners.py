@@ -1,6 +1,6 @@
 """Spanners crossing the edge of rewritten measures are closed (engine.measure.spanners): real songs
-with slurs and hairpins cut by the locks keep every start with its stop, and say which locked
-measures had to change."""
+with slurs, hairpins and a pedal line cut by the locks keep every start with its stop, and say which
+locked measures had to change."""
 
 import pytest
 import torch
@@ -38,6 +38,9 @@ def _rewrite_columns(document, columns):
     ("Le_Beau_Luise_Adolpha__5_Lieder_Op_7_2_Ein_Gebet__lc6575669.mxl", {0, 14, 34, 41, 65},
      ["hairpin closed in Singstimme Voice m. 34", "hairpin reopened in Singstimme Voice m. 36",
       "hairpin closed in Pianoforte m. 34", "hairpin reopened in Pianoforte m. 36"]),
+    # a piano pedal from column 9 into 10; a voice slur from 20 ending on the first note of 21
+    ("Kinkel_Johanna__6_Lieder_Op_19_4_Beduinen_Romanze__lc5988442.mxl", {10, 20},
+     ["pedal line closed in Pianoforte m. 9", "slur removed in Singstimme Voice m. 21"]),
 ])
 def test_spanners_cut_by_the_locks_are_closed(model, name, columns, expected):
     document = read_score_file(SONGS / name)
@@ -54,3 +57,35 @@ def test_spanners_cut_by_the_locks_are_closed(model, name, columns, expected):
     changed = sum(before[i][m] != now[i][m] for i in range(len(before)) for m in range(len(before[i])) if m not in columns)
     assert changed == len(warning.split(", "))  # every locked measure changed is named, no other changed
     assert {name: found for name, found in check(document, locked, model).items() if found} == {}
+
+
+def _one_part(*measures: str) -> str:
+    body = "".join(f'<measure number="{n + 1}">{text}</measure>' for n, text in enumerate(measures))
+    return ('<?xml version="1.0" encoding="UTF-8"?><score-partwise version="3.1"><part-list><score-part id="P1">'
+            f'<part-name>Flauto</part-name></score-part></part-list><part id="P1">{body}</part></score-partwise>')
+
+
+def _note(step: str, notations: str = "") -> str:
+    marks = f"<notations>{notations}</notations>" if notations else ""
+    return f"<note><pitch><step>{step}</step><octave>5</octave></pitch><duration>1</duration><voice>1</voice>{marks}</note>"
+
+
+def test_marks_pair_by_kind_and_number_and_cut_spanners_close_on_the_locked_side():
+    from engine.measure import spanners
+    from engine.measure.splice import splice_measures
+
+    wedge = '<direction><direction-type><wedge type="{}" number="1"/></direction-type></direction>'
+    first = wedge.format("crescendo") + _note("C", '<slur type="start" number="1"/>') + _note("D")
+    second = _note("E", '<slur type="stop" number="1"/>') + wedge.format("stop") + _note("F")
+    xml = _one_part(first, second, _note("G") + _note("A"))
+    assert unmatched_spanners(xml) == set()
+    assert unmatched_spanners(xml.replace('type="stop" number="1"/></notations>', 'type="stop" number="2"/></notations>')) == {
+        (0, 0, "slur", "1", "start"), (0, 1, "slur", "2", "stop")}
+    exported = _one_part("<attributes><divisions>1</divisions></attributes>" + _note("B") + _note("B"), _note("B") + _note("B"))
+    spliced, warnings = splice_measures(xml, exported, 1, [{1}])
+    assert unmatched_spanners(spliced) == set()
+    assert warnings == ["spanners crossing into rewritten measures: hairpin closed in Flauto m. 1, slur closed in Flauto m. 1"]
+    kept = measure_texts(spliced)[0][0]
+    assert '<slur type="stop" number="1"/>' in kept.split("<step>D</step>")[1]  # on the voice's last note
+    assert kept.endswith('<direction><direction-type><wedge type="stop" number="1"/></direction-type></direction></measure>')
+    assert spanners.without_marks(kept) == spanners.without_marks(measure_texts(xml)[0][0])
