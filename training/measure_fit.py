@@ -56,7 +56,7 @@ def held_out(kind: str, n: int, splits: tuple[str, ...], seed: int = 0) -> list[
         from music21 import corpus
 
         refs = [(str(path), split_of(chorale_work(str(path)))) for path in corpus.chorales.Iterator(returnType="filename")]
-        refs = [(str(corpus.getWork(name)), split) for name, split in refs]
+        refs = [(_chorale_file(corpus.getWork(name), name), split) for name, split in refs]
     elif kind == "piano":
         refs = [(ref.path, ref.split) for ref in iter_music21(ComposerTable.load(), WorkTable.load())
                 if ref.instrumentation == "Keyboard" and ref.kind == "file"]
@@ -70,6 +70,12 @@ def held_out(kind: str, n: int, splits: tuple[str, ...], seed: int = 0) -> list[
         paths = sorted({path for path, s in refs if s == split})
         chosen += rng.sample(paths, len(paths))
     return [(Path(path).name, path) for path in chosen[:n]]
+
+
+def _chorale_file(found, name: str) -> str:
+    """The file of a chorale name: music21 lists several for some (bwv190.7 and bwv190.7-inst)."""
+    paths = found if isinstance(found, list) else [found]
+    return str(next((path for path in paths if Path(path).stem == Path(name).name), paths[0]))
 
 
 @dataclass
