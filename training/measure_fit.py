@@ -55,8 +55,8 @@ def held_out(kind: str, n: int, splits: tuple[str, ...], seed: int = 0) -> list[
     if kind == "chorale":
         from music21 import corpus
 
-        refs = [(str(path), split_of(chorale_work(str(path)))) for path in corpus.chorales.Iterator(returnType="filename")]
-        refs = [(_chorale_file(corpus.getWork(name), name), split) for name, split in refs]
+        names = [str(name) for name in corpus.chorales.Iterator(returnType="filename")]
+        refs = [(_chorale_file(corpus.getWork(name), name), split_of(chorale_work(name))) for name in names]
     elif kind == "piano":
         refs = [(ref.path, ref.split) for ref in iter_music21(ComposerTable.load(), WorkTable.load())
                 if ref.instrumentation == "Keyboard" and ref.kind == "file"]
