@@ -16,6 +16,9 @@ For every score: a lock pattern (whole columns, one part, a hole at the start, m
   clefs, keys and metres of the rewritten measures and their neighbours are those of the input.
 * `lyrics_reported`: the cells reported as having lost lyrics are exactly the rewritten cells whose
   input had lyrics.
+* `spanners_matched`: every slur, hairpin, ottava, pedal or other line start has its stop of the same
+  number in its part and every stop its start (but where the input already lacked one), and a locked
+  measure whose MusicXML changed differs only in such marks and is named in the warnings.
 """
 from __future__ import annotations
 
@@ -32,11 +35,12 @@ import music21
 from engine.errors import ScoreError
 from engine.measure.inpaint import inpaint, load_model, padding_of
 from engine.measure.representation import from_document
-from engine.measure.splice import excerpt_xml, measure_texts, rows_of_parts
+from engine.measure.spanners import without_marks
+from engine.measure.splice import excerpt_xml, measure_texts, part_names, rows_of_parts, unmatched_spanners
 
 CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 PATTERNS = ("columns", "part", "hole-start", "hole-middle", "hole-end")
-INVARIANTS = ("locked_unchanged", "fills_measure", "parts_kept", "lyrics_reported")
+INVARIANTS = ("locked_unchanged", "fills_measure", "parts_kept", "lyrics_reported", "spanners_matched")
 _PART_LIST = re.compile(r"<part-list>.*?</part-list>", re.S)
 _NUMBER = re.compile(r'<measure[^>]*?\bnumber="([^"]*)"')
 
@@ -118,13 +122,21 @@ def check(document, locked: set[tuple[int, int]], model, seed: int = 0) -> dict[
     if [len(texts) for texts in texts_after] != [len(texts) for texts in texts_before]:
         problems["parts_kept"].append("the parts or their measure counts changed")
         return problems
+    names, warnings = part_names(document.musicxml), "; ".join(result.warnings)
     for i, part_rows in enumerate(rows):
         for m, text in enumerate(texts_before[i]):
             if not any((p, m) in free for p in part_rows):
-                if texts_after[i][m] != text:
+                if texts_after[i][m] == text:
+                    continue
+                if without_marks(texts_after[i][m]) != without_marks(text):
                     problems["locked_unchanged"].append(f"part {i + 1} measure {m + 1}: MusicXML text changed")
+                elif not re.search(re.escape(f" in {names[i]} m. {_NUMBER.match(text)[1]}") + "(,|;|$)", warnings):
+                    problems["spanners_matched"].append(f"part {i + 1} measure {m + 1}: spanners changed unreported")
             elif _NUMBER.match(texts_after[i][m])[1] != _NUMBER.match(text)[1]:
                 problems["parts_kept"].append(f"part {i + 1} measure {m + 1}: its number changed")
+    for p, m, kind, number, role in sorted(unmatched_spanners(after.musicxml) - unmatched_spanners(document.musicxml)):
+        problems["spanners_matched"].append(f"part {p + 1} measure {m + 1}: a {kind} {role} (number {number}) "
+                                            f"without its {'stop' if role == 'start' else 'start'}")
     if _PART_LIST.search(document.musicxml)[0] != _PART_LIST.search(after.musicxml)[0]:
         problems["parts_kept"].append("the part list changed")
     near_columns = sorted({c for _, m in free for c in (m - 1, m, m + 1) if 0 <= c < len(layout.columns)})

@@ -177,16 +177,18 @@ def _default_clef(cells) -> music21.clef.Clef:
 
 @dataclass(frozen=True)
 class Rewritten:
-    """A document with some measures rewritten, and the (part, column) cells whose lyrics went with
-    their notes (the model writes no lyrics): the app tells the user rather than drop them silently."""
+    """A document with some measures rewritten, the (part, column) cells whose lyrics went with
+    their notes (the model writes no lyrics) and the kept measures whose spanners had to be closed
+    (`engine.measure.spanners`): the app tells the user rather than change them silently."""
 
     document: object  # ScoreDocument
     lyrics_removed: tuple[tuple[int, int], ...] = ()
+    spanners_closed: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> list[str]:
         n = len(self.lyrics_removed)
-        return [f"lyrics removed from {n} measure{'s' * (n != 1)}"] if n else []
+        return ([f"lyrics removed from {n} measure{'s' * (n != 1)}"] if n else []) + list(self.spanners_closed)
 
 
 def replace_cells(document, cells: dict[tuple[int, int], Cell]) -> Rewritten:
@@ -220,8 +222,8 @@ def replace_cells(document, cells: dict[tuple[int, int], Cell]) -> Rewritten:
     except Exception as exc:  # music21's exporter raises many types; the user's score stays as it was
         raise ScoreError(f"the regenerated measures could not be written as MusicXML: {describe(exc)}") from exc
     columns_of_part = [{m for p, m in cells if p in part_rows} for part_rows in rows]
-    musicxml = splice_measures(document.musicxml, exported, first, columns_of_part)
-    return Rewritten(ScoreDocument(musicxml=musicxml, title=document.title), tuple(sorted(lyrics)))
+    musicxml, closed = splice_measures(document.musicxml, exported, first, columns_of_part)
+    return Rewritten(ScoreDocument(musicxml=musicxml, title=document.title), tuple(sorted(lyrics)), tuple(closed))
 
 
 # ---------------------------------------------------------------------------------------------

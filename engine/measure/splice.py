@@ -11,6 +11,7 @@ Rows of the grid are staves: a MusicXML `<part>` with `<staves>2</staves>` is tw
 of it is replaced whole when any of its staves is rewritten (the other staff then comes from music21's
 reading of the original, the same notes). Each spliced measure states the exporter's `<divisions>`
 first and restores the original's at its end, so the locked measures after it read as before.
+Spanners crossing the edges of the rewritten measures are then closed (`engine.measure.spanners`).
 """
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from engine.errors import ScoreError
+from engine.measure import spanners
 
 _PART_OPEN = re.compile(r"<part[\s>]")
 _STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
 _ATTRIBUTES = re.compile(r"<attributes>.*?</attributes>", re.S)
 _DIVISIONS = re.compile(r"<divisions>\s*([\d.]+)\s*</divisions>")
+_PART_NAME = re.compile(r'<score-part\s[^>]*?id="([^"]*)".*?(?:<part-name[^>]*>([^<]*)</part-name>|</score-part>)', re.S)
+_PART_ID = re.compile(r'<part\s[^>]*?id="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,23 @@ def _with_divisions(measure: str, exported: str, original: str | None) -> str:
     return measure[:head_end] + body
 
 
-def splice_measures(original: str, exported: str, first_column: int, columns_of_part: list[set[int]]) -> str:
+def part_names(xml: str) -> list[str]:
+    """The name of each `<part>` as a warning names it."""
+    names = {found.group(1): " ".join((found.group(2) or "").split()) for found in _PART_NAME.finditer(xml)}
+    ids = [found.group(1) for found in _PART_ID.finditer(xml)]
+    return [names.get(part_id) or f"part {i + 1}" for i, part_id in enumerate(ids)]
+
+
+def unmatched_spanners(xml: str) -> set[tuple[int, int, str, str, str]]:
+    """(part, measure, kind, number, role) of each spanner start without its stop or stop without its start."""
+    return spanners.unmatched(xml, [list(part.measures) for part in _parts(xml)])
+
+
+def splice_measures(original: str, exported: str, first_column: int,
+                    columns_of_part: list[set[int]]) -> tuple[str, list[str]]:
     """`original` with measure m of its part i replaced by measure (m - first_column) of the same part
-    of `exported`, for every m in `columns_of_part[i]`."""
+    of `exported`, for every m in `columns_of_part[i]`, spanners closed at the edges; and the warnings
+    naming the kept measures that closing changed."""
     old_parts, new_parts = _parts(original), _parts(exported)
     if len(old_parts) != len(new_parts):
         raise ScoreError(f"the rewritten measures came out in {len(new_parts)} parts, not {len(old_parts)}")
@@ -129,7 +147,9 @@ def splice_measures(original: str, exported: str, first_column: int, columns_of_
         pieces.append(text)
         cursor = end
     pieces.append(original[cursor:])
-    return "".join(pieces)
+    spliced = "".join(pieces)
+    return spanners.close_at_edges(spliced, [list(part.measures) for part in _parts(spliced)], columns_of_part,
+                                   original, [list(part.measures) for part in old_parts], part_names(original))
 
 
 def measure_texts(xml: str) -> list[list[str]]:
