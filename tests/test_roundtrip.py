@@ -97,3 +97,24 @@ def test_survey_summary_counts_and_classes():
     assert "part-measures intact: 19 of 20 (95.00 %)" in text
     assert "part 1 measure 3" in text
     assert failure_class("round trip: abc2xml cannot convert the ABC: x 12") == "round trip: abc2xml cannot convert the ABC: x N"
+
+
+@pytest.fixture(scope="module")
+def composer_with_notagen(notagen_reference):
+    from engine.notagen.generate import NotagenGenerator
+
+    return Composer(notagen=NotagenGenerator.load(notagen_reference / "tiny_notagen_trained_fp16.pth"))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_continuation_warns_in_one_line_when_kept_bars_change(composer_with_notagen, monkeypatch):
+    document = excerpt("tie_without_start")
+    options = dict(seed=12, top_k=1)
+    assert composer_with_notagen.compose_continuation(document, 1, **options).warnings == ()
+    monkeypatch.setattr(xml2abc.Parser, "ntAbc", notagen_repairs._original_ntAbc)
+    document = excerpt("tie_without_start")
+    result = composer_with_notagen.compose_continuation(document, 1, **options)
+    (line,) = result.warnings
+    assert result.pieces and "part 1 measure 65" in line
+    *_, last = composer_with_notagen.continue_score(document, 1, **options)
+    assert last.done and last.warnings == (line,)
