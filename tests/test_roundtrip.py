@@ -6,6 +6,7 @@ import music21
 import pytest
 from abctoolkit import xml2abc
 
+from engine.errors import ScoreError
 from engine.score import notagen_repairs
 from engine.score.document import ScoreDocument
 from engine.score.formats import score_to_musicxml
@@ -45,10 +46,51 @@ def test_the_official_xml2abc_loses_that_accidental(official_xml2abc):
     assert "1 of 4 part-measures changed (part 1 measure 65)" in line
 
 
+def faure() -> ScoreDocument:
+    """OpenScore Lieder, Faure, "A Clymene", bars 1-2 (piano): a B-natural tied over the bar line (its natural
+    sign printed again), then a B-natural at beat 1.5."""
+    return ScoreDocument((DATA / "natural_on_a_tied_note.musicxml").read_text(encoding="utf-8"), "faure")
+
+
+def test_an_accidental_on_a_note_tied_in_its_voice_is_written_again_after_it():
+    document = faure()
+    assert "[V:1]=B2 d =B2 c" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+
+
+def test_the_official_xml2abc_lets_abc2xml_read_the_key_s_b_flat_there(official_xml2abc):
+    document = faure()
+    assert "[V:1]=B2 d B2 c" in document.interleaved_abc
+    (line,) = notation_losses(document, abc_round_trip(document))
+    assert "(part 1 measure 2)" in line
+
+
 def test_a_tie_within_one_voice_is_written_as_officially():
     """Bar 65's E-flat is tied within its voice: no accidental is repeated after the tie."""
     abc = excerpt("tie_from_another_voice").interleaved_abc
     assert "[_G,CE-]8|" in abc and "[V:1][A,E]8|" in abc
+
+
+def test_a_long_gap_written_as_several_forwards_keeps_its_length(monkeypatch):
+    """OpenScore Lieder, Brahms Op. 32 No. 2, bar 14 (piano): a triplet E after a gap that MuseScore wrote
+    as forwards of 1536, 768, 192, 48, 12 and 4 divisions; xml2abc dropped the last three."""
+    document = ScoreDocument((DATA / "forwards_of_a_long_gap.musicxml").read_text(encoding="utf-8"), "brahms")
+    assert "[V:3]x20/3 (3:2:1E2 x4|" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    document = ScoreDocument(document.musicxml, "brahms")
+    assert "[V:3]x13/2 (3:2:1E2" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document))
+
+
+def test_a_discontinued_pedal_no_longer_refuses_the_score(monkeypatch):
+    """OpenScore Lieder, Chaminade, "Plaintes d'amour", bar 1 (piano): `<pedal type="discontinue">`."""
+    document = ScoreDocument((DATA / "pedal_discontinue.musicxml").read_text(encoding="utf-8"), "chaminade")
+    assert "!ped! C,3 G,,!ped-up!" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    with pytest.raises(ScoreError, match="wrong direction type"):
+        ScoreDocument(document.musicxml, "chaminade").abc
 
 
 def test_tabs_in_lyrics_become_spaces():

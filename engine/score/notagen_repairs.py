@@ -38,6 +38,9 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
     started = parser.__dict__.setdefault("_tie_voices", {})  # (part, step, octave) -> voice of the open tie
     key = (parser.msr.ixp, ptc, oct)
     stops = [element for element in ties if element.get("type") == "stop"] if started.get(key) != v else []
+    # abc2xml gives a note tied within its voice the tie's alteration and remembers no accidental written
+    # on it, so neither may xml2abc: a later B in the bar then gets its own natural sign.
+    alterations = dict(parser.curalts) if "stop" in types and not stops else None
     for element in stops:  # xml2abc then writes the accidental as for an untied note
         element.set("type", "stop-from-another-voice")
     try:
@@ -45,6 +48,8 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
     finally:
         for element in stops:
             element.set("type", "stop")
+    if alterations is not None:
+        parser.curalts = alterations
     if "start" in types:
         started[key] = v
     elif "stop" in types:
@@ -54,3 +59,66 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
 
 _ntAbc.original = _original_ntAbc  # type: ignore[attr-defined]
 _xml2abc.Parser.ntAbc = _ntAbc
+
+
+# ---------------------------------------------------------------------------------------------
+# Repairs of the MusicXML tree xml2abc reads, made where it first gets the tree (`Parser.mkTitle`).
+# ---------------------------------------------------------------------------------------------
+
+#: The types xml2abc's direction code knows; any other valid one (MusicXML's pedal `discontinue`,
+#: `resume`, `change`, `sostenuto`, a wedge's or octave shift's `continue`) made it raise "wrong direction
+#: type" and refuse the whole score (OpenScore Lieder, Chaminade, "Plaintes d'amour").
+_DIRECTION_TYPES = {"wedge": {"crescendo", "diminuendo", "stop"}, "octave-shift": {"up", "down", "stop"},
+                    "pedal": {"start", "stop"}}
+_PEDAL_TYPES = {"discontinue": "stop", "resume": "start"}
+
+
+def plain_direction_types(root) -> None:
+    """A pedal that is discontinued or resumed stops or starts; other marks xml2abc cannot write are left
+    out (they change no note)."""
+    for direction_type in root.iter("direction-type"):
+        for tag, known in _DIRECTION_TYPES.items():
+            for mark in direction_type.findall(tag):
+                kind = mark.get("type", "")
+                if kind in known:
+                    continue
+                if tag == "pedal" and kind in _PEDAL_TYPES:
+                    mark.set("type", _PEDAL_TYPES[kind])
+                else:
+                    direction_type.remove(mark)
+
+
+def merged_forwards(root) -> None:
+    """Adjacent `<forward>`s of one voice become one. xml2abc drops a forward shorter than a 1/64 note as
+    a MuseScore bug, but MuseScore writes a long gap as forwards of falling dotted lengths: a gap of 10/3
+    quarters (768 divisions a quarter) lost its last 64 divisions and the triplet note after it moved
+    (OpenScore Lieder, Brahms, Op. 32 No. 2, bar 14)."""
+    for measure in root.iter("measure"):
+        previous = None
+        for element in list(measure):
+            if element.tag != "forward":
+                previous = None
+                continue
+            if previous is not None and _voice_and_staff(previous) == _voice_and_staff(element):
+                duration = previous.find("duration")
+                duration.text = str(int(duration.text) + int(element.findtext("duration")))
+                measure.remove(element)
+            else:
+                previous = element
+
+
+def _voice_and_staff(forward) -> tuple:
+    return forward.findtext("voice"), forward.findtext("staff")
+
+
+_original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
+
+
+def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
+    plain_direction_types(tree.getroot())
+    merged_forwards(tree.getroot())
+    return _original_mkTitle(parser, tree)
+
+
+_mkTitle.original = _original_mkTitle  # type: ignore[attr-defined]
+_xml2abc.Parser.mkTitle = _mkTitle
