@@ -46,6 +46,24 @@ def test_the_official_xml2abc_loses_that_accidental(official_xml2abc):
     assert "1 of 4 part-measures changed (part 1 measure 65)" in line
 
 
+def jaell() -> ScoreDocument:
+    """OpenScore Lieder, Jaell, "Les troncons du serpent", bars 50-52 (piano): C-sharp, G and E, one after
+    the other, each tied into the next bar's chord; abc2xml carries only the tie of the last of them."""
+    return ScoreDocument((DATA / "ties_into_a_chord.musicxml").read_text(encoding="utf-8"), "jaell")
+
+
+def test_ties_from_successive_notes_into_a_chord_keep_their_accidental():
+    document = jaell()
+    assert "[V:3]!fermata![E,G,^C]6-|" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+
+
+def test_the_official_xml2abc_loses_the_sharp_of_that_chord(official_xml2abc):
+    document = jaell()
+    assert "[V:3]!fermata![E,G,C]6-|" in document.interleaved_abc
+    assert "part 2 measure 51" in notation_losses(document, abc_round_trip(document))[0]
+
+
 def faure() -> ScoreDocument:
     """OpenScore Lieder, Faure, "A Clymene", bars 1-2 (piano): a B-natural tied over the bar line (its natural
     sign printed again), then a B-natural at beat 1.5."""

@@ -23,10 +23,12 @@ def plain_whitespace(abc: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # A tie from another voice: xml2abc leaves out the accidental of the tied-to note, since in ABC a tie
-# carries the accidental; but abc2xml carries it only within one voice, so a G-flat tied from voice 5
-# into voice 3's chord came back as G natural (OpenScore Lieder, Lehmann, "Clasp mine closer", m. 66), as
-# did a tied-to note whose tie starts nowhere in the score (a first bar, the bar after a repeat sign).
-# The tied-to note keeps its accidental unless its tie started in the same voice.
+# carries the accidental; but abc2xml carries a tie only into the next note or chord of the same voice
+# (it turns any other into a slur), so the tied-to note came back with the key's pitch: a G-flat tied from
+# voice 5 into voice 3's chord (OpenScore Lieder, Lehmann, "Clasp mine closer", m. 66), a C-sharp tied from
+# the third-last note of a bar into the next bar's chord (Jaell, "Les troncons du serpent", m. 51), a tie
+# that starts nowhere in the score (a first bar, the bar after a repeat sign). The tied-to note keeps its
+# accidental unless abc2xml will carry its tie.
 # ---------------------------------------------------------------------------------------------
 
 _original_ntAbc = getattr(_xml2abc.Parser.ntAbc, "original", _xml2abc.Parser.ntAbc)
@@ -35,14 +37,18 @@ _original_ntAbc = getattr(_xml2abc.Parser.ntAbc, "original", _xml2abc.Parser.ntA
 def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's name and signature
     ties = note.findall("tie") + note.findall("notations/tied")
     types = [element.get("type") for element in ties]
-    started = parser.__dict__.setdefault("_tie_voices", {})  # (part, step, octave) -> voice of the open tie
-    key = (parser.msr.ixp, ptc, oct)
-    stops = [element for element in ties if element.get("type") == "stop"] if started.get(key) != v else []
+    # per (part, voice): the (step, octave) ties started by the voice's previous note or chord, and by this one
+    carried, started = parser.__dict__.setdefault("_ties", {}).setdefault((parser.msr.ixp, v), (set(), set()))
+    if note.find("chord") is None and note.find("grace") is None:  # a new note or chord of the voice
+        carried.clear()
+        carried.update(started)
+        started.clear()
+    stops = [element for element in ties if element.get("type") == "stop"] if (ptc, oct) not in carried else []
     # abc2xml gives a note tied within its voice the tie's alteration and remembers no accidental written
     # on it, so neither may xml2abc: a later B in the bar then gets its own natural sign.
     alterations = dict(parser.curalts) if "stop" in types and not stops else None
     for element in stops:  # xml2abc then writes the accidental as for an untied note
-        element.set("type", "stop-from-another-voice")
+        element.set("type", "stop-not-carried")
     try:
         abc = _original_ntAbc(parser, ptc, oct, note, v, ntrec, isTab)
     finally:
@@ -51,9 +57,7 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
     if alterations is not None:
         parser.curalts = alterations
     if "start" in types:
-        started[key] = v
-    elif "stop" in types:
-        started.pop(key, None)
+        started.add((ptc, oct))
     return abc
 
 
