@@ -151,9 +151,10 @@ def test_survey_summary_counts_and_classes():
          "differences": ["part 1 measure 3: [60@0/1] -> [61@0/1]"]},
         {"id": "c.mxl", "opened": True, "round_trip": False, "error": "round trip: abc2xml cannot convert the ABC: x 12"},
         {"id": "d.abc", "opened": False, "round_trip": False, "error": "open: d.abc holds 3 ABC tunes"},
+        {"id": "e.mxl", "opened": False, "round_trip": False, "error": "timeout: more than 300 s"},
     ]
     text = summary(records)
-    assert "open: 3 (75.0 %)" in text and "round-trip: 2 of those opened (66.7 %)" in text
+    assert "scores: 5, 1 of them timed out" in text and "open: 3 (75.0 %)" in text and "round-trip: 2 of those opened (66.7 %)" in text
     assert "part-measures intact: 19 of 20 (95.00 %)" in text
     assert "part 1 measure 3" in text
     assert failure_class("round trip: abc2xml cannot convert the ABC: x 12") == "round trip: abc2xml cannot convert the ABC: x N"

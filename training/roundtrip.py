@@ -113,12 +113,13 @@ def failure_class(error: str) -> str:
 
 def summary(records: list[dict]) -> str:
     """The figures: shares that open and round-trip, part-measures intact, failure classes with examples."""
-    n = len(records)
+    stopped = [r for r in records if r.get("error", "").startswith(("timeout", "crash"))]
+    n = len(records) - len(stopped)
     opened = [r for r in records if r["opened"]]
     tripped = [r for r in opened if r["round_trip"]]
     measures = sum(r["measures"] for r in tripped)
     intact = sum(r["intact"] for r in tripped)
-    lines = [f"scores: {n}",
+    lines = [f"scores: {len(records)}, {len(stopped)} of them timed out or crashed; shares of the other {n}:",
              f"open: {len(opened)} ({100 * len(opened) / max(n, 1):.1f} %)",
              f"round-trip: {len(tripped)} of those opened ({100 * len(tripped) / max(len(opened), 1):.1f} %)",
              f"part-measures intact: {intact} of {measures} ({100 * intact / max(measures, 1):.2f} %), "
