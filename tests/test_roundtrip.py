@@ -21,8 +21,6 @@ DATA = Path(__file__).parent / "data"
 
 
 def excerpt(name: str) -> ScoreDocument:
-    """Bars 64-66 (or 65-66) of the piano of OpenScore Lieder's Lehmann, "Clasp mine closer" (CC0): a G-flat
-    tied from a lower voice into the upper voice's chord (a tie that, in the shorter excerpt, starts before it)."""
     return ScoreDocument((DATA / f"{name}.musicxml").read_text(encoding="utf-8"), name)
 
 
@@ -32,55 +30,34 @@ def official_xml2abc(monkeypatch):
     monkeypatch.setattr(xml2abc.Parser, "ntAbc", notagen_repairs._original_ntAbc)
 
 
-@pytest.mark.parametrize("name", ["tie_from_another_voice", "tie_without_start"])
-def test_a_tied_note_keeps_its_accidental_unless_tied_in_its_own_voice(name):
+#: Excerpts (OpenScore Lieder, CC0, the piano) -> (repaired ABC, official ABC, the part-measure it changes):
+#: Lehmann, "Clasp mine closer", bars 64-66: a G-flat tied from a lower voice into the upper voice's chord;
+#: the same from bar 65 (the tie starts before the excerpt); Jaell, "Les troncons du serpent", bars 50-52:
+#: C-sharp, G and E, one after the other, each tied into the next bar's chord (abc2xml carries only the
+#: last tie); Faure, "A Clymene", bars 1-2: a B-natural tied over the bar line with its natural printed
+#: again, then a B-natural at beat 1.5 (abc2xml ignores accidentals on tied notes).
+TIE_EXCERPTS = {
+    "tie_from_another_voice": ("[_G,CE-]8", "[G,CE-]8", "part 1 measure 65"),
+    "tie_without_start": ("[_G,CE-]8", "[G,CE-]8", "part 1 measure 65"),
+    "ties_into_a_chord": ("[V:3]!fermata![E,G,^C]6-|", "[V:3]!fermata![E,G,C]6-|", "part 2 measure 51"),
+    "natural_on_a_tied_note": ("[V:1]=B2 d =B2 c", "[V:1]=B2 d B2 c", "part 1 measure 2"),
+}
+
+
+@pytest.mark.parametrize("name", TIE_EXCERPTS)
+def test_a_tied_note_keeps_its_pitch(name):
     document = excerpt(name)
-    assert "[_G,CE-]8" in document.interleaved_abc
+    assert TIE_EXCERPTS[name][0] in document.interleaved_abc
     assert notation_losses(document, abc_round_trip(document)) == []
 
 
-def test_the_official_xml2abc_loses_that_accidental(official_xml2abc):
-    document = excerpt("tie_without_start")
-    assert "[G,CE-]8" in document.interleaved_abc
+@pytest.mark.parametrize("name", TIE_EXCERPTS)
+def test_the_official_xml2abc_changes_that_pitch(name, official_xml2abc):
+    document = excerpt(name)
+    _, official, changed = TIE_EXCERPTS[name]
+    assert official in document.interleaved_abc
     (line,) = notation_losses(document, abc_round_trip(document))
-    assert "1 of 4 part-measures changed (part 1 measure 65)" in line
-
-
-def jaell() -> ScoreDocument:
-    """OpenScore Lieder, Jaell, "Les troncons du serpent", bars 50-52 (piano): C-sharp, G and E, one after
-    the other, each tied into the next bar's chord; abc2xml carries only the tie of the last of them."""
-    return ScoreDocument((DATA / "ties_into_a_chord.musicxml").read_text(encoding="utf-8"), "jaell")
-
-
-def test_ties_from_successive_notes_into_a_chord_keep_their_accidental():
-    document = jaell()
-    assert "[V:3]!fermata![E,G,^C]6-|" in document.interleaved_abc
-    assert notation_losses(document, abc_round_trip(document)) == []
-
-
-def test_the_official_xml2abc_loses_the_sharp_of_that_chord(official_xml2abc):
-    document = jaell()
-    assert "[V:3]!fermata![E,G,C]6-|" in document.interleaved_abc
-    assert "part 2 measure 51" in notation_losses(document, abc_round_trip(document))[0]
-
-
-def faure() -> ScoreDocument:
-    """OpenScore Lieder, Faure, "A Clymene", bars 1-2 (piano): a B-natural tied over the bar line (its natural
-    sign printed again), then a B-natural at beat 1.5."""
-    return ScoreDocument((DATA / "natural_on_a_tied_note.musicxml").read_text(encoding="utf-8"), "faure")
-
-
-def test_an_accidental_on_a_note_tied_in_its_voice_is_written_again_after_it():
-    document = faure()
-    assert "[V:1]=B2 d =B2 c" in document.interleaved_abc
-    assert notation_losses(document, abc_round_trip(document)) == []
-
-
-def test_the_official_xml2abc_lets_abc2xml_read_the_key_s_b_flat_there(official_xml2abc):
-    document = faure()
-    assert "[V:1]=B2 d B2 c" in document.interleaved_abc
-    (line,) = notation_losses(document, abc_round_trip(document))
-    assert "(part 1 measure 2)" in line
+    assert changed in line
 
 
 def test_a_tie_within_one_voice_is_written_as_officially():
@@ -92,7 +69,7 @@ def test_a_tie_within_one_voice_is_written_as_officially():
 def test_a_long_gap_written_as_several_forwards_keeps_its_length(monkeypatch):
     """OpenScore Lieder, Brahms Op. 32 No. 2, bar 14 (piano): a triplet E after a gap that MuseScore wrote
     as forwards of 1536, 768, 192, 48, 12 and 4 divisions; xml2abc dropped the last three."""
-    document = ScoreDocument((DATA / "forwards_of_a_long_gap.musicxml").read_text(encoding="utf-8"), "brahms")
+    document = excerpt("forwards_of_a_long_gap")
     assert "[V:3]x20/3 (3:2:1E2 x4|" in document.interleaved_abc
     assert notation_losses(document, abc_round_trip(document)) == []
     monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
@@ -103,7 +80,7 @@ def test_a_long_gap_written_as_several_forwards_keeps_its_length(monkeypatch):
 
 def test_a_discontinued_pedal_no_longer_refuses_the_score(monkeypatch):
     """OpenScore Lieder, Chaminade, "Plaintes d'amour", bar 1 (piano): `<pedal type="discontinue">`."""
-    document = ScoreDocument((DATA / "pedal_discontinue.musicxml").read_text(encoding="utf-8"), "chaminade")
+    document = excerpt("pedal_discontinue")
     assert "!ped! C,3 G,,!ped-up!" in document.interleaved_abc
     assert notation_losses(document, abc_round_trip(document)) == []
     monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
