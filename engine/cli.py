@@ -174,6 +174,7 @@ def run_convert(args: argparse.Namespace) -> None:
     composer = _composer(args)
     document = composer.open_file(args.input)
     args.output.write_bytes(composer.export(document, fmt, tempo=args.tempo))
+    _warn(composer.export_warnings(document, fmt))
 
 
 def run_check(args: argparse.Namespace) -> None:
@@ -237,6 +238,11 @@ def _check_result(result) -> None:
         raise ModelError(f"no piece could be generated ({reasons})")
 
 
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def _write_piece(piece, abc_path: Path | None, musicxml_path: Path | None) -> None:
     for path, data in ((abc_path, piece.abc), (musicxml_path, piece.document.musicxml)):
         if path is not None:
@@ -280,6 +286,7 @@ def run_continue(args: argparse.Namespace) -> None:
     result = composer.compose_continuation(document, args.bars, keep=args.keep, prompt=_prompt(args),
                                            on_event=_progress, **options)
     _check_result(result)
+    _warn(result.warnings)
     for piece in result.pieces:
         if suffix == ".abc":
             _write_piece(piece, args.out, None)

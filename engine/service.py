@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from engine.errors import ModelError, ScoreError
@@ -34,6 +34,8 @@ class Progress:
     document: ScoreDocument | None
     done: bool = False
     stop: str | None = None
+    warnings: tuple[str, ...] = ()
+    """With `done`: lines saying what the piece could not keep (`engine.score.notation_losses`)."""
 
 
 SHIPPED = "shipped"
@@ -193,6 +195,16 @@ class Composer:
             raise ScoreError(f"cannot write .{fmt} (use one of {', '.join(EXPORT_FORMATS)})")
         return self._cache.get_or_make((fmt, document.digest, tempo), lambda: self._export(document, fmt, tempo))
 
+    def export_warnings(self, document: ScoreDocument, fmt: str) -> tuple[str, ...]:
+        """Lines saying what `export(document, fmt)` cannot carry of the score: for ABC, the part-measures
+        whose notes NotaGen's notation changes (`engine.score.notation_losses`); none for other formats."""
+        if fmt not in ("abc", "interleaved.abc"):
+            return ()
+        from engine.score.notation_losses import export_losses
+
+        return self._cache.get_or_make(("losses", fmt, document.digest),
+                                       lambda: tuple(export_losses(document, fmt == "interleaved.abc")))
+
     def export_file(self, document: ScoreDocument, fmt: str, tempo: float = 1.0) -> Path:
         """`export` written to the output folder as `<title>.<fmt>`, one folder per version.
 
@@ -250,8 +262,9 @@ class Composer:
         generator = self._require_notagen()
         continuation = score_continuation(document, bars, keep)
         events = generator.stream_continuation(document, bars, keep=keep, n=1, **options)
-        return self._progress(events, continuation.finisher(document.title), preview_every,
-                              start=len(continuation.context.text))
+        progress = self._progress(events, continuation.finisher(document.title), preview_every,
+                                  start=len(continuation.context.text))
+        return _with_losses(progress, document, continuation.keep)
 
     def compose(self, prompt, n: int = 1, *, on_event=None, **options):
         """`n` whole pieces from a `Prompt` (None: unconditional), generated together: a
@@ -261,11 +274,17 @@ class Composer:
     def compose_continuation(self, document: ScoreDocument, bars: int | None, keep: int | None = None, *,
                              prompt=None, on_event=None, **options):
         """`document`'s first `keep` bars (default: all) followed by `bars` new ones (default: as many as
-        the document had after `keep`, i.e. regenerate from bar `keep`): a `GenerationResult`."""
+        the document had after `keep`, i.e. regenerate from bar `keep`): a `GenerationResult`, whose
+        `warnings` say where the kept bars could not be carried through NotaGen's notation."""
+        from engine.score.notation_losses import notation_losses
+
         generator = self._require_notagen()
         if bars is None:
-            return generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
-        return generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
+            result = generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
+        else:
+            result = generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
+        losses = (line for piece in result.pieces for line in notation_losses(document, piece.document, keep))
+        return replace(result, warnings=tuple(dict.fromkeys(losses)))
 
     def inpaint(self, document: ScoreDocument, locked_cells, **options):
         """`Rewritten`: `document` with every (part, column) cell not in `locked_cells` rewritten by the
@@ -311,6 +330,17 @@ class Composer:
 
         alignment = bar_alignment(document.interleaved_abc)
         return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
+
+
+def _with_losses(progress: Iterator[Progress], document: ScoreDocument, keep: int) -> Iterator[Progress]:
+    """The finished continuation with a warning line where its `keep` kept bars changed on the way
+    through NotaGen's notation."""
+    from engine.score.notation_losses import notation_losses
+
+    for step in progress:
+        if step.done and step.document is not None:
+            step = replace(step, warnings=tuple(notation_losses(document, step.document, keep)))
+        yield step
 
 
 def _note(notes: list[str] | None, line: str) -> None:

@@ -164,7 +164,8 @@ def stream_versions(composer: Composer, session: Session, progress, cancel: thre
                 else:
                     reason = "the model ended the piece" if step.stop == "end" else f"stopped: {step.stop}"
                     ending = f"Done in {step.seconds:.1f} s ({reason})."
-                yield show(composer, replace(session, run=None), f"{summary(session)}. {ending}")
+                warnings = "".join(f"  \n{line}" for line in step.warnings)
+                yield show(composer, replace(session, run=None), f"{summary(session)}. {ending}{warnings}")
                 return
             session = replace(session, run=run)
             if step.seconds - shown_at >= PREVIEW_INTERVAL or step.bars == 1:

@@ -75,6 +75,8 @@ class GenerationResult:
     pieces: tuple[GeneratedPiece, ...]
     failures: tuple[PieceFailure, ...]
     seconds: float
+    warnings: tuple[str, ...] = ()
+    """Lines saying what the pieces could not keep of a continued score (`engine.score.notation_losses`)."""
 
     @property
     def alignment(self) -> BarAlignment:

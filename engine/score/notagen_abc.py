@@ -4,7 +4,8 @@ The official NotaGen checkpoints were trained on text made by `data/1_batch_xml2
 `-d 8 -c 6 -x`) and `data/2_data_preprocess.py::abc_preprocess_pipeline` (thin glue around the
 `abctoolkit` package). This module reproduces that text byte for byte (checked against the reference
 fixtures in shared/fixtures/notagen_reference/preprocess/), quirks included, by calling abctoolkit's own
-functions. The reverse path mirrors the official `inference.py::rest_unreduce` followed by abc2xml.
+functions; `engine.score.notagen_repairs` changes it only where the official text is wrong. The reverse
+path mirrors the official `inference.py::rest_unreduce` followed by abc2xml.
 
 abctoolkit prints warnings to stdout/stderr and xml2abc/abc2xml keep module-level state; see
 `abctoolkit_output` and the two locks below. Every failure is a `ScoreError` with a one-line message.
@@ -52,6 +53,7 @@ from defusedxml import DefusedXmlException  # noqa: E402
 from unidecode import unidecode  # noqa: E402
 
 from engine.errors import ScoreError  # noqa: E402
+from engine.score.notagen_repairs import plain_whitespace  # noqa: E402 - also installs the xml2abc repairs
 
 #: The 15 keys the official pipeline writes a rest-reduced file for, in its order (`Key2index.keys()`).
 KEYS: tuple[str, ...] = tuple(Key2index)
@@ -191,7 +193,8 @@ def _musicxml_bytes(musicxml: str | bytes) -> bytes:
 
 
 def xml_to_abc(musicxml: str | bytes) -> str:
-    """Standard ABC exactly as `xml2abc.py -d 8 -c 6 -x <file>` prints it (the official step 1).
+    """Standard ABC as `xml2abc.py -d 8 -c 6 -x <file>` prints it (the official step 1), with the repairs
+    of `engine.score.notagen_repairs`.
 
     Runs abctoolkit's xml2abc in-process (its `Parser` and `ABCoutput`, as its `__main__` does) and
     returns what the command line writes to stdout, trailing blank line included.
@@ -214,7 +217,7 @@ def xml_to_abc(musicxml: str | bytes) -> str:
             raise ScoreError(f"xml2abc cannot convert this MusicXML: {type(exc).__name__}: {_one_line(exc)}") from exc
         finally:
             _xml2abc.abcOut = None
-    text = out.getvalue()
+    text = plain_whitespace(out.getvalue())
     if not text:
         reason = next((m for m in messages if "nothing written" in m), "it wrote nothing")
         raise ScoreError(f"xml2abc cannot convert this MusicXML: {_one_line(reason)}")

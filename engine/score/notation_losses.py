@@ -1,0 +1,75 @@
+"""What NotaGen's notation loses of a score: its sounding notes compared part-measure by part-measure.
+
+NotaGen reads and writes interleaved ABC (xml2abc / abc2xml). Where a score holds something that trip
+cannot carry, a continuation's kept bars or an ABC export change; the user is told so in one line
+(`notation_losses`) instead of the music changing silently. `training.roundtrip` counts the same thing
+over whole corpora.
+"""
+from __future__ import annotations
+
+from engine.score.document import ScoreDocument
+
+Notes = tuple[tuple[float, float, float], ...]
+"""A part-measure's sounding notes, sorted: (MIDI pitch, onset in the measure, duration), in quarters."""
+
+MAX_NAMED = 3
+"""Changed measures named in a warning line before it says 'and N more'."""
+
+
+def measure_notes(document: ScoreDocument) -> list[list[Notes]]:
+    """Per part (row), per measure: the sounding notes.
+
+    The part's transposition is applied, so a transposing instrument written either way compares equal;
+    a tied note counts once per measure it is written in, as it is engraved."""
+    rows = []
+    for part, measures in zip(document.layout.parts, document.layout.measures):
+        instrument = part.getInstrument(returnDefault=False)
+        interval = getattr(instrument, "transposition", None)
+        shift = interval.semitones if interval is not None else 0
+        rows.append([
+            tuple(sorted((p.ps + shift, float(note.getOffsetInHierarchy(measure)), float(note.quarterLength))
+                         for note in measure.recurse().notes for p in note.pitches))
+            for measure in measures
+        ])
+    return rows
+
+
+def changed_measures(before: list[list[Notes]], after: list[list[Notes]], columns: int | None = None
+                     ) -> tuple[int, list[tuple[int, int]]]:
+    """(part-measures compared, the (part, measure) indices whose notes changed or went missing) over the
+    first `columns` measures of `before` (all when None). A measure without notes may go missing."""
+    total, changed = 0, []
+    for p, row in enumerate(before):
+        other = after[p] if p < len(after) else []
+        for m, notes in enumerate(row[:columns]):
+            total += 1
+            if (other[m] if m < len(other) else ()) != notes:  # a missing last bar may have been empty
+                changed.append((p, m))
+    return total, changed
+
+
+def abc_round_trip(document: ScoreDocument, interleaved: bool = True) -> ScoreDocument:
+    """`document` after NotaGen's trip and back: through its interleaved ABC (what continuation reads and
+    the interleaved export writes) or its standard ABC (the ABC export)."""
+    from engine.score.notagen_abc import abc_to_musicxml, interleaved_to_musicxml
+
+    musicxml = interleaved_to_musicxml(document.interleaved_abc) if interleaved else abc_to_musicxml(document.abc)
+    return ScoreDocument(musicxml, document.title)
+
+
+def notation_losses(original: ScoreDocument, converted: ScoreDocument, columns: int | None = None) -> list[str]:
+    """One warning line when `converted` (the score after NotaGen's notation) changed notes of the first
+    `columns` measures (all when None) of `original`; none when every part-measure is intact."""
+    total, changed = changed_measures(measure_notes(original), measure_notes(converted), columns)
+    if not changed:
+        return []
+    numbers = [column.number for column in original.grid.columns]
+    named = ", ".join(f"part {p + 1} measure {numbers[m]}" for p, m in changed[:MAX_NAMED])
+    more = f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else ""
+    return [f"NotaGen's notation (ABC) cannot carry everything in this score: {len(changed)} of {total} "
+            f"part-measures changed ({named}{more})"]
+
+
+def export_losses(document: ScoreDocument, interleaved: bool) -> list[str]:
+    """`notation_losses` of `document`'s ABC export (interleaved or standard ABC)."""
+    return notation_losses(document, abc_round_trip(document, interleaved))

@@ -1,0 +1,158 @@
+"""Scores through NotaGen's notation and back: the repairs of xml2abc (each on a small real excerpt), the
+one-line warning where something is lost (`notation_losses`) and the round-trip survey's bookkeeping."""
+from pathlib import Path
+
+import music21
+import pytest
+from abctoolkit import xml2abc
+
+from engine.errors import ScoreError
+from engine.score import notagen_repairs
+from engine.score.document import ScoreDocument
+from engine.score.formats import score_to_musicxml
+from engine.score.notagen_abc import xml_to_abc
+from engine.score.notation_losses import abc_round_trip, changed_measures, measure_notes, notation_losses
+from engine.service import Composer
+from training.roundtrip import failure_class, summary
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+DATA = Path(__file__).parent / "data"
+
+
+def excerpt(name: str) -> ScoreDocument:
+    return ScoreDocument((DATA / f"{name}.musicxml").read_text(encoding="utf-8"), name)
+
+
+@pytest.fixture
+def official_xml2abc(monkeypatch):
+    """xml2abc without the tie repair, as the official pipeline runs it."""
+    monkeypatch.setattr(xml2abc.Parser, "ntAbc", notagen_repairs._original_ntAbc)
+
+
+#: Excerpts (OpenScore Lieder, CC0, the piano) -> (repaired ABC, official ABC, the part-measure it changes):
+#: Lehmann, "Clasp mine closer", bars 64-66: a G-flat tied from a lower voice into the upper voice's chord;
+#: the same from bar 65 (the tie starts before the excerpt); Jaell, "Les troncons du serpent", bars 50-52:
+#: C-sharp, G and E, one after the other, each tied into the next bar's chord (abc2xml carries only the
+#: last tie); Faure, "A Clymene", bars 1-2: a B-natural tied over the bar line with its natural printed
+#: again, then a B-natural at beat 1.5 (abc2xml ignores accidentals on tied notes).
+TIE_EXCERPTS = {
+    "tie_from_another_voice": ("[_G,CE-]8", "[G,CE-]8", "part 1 measure 65"),
+    "tie_without_start": ("[_G,CE-]8", "[G,CE-]8", "part 1 measure 65"),
+    "ties_into_a_chord": ("[V:3]!fermata![E,G,^C]6-|", "[V:3]!fermata![E,G,C]6-|", "part 2 measure 51"),
+    "natural_on_a_tied_note": ("[V:1]=B2 d =B2 c", "[V:1]=B2 d B2 c", "part 1 measure 2"),
+}
+
+
+@pytest.mark.parametrize("name", TIE_EXCERPTS)
+def test_a_tied_note_keeps_its_pitch(name):
+    document = excerpt(name)
+    assert TIE_EXCERPTS[name][0] in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+
+
+@pytest.mark.parametrize("name", TIE_EXCERPTS)
+def test_the_official_xml2abc_changes_that_pitch(name, official_xml2abc):
+    document = excerpt(name)
+    _, official, changed = TIE_EXCERPTS[name]
+    assert official in document.interleaved_abc
+    (line,) = notation_losses(document, abc_round_trip(document))
+    assert changed in line
+
+
+def test_a_tie_within_one_voice_is_written_as_officially():
+    """Bar 65's E-flat is tied within its voice: no accidental is repeated after the tie."""
+    abc = excerpt("tie_from_another_voice").interleaved_abc
+    assert "[_G,CE-]8|" in abc and "[V:1][A,E]8|" in abc
+
+
+def test_a_long_gap_written_as_several_forwards_keeps_its_length(monkeypatch):
+    """OpenScore Lieder, Brahms Op. 32 No. 2, bar 14 (piano): a triplet E after a gap that MuseScore wrote
+    as forwards of 1536, 768, 192, 48, 12 and 4 divisions; xml2abc dropped the last three."""
+    document = excerpt("forwards_of_a_long_gap")
+    assert "[V:3]x20/3 (3:2:1E2 x4|" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    document = ScoreDocument(document.musicxml, "brahms")
+    assert "[V:3]x13/2 (3:2:1E2" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document))
+
+
+def test_a_discontinued_pedal_no_longer_refuses_the_score(monkeypatch):
+    """OpenScore Lieder, Chaminade, "Plaintes d'amour", bar 1 (piano): `<pedal type="discontinue">`."""
+    document = excerpt("pedal_discontinue")
+    assert "!ped! C,3 G,,!ped-up!" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    with pytest.raises(ScoreError, match="wrong direction type"):
+        ScoreDocument(document.musicxml, "chaminade").abc
+
+
+def test_tabs_in_lyrics_become_spaces():
+    """Trecento Kyrie "O sacra Virgo beata" (music21 corpus): the tenor's first syllable is "O<tab>sacra."."""
+    score = music21.corpus.parse("trecento/PMFC_23_20-Kyrie O Sacra Virgo Beata.xml").measures(1, 2)
+    musicxml = score_to_musicxml(score)
+    assert "O\tsacra." in musicxml
+    abc = xml_to_abc(musicxml)
+    assert "\t" not in abc and "O sacra." in abc
+    assert notagen_repairs.plain_whitespace("a\tb\x0bc\n") == "a b c\n"
+
+
+def test_changed_measures_compares_sounding_notes():
+    document = excerpt("tie_from_another_voice")
+    notes = measure_notes(document)
+    assert [len(row) for row in notes] == [3, 3]
+    assert changed_measures(notes, notes) == (6, [])
+    shorter = [row[:2] for row in notes]
+    assert changed_measures(notes, shorter) == (6, [(0, 2), (1, 2)])
+    assert changed_measures(notes, shorter, columns=2) == (4, [])
+
+
+def test_export_warns_in_one_line_when_abc_loses_notes(official_xml2abc):
+    composer = Composer()
+    document = excerpt("tie_without_start")
+    (line,) = composer.export_warnings(document, "abc")
+    assert "part 1 measure 65" in line and "\n" not in line
+    assert composer.export_warnings(document, "interleaved.abc") == (line,)
+    assert composer.export_warnings(document, "musicxml") == ()
+
+
+def test_export_of_a_score_abc_carries_has_no_warning():
+    assert Composer().export_warnings(excerpt("tie_from_another_voice"), "abc") == ()
+
+
+def test_survey_summary_counts_and_classes():
+    records = [
+        {"id": "a.mxl", "opened": True, "round_trip": True, "measures": 10, "intact": 10, "differences": []},
+        {"id": "b.mxl", "opened": True, "round_trip": True, "measures": 10, "intact": 9,
+         "differences": ["part 1 measure 3: [60@0/1] -> [61@0/1]"]},
+        {"id": "c.mxl", "opened": True, "round_trip": False, "error": "round trip: abc2xml cannot convert the ABC: x 12"},
+        {"id": "d.abc", "opened": False, "round_trip": False, "error": "open: d.abc holds 3 ABC tunes"},
+        {"id": "e.mxl", "opened": False, "round_trip": False, "error": "timeout: more than 300 s"},
+    ]
+    text = summary(records)
+    assert "scores: 5, 1 of them timed out" in text and "open: 3 (75.0 %)" in text and "round-trip: 2 of those opened (66.7 %)" in text
+    assert "part-measures intact: 19 of 20 (95.00 %)" in text
+    assert "part 1 measure 3" in text
+    assert failure_class("round trip: abc2xml cannot convert the ABC: x 12") == "round trip: abc2xml cannot convert the ABC: x N"
+
+
+@pytest.fixture(scope="module")
+def composer_with_notagen(notagen_reference):
+    from engine.notagen.generate import NotagenGenerator
+
+    return Composer(notagen=NotagenGenerator.load(notagen_reference / "tiny_notagen_trained_fp16.pth"))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_continuation_warns_in_one_line_when_kept_bars_change(composer_with_notagen, monkeypatch):
+    document = excerpt("tie_without_start")
+    options = dict(seed=12, top_k=1)
+    assert composer_with_notagen.compose_continuation(document, 1, **options).warnings == ()
+    monkeypatch.setattr(xml2abc.Parser, "ntAbc", notagen_repairs._original_ntAbc)
+    document = excerpt("tie_without_start")
+    result = composer_with_notagen.compose_continuation(document, 1, **options)
+    (line,) = result.warnings
+    assert result.pieces and "part 1 measure 65" in line
+    *_, last = composer_with_notagen.continue_score(document, 1, **options)
+    assert last.done and last.warnings == (line,)

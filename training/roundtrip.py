@@ -1,0 +1,173 @@
+"""Round trip of real scores through NotaGen's notation: open -> MusicXML -> interleaved ABC -> MusicXML.
+
+What this trip loses is lost from a user's music when NotaGen continues or exports it, so every score is
+compared part-measure by part-measure (sounding notes: pitch, onset, duration). Each score runs in its own
+process with a timeout; results go to a JSON-lines file, one line per score, so a rerun resumes.
+
+    nice -n 10 python -m training.roundtrip --out logs/roundtrip.jsonl [--corpora ../shared/corpora]
+        [--music21] [--sample N] [--timeout 120]
+    python -m training.roundtrip --out logs/roundtrip.jsonl --report     # reprint the summary
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from engine.errors import ScoreError
+from engine.score.formats import INPUT_FORMATS
+from engine.score.notation_losses import Notes, abc_round_trip, changed_measures, measure_notes
+from training.corpus import ComposerTable, PieceRef, WorkTable, iter_music21
+from training.data import _read_document as read_document  # the data builder's reader, per piece kind
+
+DEFAULT_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+EXAMPLES_PER_CLASS = 3
+
+
+def compare(before: list[list[Notes]], after: list[list[Notes]]) -> tuple[int, int, list[str]]:
+    """(part-measures compared, intact, a few differences described) of the original's part-measures."""
+    total, changed = changed_measures(before, after)
+    differences = []
+    for p, m in changed[:EXAMPLES_PER_CLASS]:
+        other = after[p][m] if p < len(after) and m < len(after[p]) else None
+        differences.append(f"part {p + 1} measure {m + 1}: {_notes(before[p][m])} -> "
+                           f"{'missing' if other is None else _notes(other)}")
+    return total, total - len(changed), differences
+
+
+def _notes(notes: Notes, limit: int = 6) -> str:
+    text = " ".join(f"{pitch:g}@{onset:g}/{length:g}" for pitch, onset, length in notes[:limit])
+    return "[" + text + (" ..." if len(notes) > limit else "") + "]"
+
+
+def check_score(ref: PieceRef) -> dict:
+    """One score's record: whether it opens, round-trips, and how many part-measures stay intact."""
+    record: dict = {"id": ref.id, "opened": False, "round_trip": False}
+    stage = "open"
+    try:
+        document = read_document(ref)
+        record["opened"] = True
+        before = measure_notes(document)
+        stage = "round trip"
+        after = measure_notes(abc_round_trip(document))
+        record["round_trip"] = True
+        record["measures"], record["intact"], record["differences"] = compare(before, after)
+    except ScoreError as exc:
+        record["error"] = f"{stage}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a survey records every failure and goes on
+        record["error"] = f"{stage}: {type(exc).__name__}: {exc}"
+    return record
+
+
+def _worker(ref: PieceRef, connection) -> None:
+    connection.send(check_score(ref))
+
+
+def check_with_timeout(ref: PieceRef, timeout: float) -> dict:
+    """`check_score` in a child process, killed after `timeout` seconds (a failure class of its own)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_worker, args=(ref, sender), daemon=True)
+    start = time.monotonic()
+    process.start()
+    record = receiver.recv() if receiver.poll(timeout) else None
+    process.join(1)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    if record is None:
+        record = {"id": ref.id, "opened": False, "round_trip": False,
+                  "error": f"timeout: more than {timeout:g} s" if process.exitcode in (None, -9) else
+                  f"crash: the worker exited with code {process.exitcode}"}
+    record["seconds"] = round(time.monotonic() - start, 2)
+    return record
+
+
+def corpus_pieces(corpora: Path | None, music21_corpus: bool, sample: int = 0) -> list[PieceRef]:
+    """The score files of the corpora folder and (optionally) the pieces of music21's corpus as the data
+    builder splits them (one per ABC tune); with `sample`, that many of each, drawn with seed 0."""
+    groups = []
+    if corpora:
+        groups.append([PieceRef(id=str(path.relative_to(corpora)), source="corpora", path=str(path), kind="file",
+                                work="", split="", title=path.stem)
+                       for path in sorted(corpora.rglob("*")) if path.suffix.lower() in INPUT_FORMATS])
+    if music21_corpus:
+        groups.append(list(iter_music21(ComposerTable.load(), WorkTable.load())))
+    if sample:
+        groups = [random.Random(0).sample(group, min(sample, len(group))) for group in groups]
+    return [ref for group in groups for ref in sorted(group, key=lambda ref: ref.id)]
+
+
+def failure_class(error: str) -> str:
+    """An error message with its specifics (numbers, quoted text, file names) blanked, to count alike ones."""
+    text = re.sub(r"^\S+\.(mxl|xml|musicxml|krn|abc|mid|midi)(\s*\([^)]*\))?:?\s*", "", error.split(": ", 1)[-1])
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\b\d+(\.\d+)?\b", "N", text)
+    return f"{error.split(': ', 1)[0]}: {text[:120]}"
+
+
+def summary(records: list[dict]) -> str:
+    """The figures: shares that open and round-trip, part-measures intact, failure classes with examples."""
+    stopped = [r for r in records if r.get("error", "").startswith(("timeout", "crash"))]
+    n = len(records) - len(stopped)
+    opened = [r for r in records if r["opened"]]
+    tripped = [r for r in opened if r["round_trip"]]
+    measures = sum(r["measures"] for r in tripped)
+    intact = sum(r["intact"] for r in tripped)
+    lines = [f"scores: {len(records)}, {len(stopped)} of them timed out or crashed; shares of the other {n}:",
+             f"open: {len(opened)} ({100 * len(opened) / max(n, 1):.1f} %)",
+             f"round-trip: {len(tripped)} of those opened ({100 * len(tripped) / max(len(opened), 1):.1f} %)",
+             f"part-measures intact: {intact} of {measures} ({100 * intact / max(measures, 1):.2f} %), "
+             f"{sum(r['intact'] == r['measures'] for r in tripped)} scores wholly intact"]
+    classes: dict[str, list[str]] = {}
+    for record in records:
+        if "error" in record:
+            classes.setdefault(failure_class(record["error"]), []).append(f"{record['id']}: {record['error'][:200]}")
+    changed = Counter()
+    for record in tripped:
+        if record["intact"] < record["measures"]:
+            changed[record["id"]] = record["measures"] - record["intact"]
+    lines.append("failure classes:")
+    for name, examples in sorted(classes.items(), key=lambda item: -len(item[1])):
+        lines.append(f"  {len(examples):4d}  {name}")
+        lines += [f"          {example}" for example in examples[:EXAMPLES_PER_CLASS]]
+    lines.append("scores with changed part-measures (most first):")
+    for piece, count in changed.most_common(10):
+        record = next(r for r in tripped if r["id"] == piece)
+        lines.append(f"  {count:4d}  {piece}")
+        lines += [f"          {difference}" for difference in record["differences"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON-lines results (resumed when it exists)")
+    parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="folder of score files ('' for none)")
+    parser.add_argument("--music21", action="store_true", help="add the music21 corpus")
+    parser.add_argument("--sample", type=int, default=0, help="a random sample of this many scores of each source")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds per score")
+    parser.add_argument("--report", action="store_true", help="only print the summary of --out")
+    args = parser.parse_args(argv)
+    records = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
+    if not args.report:
+        pieces = corpus_pieces(args.corpora if str(args.corpora) else None, args.music21, args.sample)
+        done = {record["id"] for record in records}
+        todo = [ref for ref in pieces if ref.id not in done]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as out:
+            for i, ref in enumerate(todo, 1):
+                record = check_with_timeout(ref, args.timeout)
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                records.append(record)
+                print(f"[{i}/{len(todo)}] {ref.id}: {record.get('error') or 'ok'} ({record['seconds']} s)", flush=True)
+    print(summary(records))
+
+
+if __name__ == "__main__":
+    main()
