@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.measure.splice import measure_texts
+
 from tests.browser.conftest import ARTIFACTS
 
 from tests.browser.test_app import MEASURES, click_measure, locked_columns, open_example, upload, wait_for_lock_summary, wait_for_status
@@ -131,12 +133,43 @@ def test_playback_follows_the_music_over_locks(page, shot):
     wait_for_lock_summary(page, "9 measures locked")
 
 
-def test_regenerate_from_names_its_measure(page):
+def test_regenerate_from_names_its_measure(page, shot, tmp_path):
+    """A click picks the measure to regenerate from and toggles its lock: a measure the click leaves
+    locked is kept (the button says so and starts after it), a lock further on refuses the action, and
+    the downloaded MusicXML keeps every measure before the start exactly."""
+    page.set_viewport_size({"width": 1400, "height": 900})
     open_example(page, "Bach - Chorale BWV 66.6")
+    original = download_musicxml(page, tmp_path / "original.musicxml")
+    number = [page.locator(MEASURES).nth(c).get_attribute("data-n") for c in range(10)]
+    label = lambda text: page.wait_for_function(
+        "(t) => document.querySelector('#regenerate-from').innerText.includes(t)", arg=text)
     click_measure(page, 3)
-    number = page.locator(MEASURES).nth(3).get_attribute("data-n")
-    page.wait_for_function(
-        "(n) => document.querySelector('#regenerate-from').innerText.includes('Regenerate from measure ' + n)", arg=number)
+    label(f"Regenerate from measure {number[4]} (keeps measure {number[3]}, locked)")
+    shot(page, "locked-start")
+    click_measure(page, 6)
+    click_measure(page, 3)  # unlocks it: the start is the clicked measure, but measure 6 is locked
+    label(f"Regenerate from measure {number[3]} (clicked last)")
+    page.locator("#regenerate-from").click()
+    wait_for_status(page, f"measure {number[6]} locked after measure {number[3]}")
+    assert page.locator(MEASURES).count() == 10 and locked_columns(page) == [6]
+    shot(page, "refused")
+    click_measure(page, 6)
+    click_measure(page, 3)
+    label(f"Regenerate from measure {number[4]} (keeps measure {number[3]}, locked)")
+    page.locator("#regenerate-from").click()
+    wait_for_status(page, "Done in")
+    shot(page, "regenerated")
+    assert locked_columns(page) == [3]
+    regenerated = download_musicxml(page, tmp_path / "regenerated.musicxml")
+    for old, new in zip(measure_texts(original), measure_texts(regenerated), strict=True):
+        assert new[:4] == old[:4]
+
+
+def download_musicxml(page, target) -> str:
+    with page.expect_download() as info:
+        page.locator("#download-musicxml").click()
+    info.value.save_as(target)
+    return target.read_bytes().decode("utf-8")
 
 
 def test_inpainting_asks_first_and_shows_progress(page, shot):
