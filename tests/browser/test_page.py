@@ -240,3 +240,28 @@ def test_stop_keeps_every_bar_under_the_pieces_title(page, shot):
     with page.expect_download() as info:
         page.locator("#download-musicxml").click()
     assert not info.value.suggested_filename.startswith("preview"), info.value.suggested_filename
+
+
+def test_lyrics_of_two_verses_do_not_collide(page, shot, shared_dir):
+    """In Chromium as it draws them: the syllables of a verse line do not overlap one another (they ran
+    together: "binichein"), nor do the lines of two verses."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    song = shared_dir / "corpora" / "openscore-lieder" / "scores" / "Schubert_Franz__Winterreise_D_911_6_Wasserfluth__lc5016512.mxl"
+    upload(page, song)
+    wait_for_status(page, "Wasserfluth")
+    page.wait_for_selector(MEASURES)
+    page.evaluate("() => document.fonts.ready")
+    page.locator(MEASURES).nth(8).scroll_into_view_if_needed()
+    shot(page, "song")
+    found = page.evaluate("""() => {
+        const boxes = [...document.querySelectorAll('#score-view g.syl text')].map(t => t.getBoundingClientRect())
+            .filter(b => b.width > 0).map(b => ({left: b.left, right: b.right, top: b.top, bottom: b.bottom}));
+        const overlaps = [];
+        for (const a of boxes) for (const b of boxes) {
+            const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+            const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+            if (a !== b && x > 0.5 && y > 0.5) overlaps.push([a, b]);
+        }
+        return {count: boxes.length, overlaps: overlaps.slice(0, 3)};
+    }""")
+    assert found["count"] > 100 and not found["overlaps"], found
