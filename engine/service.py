@@ -231,7 +231,7 @@ class Composer:
         if fmt == "musicxml":
             return document.musicxml.encode("utf-8")
         if fmt == "abc":
-            return document.abc.encode("utf-8")
+            return _without_repeated_titles(document.abc).encode("utf-8")
         if fmt == "interleaved.abc":
             return document.interleaved_abc.encode("utf-8")
         if fmt == "svg":
@@ -346,6 +346,22 @@ def _with_losses(progress: Iterator[Progress], document: ScoreDocument, keep: in
 def _note(notes: list[str] | None, line: str) -> None:
     if notes is not None:
         notes.append(line)
+
+
+def _without_repeated_titles(abc: str) -> str:
+    """xml2abc writes a `T:` line for the title and for every credit, and a score repeats its credits on
+    each page (a quartet's footer came out 30 times): the header keeps each `T:`, `C:` and `Z:` line once."""
+    lines = abc.split("\n")
+    header_end = next((i for i, line in enumerate(lines) if line.startswith("K:")), len(lines))
+    seen: set[str] = set()
+    header = []
+    for line in lines[:header_end]:
+        if line[:2] in ("T:", "C:", "Z:"):
+            if line in seen:
+                continue
+            seen.add(line)
+        header.append(line)
+    return "\n".join(header + lines[header_end:])
 
 
 def _file_stem(title: str) -> str:

@@ -73,3 +73,17 @@ def test_missing_file_and_unknown_output_type(tmp_path):
     assert result.returncode == 1 and "no such file" in result.stderr
     result = run_engine("convert", corpus_path(), tmp_path / "out.docx")
     assert result.returncode == 1 and "unsupported output type" in result.stderr
+
+
+def test_abc_export_writes_each_title_line_once(shared_dir, tmp_path):
+    """An OpenScore quartet repeats its title and footer credits on every page; xml2abc made a `T:` line of
+    each (the footer 30 times). The export, here as in the page's ABC download, writes each once."""
+    quartet = shared_dir / "corpora" / "openscore-quartets" / "scores" / (
+        "Saint_Georges_Joseph_Bologne__String_Quartet_in_C_minor_Op_1_No_4__sq8437280.mxl")
+    out = tmp_path / "quartet.abc"
+    result = run_engine("convert", quartet, out)
+    assert result.returncode == 0, result.stderr
+    titles = [line for line in out.read_text().splitlines() if line.startswith("T:")]
+    assert titles and len(titles) == len(set(titles))
+    assert "T:String Quartet in C minor" in titles and "T:OpenScore (CC0)" in titles
+    assert read_score_file(out).n_parts == 4

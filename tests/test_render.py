@@ -59,3 +59,23 @@ def test_printed_pages_carry_the_title(composer):
     first = Engraver().engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages[0]
     assert "Chorale BWV 66.6" in first
     assert with_title(document.musicxml, "Other") == with_title(with_title(document.musicxml, "Other"), "Again")
+
+
+SYLLABLE = re.compile(r'class="syl"[^>]*>\s*<text x="(-?\d+)" y="(-?\d+)"[^>]*>\s*<tspan[^>]*>\s*<tspan font-size="(\d+)px">')
+
+
+def test_verses_are_spaced_and_drawn_in_the_font_they_were_spaced_by(composer, shared_dir):
+    """Schubert's Wasserfluth has two verses: their lines stood one font size apart, so one verse's
+    descenders met the next one's letters, and the words were spaced by Times' widths but drawn in
+    whatever serif font the browser had (words ran together: "binichein" in Gute Nacht)."""
+    song = shared_dir / "corpora" / "openscore-lieder" / "scores" / "Schubert_Franz__Winterreise_D_911_6_Wasserfluth__lc5016512.mxl"
+    pages = composer.engrave(read_score_file(song)).pages
+    gaps = []
+    for system in "".join(pages).split('class="system"')[1:]:
+        syllables = SYLLABLE.findall(system)
+        lines = sorted({int(y) for _, y, _ in syllables})
+        size = max((int(size) for _, _, size in syllables), default=0)
+        gaps += [(b - a) / size for a, b in zip(lines, lines[1:]) if b - a < 4 * size]  # verses under one staff
+    assert len(gaps) >= 5 and min(gaps) >= 1.2, gaps
+    assert "".join(pages).count("@font-face") == pages[0].count("@font-face") == 4  # the font once, 4 styles
+    assert set(re.findall(r'font-family="([^"]+)"', "".join(pages))) == {"Liberation, serif"}

@@ -22,7 +22,7 @@ from engine.notagen.options import STOP_CANCEL
 from engine.notagen.prompts import Prompt
 from engine.score.document import ScoreDocument
 from engine.service import Composer
-from webui.handlers import USER_ERRORS, Unchanged, VersionView, failed, show, summary
+from webui.handlers import USER_ERRORS, Unchanged, VersionView, failed, regenerate_start, show, summary
 from webui.session import Session, compose_fields
 
 GENERATION_TIME_LIMIT = 300.0
@@ -235,10 +235,11 @@ def continue_piece(composer: Composer, session: Session, bars, temperature, top_
         return
     keep_bars = None
     if from_cursor:
-        if session.cursor is None:
-            yield failed(session, "click the measure to regenerate from first")
+        keep_bars, problem = regenerate_start(session)
+        if keep_bars is None:
+            yield failed(session, problem)
             return
-        keep_bars, bars = session.cursor, document.n_measures - session.cursor
+        bars = document.n_measures - keep_bars
     cancel = threading.Event()
     try:
         progress = composer.continue_score(document, int(bars), keep=keep_bars, preview_every=1, cancel=cancel,

@@ -45,11 +45,41 @@ class LockView:
 
     @property
     def regenerate_label(self) -> str:
-        """The regenerate-from button names the measure it starts at: the one clicked last."""
+        """The regenerate-from button names the measure it starts at, and why (`regenerate_start`)."""
         cursor, document = self.session.cursor, self.session.document
         if cursor is None or document is None:
             return REGENERATE_FROM_NONE
-        return f"Regenerate from measure {document.grid.columns[cursor].number} (clicked last)"
+        start, clicked = _first_rewritten(self.session), document.grid.columns[cursor].number
+        if start >= document.n_measures:
+            return f"{REGENERATE_FROM_NONE} (measure {clicked}, the last, is locked)"
+        if start == cursor:
+            return f"Regenerate from measure {clicked} (clicked last)"
+        return f"Regenerate from measure {document.grid.columns[start].number} (keeps measure {clicked}, locked)"
+
+
+def _first_rewritten(session: Session) -> int:
+    """The measure clicked last, or the one after it when the click left it locked (it is kept)."""
+    return session.cursor + 1 if any(column == session.cursor for _, column in session.locks.cells) else session.cursor
+
+
+def regenerate_start(session: Session) -> tuple[int | None, str | None]:
+    """The column "Regenerate from" starts at, or None and why it cannot start.
+
+    A click both picks the measure and toggles its lock. NotaGen keeps what comes before the start and
+    rewrites everything after it, so a clicked measure the click left locked is kept (the start is the
+    one after it), and a locked measure further on refuses the action: nothing locked is ever rewritten."""
+    document = session.document
+    if session.cursor is None or document is None:
+        return None, "click the measure to regenerate from first"
+    start = _first_rewritten(session)
+    if start >= document.n_measures:
+        return None, "the measure clicked last is locked and the last one: there is nothing after it to regenerate"
+    later = sorted({column for _, column in session.locks.cells if column >= start})
+    if later:
+        numbers = ", ".join(str(document.grid.columns[c].number) for c in later[:5]) + (", ..." if len(later) > 5 else "")
+        return None, (f"measure{'s' * (len(later) > 1)} {numbers} locked after measure {document.grid.columns[start].number}: "
+                      "regenerating from there rewrites every measure to the end. Unlock them, or use Regenerate unlocked")
+    return start, None
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,47 @@ def excerpt_xml(xml: str, columns: set[int]) -> str:
             pieces.append(measure)
     pieces.append(xml[cursor:])
     return "".join(pieces)
+
+
+_MEASURE_NUMBER = re.compile(r'(<measure\b[^>]*?\bnumber=")([^"]*)(")')
+
+
+def continued_xml(original: str, generated: str, keep: int) -> str:
+    """`original` with the measures of each part from `keep` on replaced by `generated`'s measures from
+    `keep` on (as many as it has): a NotaGen continuation. The generated piece comes back through ABC,
+    whose kept bars had lost ties, slurs, lyrics and layout; here they are the original's own bytes, and
+    so are the part list, the credits and everything else outside the new measures. The new measures
+    are numbered on from the last kept one and state the divisions they were written with."""
+    old_parts, new_parts = _parts(original), _parts(generated)
+    if [p.staves for p in old_parts] != [p.staves for p in new_parts]:
+        raise ScoreError(f"the continuation came out in {len(new_parts)} parts, not as the score's {len(old_parts)}")
+    replacements = []
+    for old, new in zip(old_parts, new_parts):
+        if not keep <= len(old.measures) or not keep <= len(new.measures):
+            raise ScoreError(f"the score has no measure {keep} to continue from")
+        start = old.measures[keep][0] if keep < len(old.measures) else (old.measures[-1][1] if old.measures else old.start)
+        end = old.measures[-1][1] if keep < len(old.measures) else start
+        number = _last_number(original, old.measures[:keep])
+        measures = []
+        for k, (m_start, m_end) in enumerate(new.measures[keep:]):
+            measure = generated[m_start:m_end]
+            if k == 0:
+                measure = _with_divisions(measure, _divisions_after(generated, new, keep - 1) or "1", None)
+            if number is not None:
+                measure = _MEASURE_NUMBER.sub(lambda found: f"{found.group(1)}{number + 1 + k}{found.group(3)}", measure, 1)
+            measures.append(measure)
+        replacements.append((start, end, "".join(measures)))
+    pieces, cursor = [], 0
+    for start, end, text in replacements:
+        pieces += [original[cursor:start], text]
+        cursor = end
+    pieces.append(original[cursor:])
+    return "".join(pieces)
+
+
+def _last_number(xml: str, measures: tuple[tuple[int, int], ...]) -> int | None:
+    """The number of the last of `measures` when it is a plain integer (None: none, or "12a")."""
+    if not measures:
+        return None
+    found = _MEASURE_NUMBER.search(xml, measures[-1][0], measures[-1][1])
+    return int(found.group(2)) if found and found.group(2).isdigit() else None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import ScoreError
+from engine.measure.splice import continued_xml
 from engine.notagen.prompts import PromptLike, prompt_text
 from engine.score.document import ScoreDocument
 from engine.score.notagen_abc import abc_to_musicxml, clean_abc, interleave, reduce_rests, restore_rests
@@ -115,8 +116,10 @@ class ScoreContinuation:
 
     The model reads the rest-reduced text (the training format: a voice that only rests in a bar is left
     out, an all-rest bar disappears) with `[r:i/j]` bar annotations, where j counts the bars still to come
-    (`keep + bars` in all). The output keeps the document's own interleaved lines for the kept bars, so
-    they stay exactly as they were; only generated bars have their rests restored.
+    (`keep + bars` in all). The piece converted for the model's output keeps the document's own
+    interleaved lines for the kept bars (only generated bars have their rests restored); the document
+    returned then takes the kept measures from the user's MusicXML itself, so ties, slurs, lyrics and
+    everything else the trip through ABC would lose stay exactly as they were.
     """
 
     context: GenerationContext
@@ -128,6 +131,8 @@ class ScoreContinuation:
     bars: int
     total_bars: int
     """Bars in the document."""
+    musicxml: str
+    """The document's own MusicXML, whose first `keep` measures the result keeps."""
 
     def finisher(self, title: str) -> Finisher:
         header = "".join(self.header)
@@ -137,7 +142,8 @@ class ScoreContinuation:
             restored = text_lines(restore_rests(header + text[start:]))[len(self.header) :]
             lines = [line for line in self.header if not (line.startswith("%") and not line.startswith("%%"))]
             abc = "X:1\n" + "".join(lines) + "".join(self.kept_lines) + "".join(restored)
-            return abc, _document(abc, title)
+            converted = _document(abc, title)
+            return abc, ScoreDocument(continued_xml(self.musicxml, converted.musicxml, self.keep), title)
 
         return finish
 
@@ -168,4 +174,4 @@ def score_continuation(document: ScoreDocument, bars: int, keep: int | None = No
     total = len(kept) + bars
     annotated = "".join(f"[r:{i}/{total - 1 - i}]{line}" for i, line in enumerate(kept))
     context = GenerationContext(prompt_text(prompt) + "".join(header), annotated)
-    return ScoreContinuation(context, tuple(header), tuple(body[:keep]), keep, bars, len(body))
+    return ScoreContinuation(context, tuple(header), tuple(body[:keep]), keep, bars, len(body), document.musicxml)

@@ -29,7 +29,14 @@ BASE_OPTIONS = {
     "footer": "none",
     "mnumInterval": 1,
     "svgViewBox": True,
+    # Verovio spaces lyrics by Times' metrics but names the font only ("Times, serif"): where Times is not
+    # installed the browser draws a wider one and the words of a verse ran together ("binichein"). The
+    # metric-compatible Liberation font goes into the SVG, so the text is drawn as it was spaced.
+    "fontTextLiberation": True,
+    # Verse lines were one font size apart: the descenders of one verse touched the next verse's letters.
+    "lyricHeightFactor": 1.25,
 }
+_EMBEDDED_FONT = re.compile(r'<style type="text/css">\s*@font-face.*?</style>', re.S)
 
 
 class Toolkit:
@@ -45,7 +52,9 @@ class Toolkit:
         # Paper pages get verovio's header: the title and composer the MusicXML names.
         fixed = {} if page_height is None else {"pageHeight": page_height, "adjustPageHeight": False, "header": "auto"}
         self._load(musicxml, {"pageWidth": page_width, "scale": scale, **fixed})
-        return tuple(self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1))
+        pages = [self._toolkit.renderToSVG(n) for n in range(1, self._toolkit.getPageCount() + 1)]
+        # The embedded font (390 kB) once: pages are shown together, and a page's style applies to all.
+        return (pages[0], *(_EMBEDDED_FONT.sub("", page, count=1) for page in pages[1:])) if pages else ()
 
     def measure_onsets(self, musicxml: str, page_width: int, scale: int) -> tuple[tuple[float, str], ...]:
         self._load(musicxml, {"pageWidth": page_width, "scale": scale})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.measure.splice import measure_texts
+
 from tests.browser.conftest import ARTIFACTS
 
 from tests.browser.test_app import MEASURES, click_measure, locked_columns, open_example, upload, wait_for_lock_summary, wait_for_status
@@ -131,12 +133,43 @@ def test_playback_follows_the_music_over_locks(page, shot):
     wait_for_lock_summary(page, "9 measures locked")
 
 
-def test_regenerate_from_names_its_measure(page):
+def test_regenerate_from_names_its_measure(page, shot, tmp_path):
+    """A click picks the measure to regenerate from and toggles its lock: a measure the click leaves
+    locked is kept (the button says so and starts after it), a lock further on refuses the action, and
+    the downloaded MusicXML keeps every measure before the start exactly."""
+    page.set_viewport_size({"width": 1400, "height": 900})
     open_example(page, "Bach - Chorale BWV 66.6")
+    original = download_musicxml(page, tmp_path / "original.musicxml")
+    number = [page.locator(MEASURES).nth(c).get_attribute("data-n") for c in range(10)]
+    label = lambda text: page.wait_for_function(
+        "(t) => document.querySelector('#regenerate-from').innerText.includes(t)", arg=text)
     click_measure(page, 3)
-    number = page.locator(MEASURES).nth(3).get_attribute("data-n")
-    page.wait_for_function(
-        "(n) => document.querySelector('#regenerate-from').innerText.includes('Regenerate from measure ' + n)", arg=number)
+    label(f"Regenerate from measure {number[4]} (keeps measure {number[3]}, locked)")
+    shot(page, "locked-start")
+    click_measure(page, 6)
+    click_measure(page, 3)  # unlocks it: the start is the clicked measure, but measure 6 is locked
+    label(f"Regenerate from measure {number[3]} (clicked last)")
+    page.locator("#regenerate-from").click()
+    wait_for_status(page, f"measure {number[6]} locked after measure {number[3]}")
+    assert page.locator(MEASURES).count() == 10 and locked_columns(page) == [6]
+    shot(page, "refused")
+    click_measure(page, 6)
+    click_measure(page, 3)
+    label(f"Regenerate from measure {number[4]} (keeps measure {number[3]}, locked)")
+    page.locator("#regenerate-from").click()
+    wait_for_status(page, "Done in")
+    shot(page, "regenerated")
+    assert locked_columns(page) == [3]
+    regenerated = download_musicxml(page, tmp_path / "regenerated.musicxml")
+    for old, new in zip(measure_texts(original), measure_texts(regenerated), strict=True):
+        assert new[:4] == old[:4]
+
+
+def download_musicxml(page, target) -> str:
+    with page.expect_download() as info:
+        page.locator("#download-musicxml").click()
+    info.value.save_as(target)
+    return target.read_bytes().decode("utf-8")
 
 
 def test_inpainting_asks_first_and_shows_progress(page, shot):
@@ -207,3 +240,28 @@ def test_stop_keeps_every_bar_under_the_pieces_title(page, shot):
     with page.expect_download() as info:
         page.locator("#download-musicxml").click()
     assert not info.value.suggested_filename.startswith("preview"), info.value.suggested_filename
+
+
+def test_lyrics_of_two_verses_do_not_collide(page, shot, shared_dir):
+    """In Chromium as it draws them: the syllables of a verse line do not overlap one another (they ran
+    together: "binichein"), nor do the lines of two verses."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    song = shared_dir / "corpora" / "openscore-lieder" / "scores" / "Schubert_Franz__Winterreise_D_911_6_Wasserfluth__lc5016512.mxl"
+    upload(page, song)
+    wait_for_status(page, "Wasserfluth")
+    page.wait_for_selector(MEASURES)
+    page.evaluate("() => document.fonts.ready")
+    page.locator(MEASURES).nth(8).scroll_into_view_if_needed()
+    shot(page, "song")
+    found = page.evaluate("""() => {
+        const boxes = [...document.querySelectorAll('#score-view g.syl text')].map(t => t.getBoundingClientRect())
+            .filter(b => b.width > 0).map(b => ({left: b.left, right: b.right, top: b.top, bottom: b.bottom}));
+        const overlaps = [];
+        for (const a of boxes) for (const b of boxes) {
+            const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+            const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+            if (a !== b && x > 0.5 && y > 0.5) overlaps.push([a, b]);
+        }
+        return {count: boxes.length, overlaps: overlaps.slice(0, 3)};
+    }""")
+    assert found["count"] > 100 and not found["overlaps"], found
