@@ -631,15 +631,16 @@ def load_model(path: str | Path) -> NotagenModel:
     return model
 
 
-def export(checkpoint: str | Path, out: str | Path, fp16: bool = False) -> Path:
+def export(checkpoint: str | Path, out: str | Path, fp16: bool = False, max_shard_mib: float | None = None) -> Path:
     """Write `config.json` + `model.safetensors` of a checkpoint (our .pt, an official .pth, or a dir).
 
     `fp16` halves the file: the weights are stored as float16 and load back into float32 parameters.
+    `max_shard_mib` splits the weights into files of at most that size (`NotagenModel.save_pretrained`).
     """
     model = load_model(checkpoint)
     if fp16:
         model = model.half()
-    model.save_pretrained(out)
+    model.save_pretrained(out, None if max_shard_mib is None else int(max_shard_mib * 2**20))
     prompts = Path(checkpoint).parent / "prompts.txt"  # written by a fine-tuning run
     if Path(checkpoint).is_file() and prompts.exists():
         shutil.copyfile(prompts, Path(out) / "prompts.txt")
@@ -737,6 +738,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True)
     e.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    e.add_argument("--max-shard-mib", type=float, help="split the weights into files of at most this many MiB")
     d = sub.add_parser("dpo", help="CLaMP-DPO iterations (resumes after the last finished one)")
     d.add_argument("--config", required=True, help="training/configs/notagen_dpo_*.json")
     kit.add_set_option(d, "--set iterations=1")
@@ -760,9 +762,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
-        path = export(args.checkpoint, args.out, args.fp16)
-        size = (path / "model.safetensors").stat().st_size
-        print(f"wrote {path} ({size / 2**20:.1f} MiB)")
+        path = export(args.checkpoint, args.out, args.fp16, args.max_shard_mib)
+        files = sorted(path.glob("*.safetensors"))
+        print(f"wrote {path} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB in {len(files)} file(s))")
         return 0
     if args.command == "dpo":
         from training.notagen_dpo import DpoRun, read_config

@@ -15,6 +15,7 @@ KV-cached primitives that generation uses: the patch decoder advances one patch 
 """
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ from engine.notagen.patchilizer import BOS_ID, PAD_ID
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: The weights split into files (`save_pretrained(max_shard_bytes=...)`), in the Hugging Face convention.
+INDEX_FILE = "model.safetensors.index.json"
+SHARD_GLOB = "model-*-of-*.safetensors"
+#: Bounds on a safetensors file's header: its length field and metadata, and per tensor (besides the name).
+_SAFETENSORS_OVERHEAD = 1024
+_SAFETENSORS_ENTRY = 128
 #: Buffers that older transformers versions saved with each attention layer; 4.40 no longer does.
 _LEGACY_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
@@ -273,20 +280,74 @@ class NotagenModel(nn.Module):
         return torch.stack(chars, dim=1)
 
     # --------------------------------------------------------------------------------- persistence
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `config.json` and `model.safetensors` (the tied lm_head is stored once) into `directory`."""
+    def save_pretrained(self, directory: str | Path, max_shard_bytes: int | None = None) -> None:
+        """Write `config.json` and `model.safetensors` (the tied lm_head is stored once) into `directory`.
+
+        With `max_shard_bytes`, the weights go into files of at most that size in the Hugging Face
+        convention (`model-00001-of-0000N.safetensors` + `model.safetensors.index.json`), for a place
+        that takes only small files. Weight files of an earlier save in `directory` are removed.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in [directory / WEIGHTS_FILE, directory / INDEX_FILE, *directory.glob(SHARD_GLOB)]:
+            stale.unlink(missing_ok=True)
         self.config.save_json(directory / CONFIG_FILE)
-        safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
+        if max_shard_bytes is None:
+            safetensors.torch.save_model(self, str(directory / WEIGHTS_FILE))
+            return
+        shards = _shard_state(self._stored_state(), max_shard_bytes)
+        weight_map = {}
+        for number, shard in enumerate(shards, 1):
+            name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+            safetensors.torch.save_file(shard, str(directory / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(tensor.numel() * tensor.element_size() for shard in shards for tensor in shard.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+    def _stored_state(self) -> dict[str, Tensor]:
+        """The state dict with each tied tensor once (its first name), contiguous, as a weights file stores it."""
+        seen, state = set(), {}
+        for name, tensor in self.state_dict().items():
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                state[name] = tensor.contiguous()
+        return state
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> NotagenModel:
-        """Inverse of `save_pretrained`; strict: every parameter must be in the file."""
+        """Inverse of `save_pretrained` (one file or shards); strict: every parameter must be in the file(s)."""
         directory = Path(directory)
         model = cls(NotagenConfig.load_json(directory / CONFIG_FILE))
-        safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        if not (directory / INDEX_FILE).exists():
+            safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+            return model.eval()
+        weight_map = json.loads((directory / INDEX_FILE).read_text(encoding="utf-8"))["weight_map"]
+        state = {}
+        for name in sorted(set(weight_map.values())):
+            state.update(safetensors.torch.load_file(str(directory / name)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = set(missing) - (set(model.state_dict()) - set(model._stored_state()))  # tied: loaded with their twin
+        if missing or unexpected or set(state) != set(weight_map):
+            raise ModelError(f"the weights in {directory} do not fit the model: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
         return model.eval()
+
+
+def _shard_state(state: dict[str, Tensor], max_bytes: int) -> list[dict[str, Tensor]]:
+    """Split a state dict, in order, into groups whose safetensors files stay within `max_bytes`."""
+    shards: list[dict[str, Tensor]] = [{}]
+    used = _SAFETENSORS_OVERHEAD
+    for name, tensor in state.items():
+        size = tensor.numel() * tensor.element_size() + len(name) + _SAFETENSORS_ENTRY
+        if size + _SAFETENSORS_OVERHEAD > max_bytes:
+            raise ModelError(f"{name} ({size} bytes) does not fit in a weights file of {max_bytes} bytes")
+        if used + size > max_bytes:
+            shards.append({})
+            used = _SAFETENSORS_OVERHEAD
+        shards[-1][name] = tensor
+        used += size
+    return shards
 
 
 def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
