@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from engine.measure.splice import measure_texts
+from engine.score.splice import measure_texts
 from engine.notagen.generate import NotagenGenerator
 from engine.score.examples import load_example
 from engine.score.formats import read_score_file

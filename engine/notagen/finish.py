@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import ScoreError
-from engine.measure.splice import continued_xml
+from engine.score.splice import continued_xml
 from engine.notagen.prompts import PromptLike, prompt_text
 from engine.score.document import ScoreDocument
 from engine.score.notagen_abc import abc_to_musicxml, clean_abc, interleave, reduce_rests, restore_rests

@@ -11,7 +11,7 @@ Rows of the grid are staves: a MusicXML `<part>` with `<staves>2</staves>` is tw
 of it is replaced whole when any of its staves is rewritten (the other staff then comes from music21's
 reading of the original, the same notes). Each spliced measure states the exporter's `<divisions>`
 first and restores the original's at its end, so the locked measures after it read as before.
-Spanners crossing the edges of the rewritten measures are then closed (`engine.measure.spanners`).
+Spanners crossing the edges of the rewritten measures are then closed (`engine.score.spanners`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from engine.errors import ScoreError
-from engine.measure import spanners
+from engine.score import spanners
 
 _PART_OPEN = re.compile(r"<part[\s>]")
 _STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
