@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from pathlib import Path
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from engine.errors import ModelError, ScoreError
@@ -35,7 +35,7 @@ class Progress:
     done: bool = False
     stop: str | None = None
     warnings: tuple[str, ...] = ()
-    """With `done`: lines saying what the piece could not keep (`engine.score.notation_losses`)."""
+    """With `done`: lines naming the kept measures of a continued score that changed (`GeneratedPiece.warnings`)."""
 
 
 SHIPPED = "shipped"
@@ -262,9 +262,8 @@ class Composer:
         generator = self._require_notagen()
         continuation = score_continuation(document, bars, keep)
         events = generator.stream_continuation(document, bars, keep=keep, n=1, **options)
-        progress = self._progress(events, continuation.finisher(document.title), preview_every,
-                                  start=len(continuation.context.text))
-        return _with_losses(progress, document, continuation.keep)
+        return self._progress(events, continuation.finisher(document.title), preview_every,
+                              start=len(continuation.context.text))
 
     def compose(self, prompt, n: int = 1, *, on_event=None, **options):
         """`n` whole pieces from a `Prompt` (None: unconditional), generated together: a
@@ -275,16 +274,11 @@ class Composer:
                              prompt=None, on_event=None, **options):
         """`document`'s first `keep` bars (default: all) followed by `bars` new ones (default: as many as
         the document had after `keep`, i.e. regenerate from bar `keep`): a `GenerationResult`, whose
-        `warnings` say where the kept bars could not be carried through NotaGen's notation."""
-        from engine.score.notation_losses import notation_losses
-
+        `warnings` name the kept measures changed to close a spanner cut at the last kept bar."""
         generator = self._require_notagen()
         if bars is None:
-            result = generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
-        else:
-            result = generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
-        losses = (line for piece in result.pieces for line in notation_losses(document, piece.document, keep))
-        return replace(result, warnings=tuple(dict.fromkeys(losses)))
+            return generator.regenerate_from(document, keep, prompt=prompt, on_event=on_event, **options)
+        return generator.continue_document(document, bars, keep=keep, prompt=prompt, on_event=on_event, **options)
 
     def inpaint(self, document: ScoreDocument, locked_cells, **options):
         """`Rewritten`: `document` with every (part, column) cell not in `locked_cells` rewritten by the
@@ -312,7 +306,8 @@ class Composer:
         """Events -> progress: previews converted every `preview_every` bars, then the finished piece."""
         for event in events:
             if event.kind == "done":
-                yield Progress(event.bars, event.elapsed, event.piece.document, done=True, stop=event.stop)
+                yield Progress(event.bars, event.elapsed, event.piece.document, done=True, stop=event.stop,
+                               warnings=event.piece.warnings)
                 return
             if event.kind == "failed" and not event.will_retry:
                 raise ModelError(f"the generated piece could not be used: {event.reason}")
@@ -330,17 +325,6 @@ class Composer:
 
         alignment = bar_alignment(document.interleaved_abc)
         return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
-
-
-def _with_losses(progress: Iterator[Progress], document: ScoreDocument, keep: int) -> Iterator[Progress]:
-    """The finished continuation with a warning line where its `keep` kept bars changed on the way
-    through NotaGen's notation."""
-    from engine.score.notation_losses import notation_losses
-
-    for step in progress:
-        if step.done and step.document is not None:
-            step = replace(step, warnings=tuple(notation_losses(document, step.document, keep)))
-        yield step
 
 
 def _note(notes: list[str] | None, line: str) -> None:

@@ -10,16 +10,19 @@ import re
 
 import pytest
 
-from engine.measure.splice import measure_texts
 from engine.notagen.generate import NotagenGenerator
 from engine.score.examples import load_example
 from engine.score.formats import read_score_file
+from engine.score.spanners import without_marks
+from engine.score.splice import measure_texts, unmatched_spanners
 from engine.service import Composer
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_torch_thread")]
 
 SONG = "Zumsteeg_Emilie__5_Lieder_4_Romanze__lc6159273.mxl"
 """A song with ties, slurs and five verses of lyrics, in 6/8 with a pick-up bar."""
+SLURRED_SONG = "Butterworth_George__Bredon_Hill_and_Other_Songs_3_When_the_Lad_for_Longing_Sighs__lc6378373.mxl"
+"""Voice and piano; a hairpin of the voice and a slur of the piano go on from bar 9 into bar 10."""
 SAMPLING = dict(seed=3, top_k=8)
 
 
@@ -81,3 +84,23 @@ def test_continue_score_streams_a_quartet_with_its_own_kept_measures(composer, q
     assert steps[-1].done
     _check_kept(composer, quartet, steps[-1].document, keep)
     assert steps[-1].document.n_parts == 4
+
+
+def test_a_slur_and_a_hairpin_going_on_past_the_kept_bars_are_closed_and_named(composer, shared_dir):
+    """Cut after bar 9, the song's hairpin and slur into bar 10 lose their ends with the original bars
+    after it: they are closed in bar 9 (the one kept measure that changes, and only by spanner marks), every
+    spanner of the result has both ends, and the warning names both."""
+    song = read_score_file(shared_dir / "corpora" / "openscore-lieder" / "scores" / SLURRED_SONG)
+    keep = 9
+    result = composer.compose_continuation(song, 2, keep, **SAMPLING)
+    (piece,) = result.pieces
+    assert not unmatched_spanners(piece.document.musicxml)
+    assert result.warnings == piece.warnings == (
+        "spanners crossing into rewritten measures: hairpin closed in Voice m. 9, slur closed in Piano m. 9",)
+    before, after = measure_texts(song.musicxml), measure_texts(piece.document.musicxml)
+    for old, new in zip(before, after):
+        assert new[: keep - 1] == old[: keep - 1]
+        assert new[keep - 1] != old[keep - 1] and without_marks(new[keep - 1]) == without_marks(old[keep - 1])
+    assert '<wedge type="stop"' in after[0][keep - 1] and '<slur type="stop"' in after[1][keep - 1]
+    *_, last = composer.continue_score(song, 2, keep=keep, **SAMPLING)
+    assert last.done and last.warnings == result.warnings

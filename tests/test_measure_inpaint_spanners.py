@@ -1,4 +1,4 @@
-"""Spanners crossing the edge of rewritten measures are closed (engine.measure.spanners): real songs
+"""Spanners crossing the edge of rewritten measures are closed (engine.score.spanners): real songs
 with slurs, hairpins and a pedal line cut by the locks keep every start with its stop, and say which
 locked measures had to change."""
 
@@ -8,7 +8,7 @@ import torch
 from engine.measure.check_inpaint import CORPORA, check
 from engine.measure.context import MeasureLM
 from engine.measure.inpaint import inpaint
-from engine.measure.splice import measure_texts, unmatched_spanners
+from engine.score.splice import measure_texts, unmatched_spanners
 from engine.score.document import ScoreDocument
 from engine.score.formats import read_score_file
 from tests.test_measure_model import tiny_config
@@ -71,8 +71,8 @@ def _note(step: str, notations: str = "") -> str:
 
 
 def test_marks_pair_by_kind_and_number_and_cut_spanners_close_on_the_locked_side():
-    from engine.measure import spanners
-    from engine.measure.splice import splice_measures
+    from engine.score import spanners
+    from engine.score.splice import splice_measures
 
     wedge = '<direction><direction-type><wedge type="{}" number="1"/></direction-type></direction>'
     first = wedge.format("crescendo") + _note("C", '<slur type="start" number="1"/>') + _note("D")

@@ -5,7 +5,6 @@
     representation  scores <-> grids of part-wise measures, on engine.score.grid's rows and columns
     model           chord / duration / voice / measure encoders and decoders, CSD and AR inter-measure models
     inpaint         CSD inpainting (Algorithm 1) from a window of columns, and generation of new pieces
-    splice          rewritten <measure> elements into the document's own MusicXML (locked ones keep their bytes)
     check_inpaint   the inpainting invariants on real scores (python -m engine.measure.check_inpaint --all)
 
 See docs/measure_model.md for the design and the formulas chosen where the paper's were lost.

@@ -35,8 +35,8 @@ import music21
 from engine.errors import ScoreError
 from engine.measure.inpaint import inpaint, load_model, padding_of
 from engine.measure.representation import from_document
-from engine.measure.spanners import without_marks
-from engine.measure.splice import excerpt_xml, measure_texts, part_names, rows_of_parts, unmatched_spanners
+from engine.score.spanners import without_marks
+from engine.score.splice import excerpt_xml, measure_texts, part_names, rows_of_parts, unmatched_spanners
 
 CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 PATTERNS = ("columns", "part", "hole-start", "hole-middle", "hole-end")

@@ -30,7 +30,7 @@ from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
 from engine.measure.cells import Cell, MeasureScore, Part, beat_structure, empty_cell, normalise_instrument
 from engine.measure.representation import Rewritten, from_document, replace_cells, to_document
-from engine.measure.splice import rows_of_parts
+from engine.score.splice import rows_of_parts
 from engine.score.grid import Column
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"

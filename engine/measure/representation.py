@@ -33,7 +33,7 @@ from engine.measure.cells import (
     normalise_instrument,
 )
 from engine.measure.measure_cells import TieState, clear_measure, fill_measure, read_cell
-from engine.measure.splice import rows_of_parts, splice_measures
+from engine.score.splice import rows_of_parts, splice_measures
 from engine.score.grid import MeasureLayout, measure_layout
 
 
@@ -179,7 +179,7 @@ def _default_clef(cells) -> music21.clef.Clef:
 class Rewritten:
     """A document with some measures rewritten, the (part, column) cells whose lyrics went with
     their notes (the model writes no lyrics) and the kept measures whose spanners had to be closed
-    (`engine.measure.spanners`): the app tells the user rather than change them silently."""
+    (`engine.score.spanners`): the app tells the user rather than change them silently."""
 
     document: object  # ScoreDocument
     lyrics_removed: tuple[tuple[int, int], ...] = ()
@@ -195,7 +195,7 @@ def replace_cells(document, cells: dict[tuple[int, int], Cell]) -> Rewritten:
     """`document` with the measure at each (part, column) of `cells` rewritten as its cell.
 
     Only the columns around the rewritten ones are copied and written by music21; their `<measure>`
-    elements replace the originals in the document's own MusicXML (engine.measure.splice), so every
+    elements replace the originals in the document's own MusicXML (engine.score.splice), so every
     other measure, the part list and the header keep their bytes. A tie flag on the first event of a
     rewritten measure is written as a tie stop only: the measure before is not touched."""
     from engine.score.document import ScoreDocument

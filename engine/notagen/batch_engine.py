@@ -423,7 +423,7 @@ class BatchEngine:
                 failure = _NO_BAR_REASONS.get(row.stop, f"no bar was generated (stopped: {row.stop})")
             else:
                 try:
-                    abc, document = self.finisher(text, row.start, row.stop)
+                    abc, document, warnings = self.finisher(text, row.start, row.stop)
                 except ScoreError as exc:
                     failure = f"the generated text does not convert: {exc}"
                 else:
@@ -431,7 +431,7 @@ class BatchEngine:
                     piece = GeneratedPiece(
                         index=row.index, text=text, abc=abc, document=document, bars=row.bars, stop_reason=row.stop,
                         alignment=bar_alignment(generated), attempts=row.attempt,
-                        resampled_bars=self.resampled_total[row.index], seconds=elapsed,
+                        resampled_bars=self.resampled_total[row.index], seconds=elapsed, warnings=warnings,
                     )
                     self.events.append(GenerationEvent("done", row.index, text, row.bars, elapsed, piece=piece, attempt=row.attempt, stop=row.stop))
                     return

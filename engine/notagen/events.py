@@ -30,6 +30,8 @@ class GeneratedPiece:
     resampled_bars: int
     """Bars thrown away and sampled again because their voices did not add up."""
     seconds: float
+    warnings: tuple[str, ...] = ()
+    """For a continuation: lines naming the kept measures changed to close a spanner cut at their end."""
 
     @property
     def ended(self) -> bool:
@@ -76,7 +78,7 @@ class GenerationResult:
     failures: tuple[PieceFailure, ...]
     seconds: float
     warnings: tuple[str, ...] = ()
-    """Lines saying what the pieces could not keep of a continued score (`engine.score.notation_losses`)."""
+    """The pieces' warnings, each line once (`GeneratedPiece.warnings`)."""
 
     @property
     def alignment(self) -> BarAlignment:

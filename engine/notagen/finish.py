@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import ScoreError
-from engine.measure.splice import continued_xml
+from engine.score.splice import continued_xml
 from engine.notagen.prompts import PromptLike, prompt_text
 from engine.score.document import ScoreDocument
 from engine.score.notagen_abc import abc_to_musicxml, clean_abc, interleave, reduce_rests, restore_rests
@@ -43,8 +43,9 @@ def text_context(text: str) -> GenerationContext:
     return GenerationContext("".join(lines[:start]), "".join(lines[start:]))
 
 
-Finisher = Callable[[str, int, str], tuple[str, ScoreDocument]]
-"""(piece text, where generation started in it, stop reason) -> (abc, document); raises ScoreError."""
+Finisher = Callable[[str, int, str], tuple[str, ScoreDocument, tuple[str, ...]]]
+"""(piece text, where generation started in it, stop reason) -> (abc, document, warnings: lines saying what
+of a continued score's kept bars had to change); raises ScoreError."""
 
 
 def check_generated_bars(text: str, all_body: bool = False) -> None:
@@ -74,14 +75,14 @@ def finish_generated(title: str = "", voices: frozenset[int] | None = None) -> F
     """Convert a whole generated piece: restore rests, drop `%` lines, `X:1`, abc2xml, parse. With `voices`
     (a header written by the app), the generated body may use only those."""
 
-    def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument]:
+    def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument, tuple[str, ...]]:
         check_generated_bars(text)
         if voices is not None:
             check_voices(text[start:], voices)
         restored = restore_rests(text)
         lines = [line for line in text_lines(restored) if not (line.startswith("%") and not line.startswith("%%"))]
         abc = "X:1\n" + "".join(lines)
-        return abc, _document(abc, title)
+        return abc, _document(abc, title), ()
 
     return finish
 
@@ -119,7 +120,8 @@ class ScoreContinuation:
     (`keep + bars` in all). The piece converted for the model's output keeps the document's own
     interleaved lines for the kept bars (only generated bars have their rests restored); the document
     returned then takes the kept measures from the user's MusicXML itself, so ties, slurs, lyrics and
-    everything else the trip through ABC would lose stay exactly as they were.
+    everything else the trip through ABC would lose stay exactly as they were; only a spanner going on past
+    the kept bars is closed at their end, and the finisher's warnings name where.
     """
 
     context: GenerationContext
@@ -137,13 +139,14 @@ class ScoreContinuation:
     def finisher(self, title: str) -> Finisher:
         header = "".join(self.header)
 
-        def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument]:
+        def finish(text: str, start: int, reason: str) -> tuple[str, ScoreDocument, tuple[str, ...]]:
             check_generated_bars(text[start:], all_body=True)
             restored = text_lines(restore_rests(header + text[start:]))[len(self.header) :]
             lines = [line for line in self.header if not (line.startswith("%") and not line.startswith("%%"))]
             abc = "X:1\n" + "".join(lines) + "".join(self.kept_lines) + "".join(restored)
             converted = _document(abc, title)
-            return abc, ScoreDocument(continued_xml(self.musicxml, converted.musicxml, self.keep), title)
+            musicxml, warnings = continued_xml(self.musicxml, converted.musicxml, self.keep)
+            return abc, ScoreDocument(musicxml, title), tuple(warnings)
 
         return finish
 

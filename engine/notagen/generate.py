@@ -156,16 +156,18 @@ def _collect(events: Iterator[GenerationEvent], on_event: EventCallback | None) 
             pieces[event.index] = event.piece
         elif event.kind == "failed" and not event.will_retry:
             failures[event.index] = PieceFailure(event.index, event.attempt, event.reason)
+    finished = tuple(pieces[i] for i in sorted(pieces))
     return GenerationResult(
-        pieces=tuple(pieces[i] for i in sorted(pieces)),
+        pieces=finished,
         failures=tuple(failures[i] for i in sorted(failures)),
         seconds=time.monotonic() - started,
+        warnings=tuple(dict.fromkeys(line for piece in finished for line in piece.warnings)),
     )
 
 
-def _unconverted(text: str, start: int, reason: str) -> tuple[str, None]:
+def _unconverted(text: str, start: int, reason: str) -> tuple[str, None, tuple[str, ...]]:
     """The header probe's finisher: only the text is read."""
-    return text, None
+    return text, None, ()
 
 
 def _title(prompt: PromptLike) -> str:

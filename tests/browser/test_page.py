@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.measure.splice import measure_texts
+from engine.score.splice import measure_texts
 
 from tests.browser.conftest import ARTIFACTS
 

@@ -11,7 +11,8 @@ Rows of the grid are staves: a MusicXML `<part>` with `<staves>2</staves>` is tw
 of it is replaced whole when any of its staves is rewritten (the other staff then comes from music21's
 reading of the original, the same notes). Each spliced measure states the exporter's `<divisions>`
 first and restores the original's at its end, so the locked measures after it read as before.
-Spanners crossing the edges of the rewritten measures are then closed (`engine.measure.spanners`).
+Spanners crossing the edges of the rewritten measures are then closed (`engine.score.spanners`). A
+NotaGen continuation (`continued_xml`) is spliced the same way: its new measures after the kept ones.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from engine.errors import ScoreError
-from engine.measure import spanners
+from engine.score import spanners
 
 _PART_OPEN = re.compile(r"<part[\s>]")
 _STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
@@ -116,7 +117,12 @@ def part_names(xml: str) -> list[str]:
 
 def unmatched_spanners(xml: str) -> set[tuple[int, int, str, str, str]]:
     """(part, measure, kind, number, role) of each spanner start without its stop or stop without its start."""
-    return spanners.unmatched(xml, [list(part.measures) for part in _parts(xml)])
+    return spanners.unmatched(xml, _spans(xml))
+
+
+def _spans(xml: str) -> list[list[tuple[int, int]]]:
+    """The (start, end) of every `<measure>` of each part: what `engine.score.spanners` reads."""
+    return [list(part.measures) for part in _parts(xml)]
 
 
 def splice_measures(original: str, exported: str, first_column: int,
@@ -148,8 +154,8 @@ def splice_measures(original: str, exported: str, first_column: int,
         cursor = end
     pieces.append(original[cursor:])
     spliced = "".join(pieces)
-    return spanners.close_at_edges(spliced, [list(part.measures) for part in _parts(spliced)], columns_of_part,
-                                   original, [list(part.measures) for part in old_parts], part_names(original))
+    return spanners.close_at_edges(spliced, _spans(spliced), columns_of_part, original, _spans(original),
+                                   part_names(original))
 
 
 def measure_texts(xml: str) -> list[list[str]]:
@@ -185,12 +191,14 @@ def excerpt_xml(xml: str, columns: set[int]) -> str:
 _MEASURE_NUMBER = re.compile(r'(<measure\b[^>]*?\bnumber=")([^"]*)(")')
 
 
-def continued_xml(original: str, generated: str, keep: int) -> str:
+def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[str]]:
     """`original` with the measures of each part from `keep` on replaced by `generated`'s measures from
-    `keep` on (as many as it has): a NotaGen continuation. The generated piece comes back through ABC,
-    whose kept bars had lost ties, slurs, lyrics and layout; here they are the original's own bytes, and
-    so are the part list, the credits and everything else outside the new measures. The new measures
-    are numbered on from the last kept one and state the divisions they were written with."""
+    `keep` on (as many as it has): a NotaGen continuation; and the warnings naming the kept measures
+    changed. The generated piece comes back through ABC, whose kept bars had lost ties, slurs, lyrics
+    and layout; here they are the original's own bytes, and so are the part list, the credits and
+    everything else outside the new measures, except where a spanner (a slur going on past bar `keep`)
+    had to be closed at the edge. The new measures are numbered on from the last kept one and state the
+    divisions they were written with."""
     old_parts, new_parts = _parts(original), _parts(generated)
     if [p.staves for p in old_parts] != [p.staves for p in new_parts]:
         raise ScoreError(f"the continuation came out in {len(new_parts)} parts, not as the score's {len(old_parts)}")
@@ -215,7 +223,10 @@ def continued_xml(original: str, generated: str, keep: int) -> str:
         pieces += [original[cursor:start], text]
         cursor = end
     pieces.append(original[cursor:])
-    return "".join(pieces)
+    continued = "".join(pieces)
+    spans = _spans(continued)
+    return spanners.close_at_edges(continued, spans, [set(range(keep, len(part))) for part in spans],
+                                   original, _spans(original), part_names(original))
 
 
 def _last_number(xml: str, measures: tuple[tuple[int, int], ...]) -> int | None:
