@@ -201,6 +201,22 @@ def test_audio_stopped_by_the_time_budget_leaves_no_files(monkeypatch, tmp_path)
                 .splitlines() if line.startswith("fluidsynth") and str(tmp_path) in line]
 
 
+def test_a_worker_serves_job_after_job():
+    """Each job resets the worker's CPU backstop (raising a hard RLIMIT_CPU is refused, which ended it)."""
+    from engine.render.engrave import Engraver
+
+    engraver = Engraver()
+    try:
+        score = musicxml(300, parts=4)  # over a second of CPU each time
+        pids = set()
+        for _ in range(3):
+            assert engraver.engrave(score).pages
+            pids.add(engraver.worker_pid)
+        assert len(pids) == 1
+    finally:
+        engraver.close()
+
+
 def test_render_time_budget_stops_an_export_and_the_next_one_works():
     composer = Composer(render_budget=RenderBudget(time_s=3))
     slow = ScoreDocument(musicxml(5000, parts=8), "slow")  # 40,000 measures

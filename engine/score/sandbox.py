@@ -263,8 +263,8 @@ def serve(setup: Callable[[], Callable[[object], object]]) -> None:
         except (EOFError, OSError):
             return
         used = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = int(used.ru_utime + used.ru_stime + time_s) + 2  # a backstop should the parent be gone
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        cpu = int(used.ru_utime + used.ru_stime + time_s) + 2  # a backstop should the parent be gone: SIGXCPU
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))  # hard: as it was
         status, value = _handled(handle, request)
         if status in ("error", "failed") and _peak_bytes() > 0.9 * limit:
             status = "memory"  # an allocation failed inside a library, which reported it as something else
