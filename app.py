@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="longest an upload or a restored session may take to read before it is stopped")
     parser.add_argument("--import-memory-mb", type=int, default=1024, metavar="MB",
                         help="most memory the process reading an upload or a restored session may use")
+    parser.add_argument("--render-time-limit", type=float, default=120, metavar="SECONDS",
+                        help="longest an engraving, audio render or export may take before it is stopped")
+    parser.add_argument("--render-memory-mb", type=int, default=1024, metavar="MB",
+                        help="most memory the process engraving, rendering audio or writing an export may use")
     parser.add_argument("--max-login-failures", type=int, default=10,
                         help="with --auth: failed logins allowed per minute; after that every login waits")
     parser.add_argument("--concurrency", type=int, default=2,
@@ -96,20 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     # Gradio serves any file under its upload folder: make it this server's own, not the shared /tmp/gradio
     os.environ["GRADIO_TEMP_DIR"] = str(make_temp_dir("gradio"))
     from engine.errors import ModelError
-    from engine.score.sandbox import ImportBudget
+    from engine.score.sandbox import ImportBudget, RenderBudget
     from engine.service import SHIPPED, Composer
     from webui.app import CSS, build_app
 
     try:
         budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
+        render_budget = RenderBudget(args.render_time_limit, args.render_memory_mb)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     notes: list[str] = []
     try:
         composer = Composer.from_checkpoints(args.notagen_checkpoint or SHIPPED, args.measure_checkpoint or SHIPPED,
-                                             notes=notes, import_budget=budget, device=args.device,
-                                             weights=args.weights)
+                                             notes=notes, import_budget=budget,
+                                             render_budget=render_budget, device=args.device, weights=args.weights)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """Load: concurrent sessions drive the app through its web API for a while (issue #8).
 
-    .venv/bin/python bench/load.py [--sessions 8] [--duration 300] [--bars 4] [--url URL]
+    .venv/bin/python bench/load.py [--sessions 8] [--duration 300] [--bars 4] [--hostile] [--url URL]
 
 Each session is its own gradio_client `Client` (so its own server-side `Session`) and loops: generate a
 few bars from its own prompt, regenerate the unlocked measures (inpaint), render audio, download the
@@ -8,7 +8,9 @@ MusicXML. Without --url the bench starts `python app.py` (the shipped models) wi
 own, so the server's memory (VmRSS) and temp-disk use can be read. Prints requests, errors (target 0),
 p50/p95 latency per action, memory and disk at start and end, and whether a session ever saw another
 session's score: each download must be byte for byte the version its session holds (the `saved` output,
-titled with its own prompt), and no score may turn up in two sessions.
+titled with its own prompt), and no score may turn up in two sessions. With --hostile, one of the sessions
+uploads hostile files instead (issue #22: tests/test_bounded_input.py's, and two that reach the workers'
+budgets) and reports how each was refused; the errors counted are then those of the other sessions.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from tests.conftest import running_app  # noqa: E402  (the tests' app launcher: 
 ACTIONS = ("generate", "inpaint", "audio", "download")
 SAMPLING = (1.2, 9, 0.9)
 """The app's default temperature, top-k and top-p."""
+HEADER = ("model's choice", "model's choice", "model's choice", None)
+"""Ensemble, key, metre and tempo of the header: the model's (the page's defaults)."""
 
 
 class SessionRun:
@@ -60,9 +64,9 @@ class SessionRun:
             seed += 1
             action = "generate"
             try:
-                self.call(action, *self.prompt, *SAMPLING, seed, self.bars, api_name="/generate")
+                self.call(action, *self.prompt, *SAMPLING, seed, self.bars, *HEADER, api_name="/generate")
                 action = "inpaint"
-                outputs = self.call(action, 0, seed, api_name="/regenerate_unlocked")
+                outputs = self.call(action, 0, seed, True, api_name="/regenerate_unlocked")  # confirmed: all unlocked
                 action = "audio"
                 self.call(action, 1.0, api_name="/render_audio")
                 action = "download"
@@ -94,6 +98,47 @@ class SessionRun:
         if data != saved["musicxml"].encode("utf-8"):
             self.leaks.append(f"session {self.index} downloaded a MusicXML that is not its current version")
         self.digests.add(hashlib.sha256(data).hexdigest())
+
+
+class HostileRun:
+    """A session that uploads hostile files in a loop: each should be refused with a one-line message."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, download_files=False)
+        self.files = hostile_files(folder)
+        self.outcomes: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.errors: list[str] = []
+
+    def loop(self, deadline: float) -> None:
+        from gradio_client import handle_file
+
+        while time.monotonic() < deadline:
+            for path in self.files:
+                started = time.perf_counter()
+                try:
+                    outputs = self.client.predict(handle_file(str(path)), api_name="/open_upload")
+                except Exception as exc:  # the server failed this request: an error, not a refusal
+                    self.errors.append(f"hostile {path.name}: {' '.join(str(exc).split())[:200]}")
+                    continue
+                status = next((o for o in outputs if isinstance(o, str) and "could not open the file" in o), "accepted")
+                self.outcomes[path.name].append((time.perf_counter() - started, " ".join(status.split())))
+
+
+def hostile_files(folder: Path) -> list[Path]:
+    """tests/test_bounded_input.py's hostile files (refused before parsing) and two for the budgets: 120,000
+    measures of rests (music21 needs more than the import memory) and 12 MB of empty elements (verovio)."""
+    from tests.test_bounded_input import HOSTILE, NOTE, musicxml
+
+    made = {name: make() for name, (make, _) in HOSTILE.items()}
+    rest = '<note><rest measure="yes"/><duration>4</duration></note>'
+    made["greedy-import.musicxml"] = musicxml(3000, parts=40).replace(NOTE.format(d=4), rest).encode()
+    made["greedy-engraving.musicxml"] = musicxml().replace("<note>", "<a/>" * 3_000_000 + "<note>", 1).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in made.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in made]
 
 
 def prompts(url: str) -> list[tuple[str, str, str]]:
@@ -159,6 +204,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--duration", type=float, default=300, help="seconds the sessions keep starting new loops")
     parser.add_argument("--bars", type=int, default=4, help="bars each generation asks for")
+    parser.add_argument("--hostile", action="store_true", help="one of the sessions uploads hostile files instead")
     parser.add_argument("--url", help="attach to a running app instead of starting one (memory and disk are not read)")
     args = parser.parse_args()
 
@@ -173,10 +219,12 @@ def main() -> int:
         start_rss, start_disk = (rss_mib(pid), disk_mib(temp)) if pid else (None, None)
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {url}")
         offered = prompts(url)
-        runs = [SessionRun(url, i, offered[i % len(offered)], args.bars) for i in range(args.sessions)]
+        composers = args.sessions - 1 if args.hostile else args.sessions
+        runs = [SessionRun(url, i, offered[i % len(offered)], args.bars) for i in range(composers)]
+        hostile = [HostileRun(url, Path(tempfile.mkdtemp(prefix="load-bench-hostile-")))] if args.hostile else []
         deadline = time.monotonic() + args.duration
         started = time.monotonic()
-        threads = [threading.Thread(target=run.loop, args=(deadline,)) for run in runs]
+        threads = [threading.Thread(target=run.loop, args=(deadline,)) for run in [*runs, *hostile]]
         for thread in threads:
             thread.start()
         while any(thread.is_alive() for thread in threads):
@@ -186,6 +234,8 @@ def main() -> int:
         elapsed = time.monotonic() - started
         end_rss, end_disk = (rss_mib(pid), disk_mib(temp)) if pid else (None, None)
     shutil.rmtree(temp, ignore_errors=True)
+    for run in hostile:
+        shutil.rmtree(run.files[0].parent, ignore_errors=True)
 
     latencies = defaultdict(list)
     for run in runs:
@@ -194,7 +244,7 @@ def main() -> int:
     errors = [e for run in runs for e in run.errors]
     leaks = [leak for run in runs for leak in run.leaks]
     shared = set.union(*(a.digests & b.digests for i, a in enumerate(runs) for b in runs[i + 1 :])) if len(runs) > 1 else set()
-    print(f"{args.sessions} sessions, {elapsed:.0f} s (new loops started for {args.duration:.0f} s), "
+    print(f"{len(runs)} composing sessions{' and 1 hostile' if hostile else ''}, {elapsed:.0f} s (new loops started for {args.duration:.0f} s), "
           f"{args.bars} bars per generation; load average after: {os.getloadavg()[0]:.1f}")
     print(f"requests completed: {sum(len(v) for v in latencies.values())} "
           f"({', '.join(f'{a} {len(latencies[a])}' for a in ACTIONS)}); errors: {len(errors)}")
@@ -209,6 +259,12 @@ def main() -> int:
               f"{end_disk[0]:.1f} MiB ({end_disk[1]} files) at end")
     print(f"isolation: {sum(len(r.digests) for r in runs)} downloads checked; "
           f"{len(leaks)} mismatches, {len(shared)} scores seen by two sessions")
+    for run in hostile:
+        print(f"hostile session: {sum(map(len, run.outcomes.values()))} uploads, {len(run.errors)} server errors")
+        for name, outcomes in run.outcomes.items():
+            seconds = [s for s, _ in outcomes]
+            print(f"  {name}: {len(outcomes)}x, max {max(seconds):.1f} s: {outcomes[-1][1][:160]}")
+        errors += run.errors
     for line in (errors + leaks)[:20]:
         print("  " + line)
     if errors or leaks or shared:

@@ -113,10 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    """The import and render budgets of a verb that reads a file."""
     parser.add_argument("--import-time-limit", type=float, default=30, metavar="SECONDS",
                         help="stop reading the input file after this long (default %(default)s)")
     parser.add_argument("--import-memory-mb", type=int, default=1024, metavar="MB",
                         help="most memory reading the input file may use (default %(default)s)")
+    parser.add_argument("--render-time-limit", type=float, default=120, metavar="SECONDS",
+                        help="stop engraving, rendering audio or writing the output after this long (default %(default)s)")
+    parser.add_argument("--render-memory-mb", type=int, default=1024, metavar="MB",
+                        help="most memory engraving, audio or writing the output may use (default %(default)s)")
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,18 +149,19 @@ def _device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _composer(args: argparse.Namespace, notagen: Path | None | str = None, measure: Path | None | str = None):
     """The facade every verb goes through, with the models the verb needs (None: not loaded) and the
-    import budget of the command line's flags (the defaults for verbs that read no file)."""
-    from engine.score.sandbox import ImportBudget
+    import and render budgets of the command line's flags (the defaults for verbs that read no file)."""
+    from engine.score.sandbox import ImportBudget, RenderBudget
     from engine.service import Composer
 
     try:
-        budget = ImportBudget()
+        budgets = {"import_budget": ImportBudget(), "render_budget": RenderBudget()}
         if "import_time_limit" in args:
-            budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
+            budgets = {"import_budget": ImportBudget(args.import_time_limit, args.import_memory_mb),
+                       "render_budget": RenderBudget(args.render_time_limit, args.render_memory_mb)}
     except ValueError as exc:
         raise ScoreError(str(exc)) from exc
     placement = {"device": args.device, "weights": args.weights} if "device" in args else {}
-    return Composer.from_checkpoints(notagen=notagen, measure=measure, import_budget=budget, **placement)
+    return Composer.from_checkpoints(notagen=notagen, measure=measure, **budgets, **placement)
 
 
 def _output_format(path: Path) -> str:

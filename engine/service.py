@@ -17,12 +17,12 @@ from typing import Callable, Iterator
 
 from engine.errors import ModelError, ScoreError
 from engine.history import History
-from engine.render.audio import AUDIO_FORMATS, audio_problem, synthesize
+from engine.render.audio import AUDIO_FORMATS, AudioUnavailable, audio_problem
 from engine.render.engrave import Engraver, Engraving
 from engine.score.document import ScoreDocument
 from engine.score.examples import EXAMPLES, load_example
 from engine.score.formats import MAX_FILE_BYTES, read_file_bytes
-from engine.score.sandbox import ImportBudget, Sandbox
+from engine.score.sandbox import ImportBudget, RenderBudget, Sandbox
 from engine.tempdirs import make_temp_dir, remove_stale
 
 @dataclass(frozen=True)
@@ -81,17 +81,21 @@ class Composer:
         measure_model=None,
         max_export_folders: int = 64,
         import_budget: ImportBudget = ImportBudget(),
+        render_budget: RenderBudget = RenderBudget(),
     ) -> None:
         """`notagen` is an `engine.notagen.generate.NotagenGenerator` (None: composing is off),
         `prompts` the `Prompt`s it was fine-tuned on, and `measure_model` an `engine.measure` model
         (None: inpainting is off). `export_file` keeps the `max_export_folders` most recently used
         version folders; a temporary `output_dir` made here is removed when the composer goes (and those of
         processes that died without removing theirs, when one is made). Every file a user gives is read in a
-        worker within `import_budget` (`engine.score.sandbox`)."""
-        self._engraver = Engraver()
+        worker within `import_budget` (`engine.score.sandbox`); engraving, audio and exports run in workers
+        within `render_budget`."""
+        self._engraver = Engraver(render_budget)
         self._cache = _LruCache(cache_size)
         self._sandbox = Sandbox(import_budget)
-        weakref.finalize(self, self._sandbox.close)
+        self._renderer = Sandbox(render_budget)
+        for worker in (self._sandbox, self._renderer, self._engraver):
+            weakref.finalize(self, worker.close)
         if output_dir is None:
             remove_stale()
             output_dir = make_temp_dir("app")
@@ -228,22 +232,29 @@ class Composer:
         return path
 
     def _export(self, document: ScoreDocument, fmt: str, tempo: float) -> bytes:
+        """Everything but the MusicXML is written in a worker within the render budget."""
         if fmt == "musicxml":
             return document.musicxml.encode("utf-8")
-        if fmt == "abc":
-            return _without_repeated_titles(document.abc).encode("utf-8")
-        if fmt == "interleaved.abc":
-            return document.interleaved_abc.encode("utf-8")
+        what = f"writing the .{fmt} of this score"
+        if fmt in ("abc", "interleaved.abc"):
+            abc = self._renderer.run("engine.score.document:export_abc", (document.musicxml, fmt != "abc"), what)
+            return (abc if fmt != "abc" else _without_repeated_titles(abc)).encode("utf-8")
         if fmt == "svg":
             return self._engraver.svg(document.musicxml).encode("utf-8")
         if fmt == "pdf":
-            from engine.render.pdf import A4_LAYOUT, svg_pages_to_pdf, with_title  # cairo: only for a PDF
+            from engine.render.pdf import A4_LAYOUT, with_title
 
-            return svg_pages_to_pdf(self._engraver.engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages)
-        midi = self._engraver.midi(document.musicxml, tempo)
+            pages = self._engraver.engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages
+            return self._renderer.run("engine.render.pdf:svg_pages_to_pdf", (pages,), what)
+        midi = self._engraver.midi(document.musicxml)
         if fmt in AUDIO_FORMATS:
-            return synthesize(midi, fmt)
-        return midi
+            problem = audio_problem()  # said here, as it is, rather than as a failed job
+            if problem:
+                raise AudioUnavailable(problem)
+            memory_mb = self._renderer.budget.memory_mb
+            return self._renderer.run("engine.render.audio:synthesize", (midi, fmt, tempo, memory_mb),
+                                      f"rendering the {fmt.upper()} audio of this score")
+        return midi if tempo == 1.0 else self._renderer.run("engine.render.engrave:scale_tempo", (midi, tempo), what)
 
     def generate(self, prompt, preview_every: int = 4, **options) -> Iterator[Progress]:
         """Stream one new piece from a `Prompt` (None: unconditional), with a preview every few bars."""
@@ -323,7 +334,7 @@ class Composer:
         """Bar count, part count and bar alignment error of the NotaGen text of the document."""
         from engine.score.bae import bar_alignment
 
-        alignment = bar_alignment(document.interleaved_abc)
+        alignment = bar_alignment(self.export(document, "interleaved.abc").decode("utf-8"))  # written in a worker
         return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
 
 

@@ -1,5 +1,5 @@
-"""Bounded work on every input (issue #22): size limits before parsing, the import worker's time and memory
-budget, restored sessions read as uploads, one-line errors, and exports the app can read back.
+"""Bounded work on every input (issue #22): size limits before parsing, the import and render workers' time
+and memory budgets, restored sessions read as uploads, one-line errors, and exports the app can read back.
 
 The hostile files are made here in code: a few bytes each that once cost minutes and gigabytes.
 """
@@ -8,15 +8,19 @@ from __future__ import annotations
 import io
 import re
 import struct
+import subprocess
+import tempfile
 import time
 import zipfile
 
 import pytest
 
 from engine.errors import ScoreError
+from engine.render.audio import audio_problem
 from engine.score.formats import read_score
 from engine.score.limits import MAX_MEASURES
-from engine.score.sandbox import ImportBudget
+from engine.score.document import ScoreDocument
+from engine.score.sandbox import ImportBudget, RenderBudget
 from engine.service import Composer
 from tests.helpers import corpus_path
 from tests.test_cli import run_engine
@@ -154,6 +158,78 @@ def test_budget_flags_are_checked():
     assert result.returncode == 1 and "time limit above 0 s" in result.stderr
 
 
+
+# --- engraving, audio and exports: the render budget ---------------------------------------------------------
+
+def test_render_memory_budget_stops_a_greedy_engraving_and_memory_stays_where_it_was():
+    """12 MB of empty elements verovio keeps in memory (385 MB at its peak, where 1 MB of notes takes 150)."""
+    composer = Composer(render_budget=RenderBudget(memory_mb=256))
+    chorale = composer.open_file(corpus_path())
+    assert composer.engrave(chorale).pages
+    greedy = ScoreDocument(musicxml().replace("<note>", "<a/>" * 3_000_000 + "<note>", 1), "greedy")
+    before = _vm_rss_kib()
+    with pytest.raises(ScoreError, match=r"^engraving this score needed more than the 256 MB render memory limit "
+                                         r"and was stopped \(the limit is --render-memory-mb\)$"):
+        composer.engrave(greedy)
+    assert _vm_rss_kib() - before < 64 * 1024  # verovio ran in its worker, now gone
+    assert composer.export(chorale, "svg").startswith(b"<svg")
+
+
+@pytest.mark.skipif(audio_problem() is not None, reason="needs FluidSynth and a SoundFont")
+def test_render_budget_stops_audio_too_large_for_it_and_memory_stays_where_it_was():
+    """60 whole-note bars at a quarter of the tempo: 8 minutes, 84 MB of WAV, over a quarter of 256 MB."""
+    composer = Composer(render_budget=RenderBudget(memory_mb=256))
+    long = composer.open_bytes(musicxml(60).encode(), "long.musicxml")
+    before = _vm_rss_kib()
+    with pytest.raises(ScoreError, match=r"WAV audio of this score would be larger than 64 MB, a quarter of the "
+                                         r"render memory limit \(--render-memory-mb\)"):
+        composer.export(long, "wav", tempo=0.25)
+    assert _vm_rss_kib() - before < 32 * 1024
+    assert composer.export(composer.open_bytes(musicxml(1).encode(), "short.musicxml"), "wav").startswith(b"RIFF")
+
+
+@pytest.mark.skipif(audio_problem() is not None, reason="needs FluidSynth and a SoundFont")
+def test_audio_stopped_by_the_time_budget_leaves_no_files(monkeypatch, tmp_path):
+    """FluidSynth runs in the render worker's process group: killed with it, and its folder removed."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the workers' temp folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    composer = Composer(output_dir=tmp_path / "exports", render_budget=RenderBudget(time_s=3))
+    with pytest.raises(ScoreError, match="rendering the WAV audio of this score took longer than the 3 s render"):
+        composer.export(ScoreDocument(musicxml(400), "long"), "wav")  # 800 s of audio
+    assert [p.name for p in tmp_path.iterdir()] == []
+    assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+                .splitlines() if line.startswith("fluidsynth") and str(tmp_path) in line]
+
+
+def test_a_worker_serves_job_after_job():
+    """Each job resets the worker's CPU backstop (raising a hard RLIMIT_CPU is refused, which ended it)."""
+    from engine.render.engrave import Engraver
+
+    engraver = Engraver()
+    try:
+        score = musicxml(300, parts=4)  # over a second of CPU each time
+        pids = set()
+        for _ in range(3):
+            assert engraver.engrave(score).pages
+            pids.add(engraver.worker_pid)
+        assert len(pids) == 1
+    finally:
+        engraver.close()
+
+
+def test_render_time_budget_stops_an_export_and_the_next_one_works():
+    composer = Composer(render_budget=RenderBudget(time_s=3))
+    slow = ScoreDocument(musicxml(5000, parts=8), "slow")  # 40,000 measures
+    with pytest.raises(ScoreError, match=r"writing the .abc of this score took longer than the 3 s render time "
+                                         r"limit .*--render-time-limit"):
+        composer.export(slow, "abc")
+    assert "X:1" in composer.export(composer.open_bytes(musicxml(1).encode(), "short.musicxml"), "abc").decode()
+
+
+def test_render_budget_flags_are_checked():
+    result = run_engine("convert", corpus_path(), "out.svg", "--render-memory-mb", "100")
+    assert result.returncode == 1 and "render budget needs" in result.stderr and "256 MB" in result.stderr
+
 # --- every input the app reads exports in forms it reads back ---------------------------------------------
 
 def _inputs() -> dict[str, bytes]:
@@ -255,7 +331,6 @@ def test_cli_reading_prints_nothing_but_its_result(tmp_path):
 
 def test_console_command_runs_from_any_folder(tmp_path):
     """`pip install -e .` (scripts/setup.sh) gives `notagen-engine`; installed here into a scratch prefix."""
-    import subprocess
     import sys
     import sysconfig
 

@@ -25,6 +25,7 @@ from engine.notagen.generate import NotagenGenerator
 from engine.notagen.options import STOP_CANCEL
 from engine.render.engrave import Engraver
 from engine.render.audio import AudioUnavailable, synthesize
+from engine.score.sandbox import RenderBudget
 from engine.service import Composer
 from tests.conftest import NOTAGEN_REFERENCE, ROOT
 from webui import app as webui_app
@@ -285,7 +286,7 @@ def test_a_verovio_crash_fails_only_that_request(chorale_musicxml):
 
 
 def test_a_hung_engraving_is_stopped_after_its_time_limit(chorale_musicxml):
-    engraver = Engraver(timeout_s=1)
+    engraver = Engraver(RenderBudget(time_s=1))
     try:
         engraver.midi(chorale_musicxml)
         hung = engraver.worker_pid

@@ -1,24 +1,19 @@
 """Engraving with verovio: SVG pages, a timemap for playback highlighting, and MIDI.
 
-Verovio runs in a worker process (`engine.render.verovio_worker`, which says why); `Engraver` sends it
-one request at a time and starts a fresh one when the last one crashed or hung.
+Verovio runs in a worker process (`engine.render.verovio_worker`, which says why) within a render budget
+(`engine.score.sandbox`); `Engraver` sends it one request at a time and starts a fresh one when the last
+one crashed, hung or ran out of memory.
 """
 from __future__ import annotations
 
 import base64
-import socket
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from pathlib import Path
 
 import music21
 
 from engine.errors import ScoreError
-
-ROOT = Path(__file__).resolve().parents[2]
+from engine.score.sandbox import RenderBudget, WorkerDied, WorkerProcess, WorkerTimedOut, answer
 
 
 @dataclass(frozen=True)
@@ -31,14 +26,13 @@ class Engraving:
 class Engraver:
     """The verovio worker process behind a lock (a toolkit does one thing at a time).
 
-    A request that crashes the worker, or takes over `timeout_s`, fails with a `ScoreError`; the
-    worker is started again for the next one, so one bad score never takes the app down."""
+    A request that crashes the worker, or takes more than the budget's time or memory, fails with a
+    `ScoreError`; the worker is started again for the next one, so one bad score never takes the app down."""
 
-    def __init__(self, timeout_s: float = 120.0) -> None:
-        self.timeout_s = timeout_s
+    def __init__(self, budget: RenderBudget = RenderBudget()) -> None:
+        self.budget = budget
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._connection: Connection | None = None
+        self._worker: WorkerProcess | None = None
 
     def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40,
                 page_height: int | None = None) -> Engraving:
@@ -60,71 +54,43 @@ class Engraver:
         """The whole score on one tall page: what `convert OUT.svg` writes."""
         return self._call("svg", musicxml, page_width, scale)
 
-    def midi(self, musicxml: str, tempo_factor: float = 1.0) -> bytes:
-        """Standard MIDI file bytes, timed like the timemap (so audio and highlighting agree)."""
+    def midi(self, musicxml: str) -> bytes:
+        """Standard MIDI file bytes at tempo factor 1, timed like the timemap (so audio and highlighting
+        agree); `scale_tempo` plays them faster or slower."""
         encoded = self._call("midi_base64", musicxml)
         if not encoded:
             raise ScoreError("verovio produced no MIDI for this score")
-        midi = base64.b64decode(encoded)
-        return midi if tempo_factor == 1.0 else scale_tempo(midi, tempo_factor)
+        return base64.b64decode(encoded)
 
     @property
     def worker_pid(self) -> int | None:
         """The worker's process id (None before the first request): what the fault tests kill."""
-        return self._process.pid if self._alive() else None
+        return self._worker.process.pid if self._worker is not None and self._worker.alive else None
 
     def close(self) -> None:
         with self._lock:
-            self._stop()
+            if self._worker is not None:
+                self._worker.stop()
+            self._worker = None
 
     def _call(self, name: str, *args):
+        """`python -m engine.render.verovio_worker`: a plain child process (multiprocessing's spawn would
+        re-run the caller's main script), its output left to the app's log."""
+        what = "engraving this score"
         with self._lock:
-            if not self._alive():
-                self._start()
+            if self._worker is None or not self._worker.alive:
+                self._worker = WorkerProcess("engine.render.verovio_worker", self.budget.memory_mb, quiet=False)
             try:
-                self._connection.send((name, args))
-                if not self._connection.poll(self.timeout_s):
-                    self._stop()
-                    raise ScoreError(f"engraving this score took longer than {self.timeout_s:.0f} s and was stopped")
-                ok, value = self._connection.recv()
-            except (EOFError, OSError) as exc:
-                self._stop()
+                status, value = self._worker.call((name, args), self.budget.time_s)
+            except WorkerTimedOut:
+                raise ScoreError(f"{what} took longer than {self.budget.time_s:g} s and was stopped (the render "
+                                 "time limit, --render-time-limit)") from None
+            except WorkerDied as exc:
+                if exc.of_memory:
+                    raise ScoreError(self.budget.too_big(what)) from exc
                 raise ScoreError("the engraver (verovio) crashed on this score, so it cannot be engraved or "
                                  "exported this way; the score itself is unchanged") from exc
-        if not ok:
-            raise ScoreError(value)
-        return value
-
-    def _alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def _start(self) -> None:
-        """`python -m engine.render.verovio_worker FD`: a plain child process (multiprocessing's spawn would
-        re-run the caller's main script), answering over one end of a socket pair."""
-        self._stop()
-        ours, theirs = socket.socketpair()
-        with theirs:
-            process = subprocess.Popen([sys.executable, "-m", "engine.render.verovio_worker", str(theirs.fileno())],
-                                       cwd=ROOT, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        connection = Connection(ours.detach())
-        try:
-            ready = connection.poll(60)
-            ok, message = connection.recv() if ready else (False, "the verovio worker did not start within 60 s")
-        except (EOFError, OSError):
-            ok, message = False, "the verovio worker exited while starting"
-        if not ok:
-            connection.close()
-            process.kill()
-            process.wait()
-            raise RuntimeError(message)
-        self._process, self._connection = process, connection
-
-    def _stop(self) -> None:
-        if self._process is not None:
-            self._connection.close()
-            self._process.kill()
-            self._process.wait(5)
-        self._process = self._connection = None
+        return answer(status, value, self.budget, what)
 
 
 def scale_tempo(midi: bytes, factor: float) -> bytes:

@@ -2,7 +2,8 @@
 
 Verovio is a C++ library: a bug in it on some score (a segfault in `_verovio.abi3.so` was seen under
 `bench/load.py`) would end the whole app. So the toolkit lives in a process of its own that
-`engine.render.engrave.Engraver` talks to over a pipe; a crash there ends only that process. This
+`engine.render.engrave.Engraver` talks to over a pipe, with the memory cap of every worker
+(`engine.score.sandbox`); a crash there ends only that process. This
 module imports nothing heavy, so the worker starts in well under a second.
 
 Verovio reads MusicXML (never multi-voice ABC, which it does not support). The worker creates its
@@ -11,13 +12,12 @@ toolkit in its main thread because a toolkit created in another thread may fail 
 from __future__ import annotations
 
 import re
-import sys
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import verovio
 
 from engine.errors import ScoreError
+from engine.score.sandbox import serve
 
 RESOURCE_PATH = str(Path(verovio.__file__).resolve().parent / "data")
 
@@ -40,13 +40,18 @@ _EMBEDDED_FONT = re.compile(r'<style type="text/css">\s*@font-face.*?</style>', 
 
 
 class Toolkit:
-    """The verovio calls: each loads the score with fresh options, then renders."""
+    """The verovio calls: each loads the score with fresh options, then renders. Called with a request
+    (method name, arguments), as `engine.score.sandbox.serve` does."""
 
     def __init__(self) -> None:
         verovio.enableLog(verovio.LOG_OFF)  # its warnings go to stderr; failures are caught via loadData
         self._toolkit = verovio.toolkit(False)
         if not self._toolkit.setResourcePath(RESOURCE_PATH):
             raise RuntimeError(f"verovio could not load its resources from {RESOURCE_PATH}")
+
+    def __call__(self, request: tuple[str, tuple]) -> object:
+        name, args = request
+        return getattr(self, name)(*args)
 
     def pages(self, musicxml: str, page_width: int, scale: int, page_height: int | None) -> tuple[str, ...]:
         # Paper pages get verovio's header: the title and composer the MusicXML names.
@@ -84,27 +89,5 @@ class Toolkit:
             raise ScoreError("verovio could not read this score")
 
 
-def serve(connection: Connection) -> None:
-    """The worker process: a ready message (or why not), then one request at a time until the pipe closes.
-
-    A request is (method name, arguments); the answer (True, result) or (False, ScoreError message)."""
-    try:
-        toolkit = Toolkit()
-    except RuntimeError as exc:
-        connection.send((False, str(exc)))
-        return
-    connection.send((True, None))
-    while True:
-        try:
-            name, args = connection.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            answer = (True, getattr(toolkit, name)(*args))
-        except ScoreError as exc:
-            answer = (False, str(exc))
-        connection.send(answer)
-
-
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))
+    serve(Toolkit)  # a request is (method name, arguments)

@@ -101,6 +101,13 @@ class ScoreDocument:
         return len(self.grid.columns)
 
 
+
+def export_abc(musicxml: str, interleaved: bool = False) -> str:
+    """The standard (or NotaGen's interleaved) ABC of a document's MusicXML: what a render worker runs for
+    an ABC export (`engine.service.Composer.export`), so that the server never writes it itself."""
+    document = ScoreDocument(musicxml)
+    return document.interleaved_abc if interleaved else document.abc
+
 _CONTEXT = (music21.clef.Clef, music21.key.KeySignature, music21.meter.TimeSignature)
 
 

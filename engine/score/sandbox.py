@@ -1,136 +1,116 @@
-"""Reading user files in worker processes with a time and a memory budget.
+"""Work on user content in worker processes with a time and a memory budget.
 
-The readers (music21, abc2xml) can take minutes and gigabytes on small hostile files (an 82-byte MIDI
-file with huge delta times); checks before parsing catch the known shapes, and this catches the rest.
-Each read runs in a `python -m engine.score.sandbox FD` process whose address space is capped with
-RLIMIT_AS (and its CPU time with RLIMIT_CPU, should the parent die); the parent waits at most the time
-budget, then kills it. A failed read kills only that worker: the caller's process and memory are untouched.
-Workers are reused (starting one costs about a second of imports), at most `workers` at a time, and
-retired once their memory has grown, so memory goes back to its level before a large read; a read that
-a reused worker dies in is tried once more on a fresh one.
+The readers (music21, abc2xml), verovio, the ABC and PDF writers and FluidSynth can take minutes and
+gigabytes on small hostile files (an 82-byte MIDI file with huge delta times); checks before parsing catch
+the known shapes, and this catches the rest. Each job runs in a `python -m MODULE FD MB` process whose
+address space is capped with RLIMIT_AS (and its CPU time with RLIMIT_CPU, should the parent die; programs
+it starts, FluidSynth, inherit both); the parent waits at most the time budget, then kills the worker's
+process group. A failed job kills only that worker: the caller's process and memory are untouched.
+
+Two kinds of worker speak this protocol: the `Sandbox` pool (`python -m engine.score.sandbox`), which runs
+named functions (reading files, writing ABC, PDF, audio), and the verovio worker
+(`engine.render.verovio_worker`, driven by `engine.render.engrave.Engraver`). Workers are reused (starting
+one costs about a second of imports) and retired once their memory has grown, so memory goes back to its
+level before a large job; a job that a reused pool worker dies in is tried once more on a fresh one.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import resource
+import signal
+import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Callable, ClassVar
 
 from engine.errors import ScoreError, describe
+from engine.tempdirs import remove_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 RETIRE_GROWTH_BYTES = 256 * 2**20
 """A worker whose peak memory grew more than this since it started, or past half its limit, is not reused."""
 MIN_MEMORY_MB = 256
-"""Below this the readers' own imports do not fit."""
+"""Below this the workers' own imports do not fit."""
 
 
 @dataclass(frozen=True)
-class ImportBudget:
-    """What one import (an upload, a file, a restored session) may use before it is stopped."""
+class Budget:
+    """What one job may use before it is stopped; `kind` names the limit and its flags in messages."""
 
-    time_s: float = 30.0
-    memory_mb: int = 1024
+    time_s: float
+    memory_mb: int
+    kind: ClassVar[str]
 
     def __post_init__(self) -> None:
         if self.time_s <= 0 or self.memory_mb < MIN_MEMORY_MB:
-            raise ValueError(f"an import needs a time limit above 0 s and at least {MIN_MEMORY_MB} MB of memory")
+            raise ValueError(f"the {self.kind} budget needs a time limit above 0 s and at least {MIN_MEMORY_MB} MB "
+                             "of memory")
+
+    def too_slow(self, what: str) -> str:
+        return (f"{what} took longer than the {self.time_s:g} s {self.kind} time limit and was stopped "
+                f"(the limit is --{self.kind}-time-limit)")
+
+    def too_big(self, what: str) -> str:
+        return (f"{what} needed more than the {self.memory_mb} MB {self.kind} memory limit and was stopped "
+                f"(the limit is --{self.kind}-memory-mb)")
 
 
-class Sandbox:
-    """A small pool of reader workers; `read` is thread-safe and blocks while all `workers` are busy."""
+@dataclass(frozen=True)
+class ImportBudget(Budget):
+    """For reading an upload, a file or a restored session."""
 
-    def __init__(self, budget: ImportBudget = ImportBudget(), workers: int = 2) -> None:
-        self.budget = budget
-        self._slots = threading.BoundedSemaphore(workers)
-        self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
-
-    def read(self, files: list[tuple[bytes, str]]) -> list[str]:
-        """The MusicXML of each (bytes, file name) as `engine.score.formats.read_score` makes it, all read
-        within one budget; a `ScoreError` names the first file that fails or the limit that was hit."""
-        names = ", ".join(name for _, name in files[:3]) + (", ..." if len(files) > 3 else "")
-        with self._slots:
-            worker = self._take()
-            if worker.served:  # a worker that read before may die of what it kept: then a fresh one tries
-                try:
-                    return self._read_with(worker, files, names)
-                except _WorkerDied:
-                    worker = _Worker(self.budget)
-            try:
-                return self._read_with(worker, files, names)
-            except _WorkerDied as exc:
-                raise ScoreError(self._over_memory(names)) from exc
-
-    def _read_with(self, worker: _Worker, files: list[tuple[bytes, str]], names: str) -> list[str]:
-        try:
-            status, value, keep = worker.call(files, self.budget.time_s, names)
-        except (EOFError, OSError) as exc:  # RLIMIT_AS hit inside C code, or the worker was killed
-            worker.stop()
-            raise _WorkerDied from exc
-        except BaseException:
-            worker.stop()
-            raise
-        if keep:
-            with self._lock:
-                self._idle.append(worker)
-        else:
-            worker.stop()
-        if status == "memory":
-            raise ScoreError(self._over_memory(names))
-        if status == "error":
-            raise ScoreError(value)
-        return value
-
-    def _over_memory(self, names: str) -> str:
-        return (f"reading {names} needed more than the {self.budget.memory_mb} MB import memory limit and was "
-                "stopped (the limit is --import-memory-mb)")
-
-    def warm(self) -> None:
-        """Start a worker now (without waiting for it), so that the first import does not pay for it."""
-        with self._lock:
-            if not self._idle:
-                self._idle.append(_Worker(self.budget))
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.stop()
-
-    def _take(self) -> _Worker:
-        with self._lock:
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.alive:
-                    return worker
-                worker.stop()
-        return _Worker(self.budget)
+    time_s: float = 30.0
+    memory_mb: int = 1024
+    kind: ClassVar[str] = "import"
 
 
-class _WorkerDied(Exception):
-    """The worker process ended in the middle of a read."""
+@dataclass(frozen=True)
+class RenderBudget(Budget):
+    """For engraving, audio and every export of a document."""
+
+    time_s: float = 120.0
+    memory_mb: int = 1024
+    kind: ClassVar[str] = "render"
 
 
-class _Worker:
-    """One reader process, spoken to over a socket pair (as `engine.render.engrave.Engraver` does)."""
+class WorkerDied(Exception):
+    """The worker process ended in the middle of a job."""
 
-    def __init__(self, budget: ImportBudget) -> None:
-        import socket
+    def __init__(self, returncode: int | None) -> None:
+        super().__init__(f"the worker ended with status {returncode}")
+        self.returncode = returncode
 
+    @property
+    def of_memory(self) -> bool:
+        """C++ code (verovio) that cannot allocate under RLIMIT_AS throws std::bad_alloc, which aborts."""
+        return self.returncode == -signal.SIGABRT
+
+
+class WorkerTimedOut(Exception):
+    """The job ran past its time budget; the worker was killed."""
+
+
+class WorkerProcess:
+    """One worker (`python -m module FD MEMORY_MB`), spoken to over a socket pair."""
+
+    def __init__(self, module: str, memory_mb: int, quiet: bool = True) -> None:
+        """`quiet`: its output goes to /dev/null (music21 prints hundreds of warning lines for some files)."""
         ours, theirs = socket.socketpair()
+        output = subprocess.DEVNULL if quiet else None
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "engine.score.sandbox", str(theirs.fileno()), str(budget.memory_mb)],
-                cwd=ROOT, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,  # music21's warnings (hundreds of lines for some Humdrum files)
+                [sys.executable, "-m", module, str(theirs.fileno()), str(memory_mb)],
+                cwd=ROOT, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                start_new_session=True,  # its own process group, so that FluidSynth goes when it is killed
                 env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
             )
         self.connection = Connection(ours.detach())
+        self.memory_mb = memory_mb
         self.ready = False
         self.served = False
 
@@ -138,26 +118,121 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def call(self, files: list[tuple[bytes, str]], time_s: float, names: str) -> tuple[str, object, int]:
-        """(status "ok", "error" or "memory"; the MusicXML texts or the message; whether it may read again)."""
-        if not self.ready:
-            if not self.connection.poll(60) or not self.connection.recv():
-                raise ScoreError("the file reader process did not start within 60 s")
-            self.ready = True
-        self.connection.send((files, time_s))
-        if not self.connection.poll(time_s):
-            raise ScoreError(f"reading {names} took longer than the {time_s:g} s import time limit and was stopped "
-                             "(the limit is --import-time-limit)")
-        answer = self.connection.recv()
+    def call(self, request: object, time_s: float) -> tuple[str, object]:
+        """(status "ok", "error", "failed" or "memory"; the result or the message). Raises `WorkerTimedOut`
+        or `WorkerDied` (the worker is gone then), `RuntimeError` when it does not start."""
+        try:
+            if not self.ready:
+                if not self.connection.poll(60):
+                    raise RuntimeError(f"the worker process ({self.process.args[2]}) did not start within 60 s")
+                problem = self.connection.recv()
+                if problem:
+                    raise RuntimeError(problem)
+                self.ready = True
+            self.connection.send((request, time_s))
+            if not self.connection.poll(time_s):
+                raise WorkerTimedOut
+            status, value, keep = self.connection.recv()
+        except (EOFError, OSError) as exc:  # RLIMIT_AS hit inside C code, a crash, or the worker was killed
+            self.stop()
+            raise WorkerDied(self.process.returncode) from exc
+        except BaseException:
+            self.stop()
+            raise
         self.served = True
-        return answer
+        if not keep:
+            self.stop()
+        return status, value
 
     def stop(self) -> None:
+        """Kill it (and what it started), and remove the temp folders it could not (`engine.tempdirs`)."""
         self.connection.close()
         if self.alive:
-            self.process.kill()
-        self.process.wait(5)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.wait(5) != 0:  # killed or crashed: it could not remove its temp folders
+            remove_stale()
 
+
+def answer(status: str, value: object, budget: Budget, what: str) -> object:
+    """A worker's answer as the result, or as a `ScoreError` that says what failed."""
+    if status == "memory":
+        raise ScoreError(budget.too_big(what))
+    if status == "error":
+        raise ScoreError(value)
+    if status == "failed":
+        raise ScoreError(f"{what} failed ({value})")
+    return value
+
+
+class Sandbox:
+    """A small pool of workers running named functions within one budget; thread-safe, and `run` blocks
+    while all `workers` are busy."""
+
+    MODULE = "engine.score.sandbox"
+
+    def __init__(self, budget: Budget = ImportBudget(), workers: int = 2) -> None:
+        self.budget = budget
+        self._slots = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._idle: list[WorkerProcess] = []
+
+    def read(self, files: list[tuple[bytes, str]]) -> list[str]:
+        """The MusicXML of each (bytes, file name) as `engine.score.formats.read_score` makes it, all read
+        within one budget; a `ScoreError` names the first file that fails or the limit that was hit."""
+        names = ", ".join(name for _, name in files[:3]) + (", ..." if len(files) > 3 else "")
+        return self.run("engine.score.sandbox:read_all", (files,), f"reading {names}")
+
+    def run(self, function: str, args: tuple, what: str) -> object:
+        """`module:function`(*args) in a worker; `what` ("writing the PDF of this score") names the job in
+        messages. A `ScoreError` from the function comes back as it is."""
+        with self._slots:
+            worker = self._take()
+            if worker.served:  # a worker that worked before may die of what it kept: then a fresh one tries
+                try:
+                    return self._run_with(worker, (function, args), what)
+                except WorkerDied:
+                    worker = WorkerProcess(self.MODULE, self.budget.memory_mb)
+            try:
+                return self._run_with(worker, (function, args), what)
+            except WorkerDied as exc:
+                raise ScoreError(self.budget.too_big(what)) from exc
+
+    def _run_with(self, worker: WorkerProcess, request: tuple, what: str) -> object:
+        try:
+            status, value = worker.call(request, self.budget.time_s)
+        except WorkerTimedOut:
+            raise ScoreError(self.budget.too_slow(what)) from None
+        if worker.alive:
+            with self._lock:
+                self._idle.append(worker)
+        return answer(status, value, self.budget, what)
+
+    def warm(self) -> None:
+        """Start a worker now (without waiting for it), so that the first job does not pay for it."""
+        with self._lock:
+            if not self._idle:
+                self._idle.append(WorkerProcess(self.MODULE, self.budget.memory_mb))
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
+
+    def _take(self) -> WorkerProcess:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+                worker.stop()
+        return WorkerProcess(self.MODULE, self.budget.memory_mb)
+
+
+# --- the worker's side ---------------------------------------------------------------------------------------
 
 def _peak_bytes() -> int:
     """The most address space this process has had (VmPeak, what RLIMIT_AS caps)."""
@@ -168,51 +243,81 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def serve(connection: Connection, memory_mb: int) -> None:
-    """The worker: import the readers, cap memory, say ready, then answer (ok, texts or message, growth)."""
-    import warnings
-
-    import engine.score.formats  # noqa: F401  (imported before the memory cap and the ready message)
-
-    warnings.simplefilter("ignore")
+def serve(setup: Callable[[], Callable[[object], object]]) -> None:
+    """A worker's main (argv: socket FD, memory MB): `setup()` (imports, before the memory cap) gives the
+    handler, or raises RuntimeError saying why it cannot; then cap memory, say ready (None), and answer each
+    (request, time_s) with (status, value, whether the worker may be used again)."""
+    connection, memory_mb = Connection(int(sys.argv[1])), int(sys.argv[2])
+    try:
+        handle = setup()
+    except RuntimeError as exc:
+        connection.send(str(exc))
+        return
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     retire_at = min(_peak_bytes() + RETIRE_GROWTH_BYTES, limit // 2)
-    connection.send(True)
+    connection.send(None)
     while True:
         try:
-            files, time_s = connection.recv()
+            request, time_s = connection.recv()
         except (EOFError, OSError):
             return
         used = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = int(used.ru_utime + used.ru_stime + time_s) + 2  # a backstop should the parent be gone
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-        status, value = _read_all(files)
-        if status == "error" and _peak_bytes() > 0.9 * limit:
-            status = "memory"  # an allocation failed inside a reader, which reported it as something else
-        keep = status != "memory" and _peak_bytes() < retire_at  # else the next read gets a fresh worker
+        cpu = int(used.ru_utime + used.ru_stime + time_s) + 2  # a backstop should the parent be gone: SIGXCPU
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))  # hard: as it was
+        status, value = _handled(handle, request)
+        if status in ("error", "failed") and _peak_bytes() > 0.9 * limit:
+            status = "memory"  # an allocation failed inside a library, which reported it as something else
+        keep = status != "memory" and _peak_bytes() < retire_at  # else the next job gets a fresh worker
         connection.send((status, value, keep))
         if not keep:
             return
 
 
-def _read_all(files: list[tuple[bytes, str]]) -> tuple[str, object]:
+def _handled(handle: Callable[[object], object], request: object) -> tuple[str, object]:
+    try:
+        return "ok", handle(request)
+    except ScoreError as exc:
+        return "error", str(exc)
+    except MemoryError:
+        return "memory", None
+    except RecursionError:
+        return "failed", "the score is nested too deeply"
+    except Exception as exc:  # a library bug on odd input still gets a message that says what failed
+        return "failed", describe(exc)
+
+
+def _run_function(request: tuple[str, tuple]) -> object:
+    function, args = request
+    module, _, name = function.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def _pool_setup() -> Callable[[tuple[str, tuple]], object]:
+    import warnings
+
+    import engine.score.formats  # noqa: F401  (imported before the memory cap and the ready message)
+
+    warnings.simplefilter("ignore")
+    return _run_function
+
+
+def read_all(files: list[tuple[bytes, str]]) -> list[str]:
+    """What `Sandbox.read` runs: every file's MusicXML, or a `ScoreError` naming the file."""
     from engine.score.formats import read_score
 
     texts = []
     for data, name in files:
         try:
             texts.append(read_score(data, name).musicxml)
-        except ScoreError as exc:
-            return "error", str(exc)
-        except MemoryError:
-            return "memory", None
+        except (ScoreError, MemoryError):
+            raise
         except RecursionError:
-            return "error", f"{name} is nested too deeply to be read"
+            raise ScoreError(f"{name} is nested too deeply to be read") from None
         except Exception as exc:  # a reader bug on odd input still gets a message that names the file
-            return "error", f"{name} could not be read ({describe(exc)})"
-    return "ok", texts
+            raise ScoreError(f"{name} could not be read ({describe(exc)})") from exc
+    return texts
 
 
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])), int(sys.argv[2]))
+    serve(_pool_setup)
