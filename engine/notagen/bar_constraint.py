@@ -37,6 +37,7 @@ from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
 
 GRID = Fraction(1, 64)
+WHOLE_NOTE = Fraction(1)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
@@ -45,6 +46,10 @@ _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]
 _MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
+_CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
+"""Chars that may continue an open element; every other char commits it."""
+_TIMED = br.REST_LETTERS | br.MEASURE_RESTS | frozenset("<>|:")
+"""Chars outside `_CONTINUING` that change the bar's duration state (start a rest, a broken pair, a bar line)."""
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
@@ -112,14 +117,24 @@ class BarConstraint:
         """Printable chars and newline that keep the text readable and bar-exact."""
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
             return set()  # after a newline the patch ends (EOS) unless it is full
+        # Shortcuts that give what `_allows` gives char by char, without copying the reader for each char:
+        if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):  # only a newline is read at once
+            return {char for char in _TEXT_CHARS if _header_allows(reader, char)
+                    and (char != "\n" or reader.mode != br.HEADER or reader.copy().step(char))}
+        if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
+            # the name so far leaves the bar's duration state as it was
+            inside = reader.closer == "!" and (not reader.segment_open or self._feasible(reader))
+            allowed = set(_decoration_next(reader.buffer)) if inside else set()
+            return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
             return {char for char in _TEXT_CHARS if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
             return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
         # in the music the reader treats the chars of each class alike: one test per class
-        allowed = {char for char in _MUSIC_SINGLES if self._allows(reader, char)}
+        allows = self._music_tester(reader)
+        allowed = {char for char in _MUSIC_SINGLES if allows(char)}
         for chars in _MUSIC_CLASSES:
-            if self._allows(reader, chars[0]):
+            if allows(chars[0]):
                 allowed.update(chars)
         return allowed
 
@@ -167,6 +182,31 @@ class BarConstraint:
         return chars is not None and self._allows(reader, chars[0])
 
     # ------------------------------------------------------------------------------- internals
+    def _music_tester(self, reader: BarReader):
+        """`_allows` for one music-mode reader, sharing the work of the chars that end its open element:
+        the element is committed once, and the chars that then last nothing (spaces, slurs, decorations,
+        annotations...) share one feasibility test."""
+        if reader.voice is None or reader.chord_stage:
+            return lambda char: self._allows(reader, char)
+        base = reader.committed()
+        base_ok = base is not None and (not base.segment_open or self._feasible(base))
+
+        def allows(char: str) -> bool:
+            if char in _CONTINUING:
+                return self._allows(reader, char)
+            if base is None:
+                return False
+            clone = base.copy()
+            if not clone.step(char) or not self._written_subset(reader, char, clone):
+                return False
+            if clone.mode == br.LINE_START or not clone.in_body:
+                return True
+            if len(clone.line_voices) > len(reader.line_voices):
+                return self._bar_closes(reader, clone.line_voices[-1][1])
+            return (not clone.segment_open or self._feasible(clone)) if char in _TIMED else base_ok
+
+        return allows
+
     def _allows(self, reader: BarReader, char: str) -> bool:
         clone = reader.copy()
         if not clone.step(char) or not self._written_subset(reader, char, clone):
@@ -299,49 +339,73 @@ class BarConstraint:
         return length == target if exact else length <= target
 
     def _feasible(self, reader: BarReader) -> bool:
-        """Whether the open voice bar can still be completed to its target (see the module docstring)."""
-        target, exact = self._requirement(reader)
+        """Whether the open voice bar can still be completed to its target (see the module docstring).
+        A pure function of the bar's duration state, so it is cached on that state (`_feasible_state`):
+        most chars tested at one step leave that state as it was."""
+        target = self._requirement(reader)[0]
         if target is None:
             return True
-        pos = reader.pos
-        factor = reader.tuplet_factor
         if reader.element is not None:
-            values = self._element_values(reader)
-            scale = reader.element_scale * reader.broken_next
-            left = reader.tuplet_left
-        elif reader.broken_open or reader.tuplet_left or reader.mode in (br.TUPLET,):
-            values = grid_lengths(reader.unit, ("", 0, ""))
-            left = reader.tuplet_left
+            if reader.element == "measure_rest":
+                unit, key = reader.metre, None
+            else:
+                unit, key = reader.unit, ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
+            return _feasible_state(target, reader.pos, unit, key, reader.element_scale, reader.broken_next,
+                                   reader.tuplet_left, reader.tuplet_factor)
+        if reader.broken_open or reader.tuplet_left or reader.mode == br.TUPLET:
+            left, factor = reader.tuplet_left, reader.tuplet_factor
             if reader.mode == br.TUPLET:
                 p, q, r = _tuplet_defaults(reader.buffer)
                 factor, left = Fraction(q, p), r
-            scale = reader.broken_next * (factor if left else 1)
-            left = max(left - 1, 0)
-        else:
-            return pos <= target and _on_grid(pos)
-        for raw in values:
-            end = pos + raw * scale
-            if end > target:
-                return False
-            if not left:
-                if _on_grid(end):
-                    return True
-                continue
-            step = factor * GRID
-            for count in range(left, left + (factor / GRID).denominator + 1):
-                total = end + step * count
-                if total > target:
-                    break
-                if _on_grid(total):
-                    return True
-        return False
+            return _feasible_state(target, reader.pos, reader.unit, ("", 0, ""), factor if left else WHOLE_NOTE,
+                                   reader.broken_next, max(left - 1, 0), factor)
+        return reader.pos <= target and _on_grid(reader.pos)
 
-    def _element_values(self, reader: BarReader) -> tuple[Fraction, ...]:
-        """Raw (unscaled) lengths the open element can still get, ascending."""
-        if reader.element == "measure_rest":
-            return (reader.metre,)
-        key = ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
-        return grid_lengths(reader.unit, key)
+
+_FEASIBLE: dict[tuple, bool] = {}
+
+
+def _feasible_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
+                    broken: Fraction, left: int, factor: Fraction) -> bool:
+    """Whether, from `pos`, an element of a raw length among `grid_lengths(unit, key)` (a measure rest: key
+    None, its length `unit`) scaled by `scale * broken`, then `left` more tuplet elements of factor `factor`,
+    can end on the grid at or before `target`. Memoised on the numbers' integer parts (hashing a Fraction
+    costs more than the small searches it saves)."""
+    memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
+                key, scale.numerator, scale.denominator, broken.numerator, broken.denominator, left, factor.numerator,
+                factor.denominator)
+    found = _FEASIBLE.get(memo_key)
+    if found is None:
+        if len(_FEASIBLE) >= 1 << 16:
+            _FEASIBLE.clear()
+        found = _FEASIBLE[memo_key] = _search_feasible(target, pos, unit, key, scale * broken, left, factor)
+    return found
+
+
+def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
+                     left: int, factor: Fraction) -> bool:
+    for raw in (unit,) if key is None else grid_lengths(unit, key):
+        end = pos + raw * scale
+        if end > target:
+            return False
+        if not left:
+            if _on_grid(end):
+                return True
+            continue
+        step = factor * GRID
+        for count in range(left, left + (factor / GRID).denominator + 1):
+            total = end + step * count
+            if total > target:
+                break
+            if _on_grid(total):
+                return True
+    return False
+
+
+@lru_cache(maxsize=512)
+def _decoration_next(prefix: str) -> frozenset[str]:
+    """The chars that continue `prefix` towards one of `DECORATIONS`."""
+    return frozenset(name[len(prefix)] for name in DECORATIONS if name.startswith(prefix) and len(name) > len(prefix))
 
 
 def _header_allows(reader: BarReader, char: str) -> bool:
