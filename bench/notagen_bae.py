@@ -48,9 +48,29 @@ DECODING = {
 }
 
 
-def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int, sampling: dict, decoding: dict) -> dict:
+class DecodeClock:
+    """Times the char decoder's patches (`NotagenModel.decode_patch`, where the constraint runs): seconds and
+    row-patches, so decodings are compared per patch, apart from conversion and from how long pieces get.
+    CPU time of this process, not wall time: on a shared machine the wall time mostly measures the others."""
+
+    def __init__(self, generator: NotagenGenerator) -> None:
+        self.seconds, self.patches = 0.0, 0
+        decode_patch = generator.model.decode_patch
+
+        def timed(hidden, *args, **kwargs):
+            started = time.process_time()
+            result = decode_patch(hidden, *args, **kwargs)
+            self.seconds += time.process_time() - started
+            self.patches += hidden.shape[0]
+            return result
+
+        generator.model.decode_patch = timed
+
+
+def measure(generator: NotagenGenerator, clock: DecodeClock, pieces: int, batch: int, max_bars: int, sampling: dict,
+            decoding: dict) -> dict:
     converted, total, alignment_all, alignment_ok, resampled, reasons = 0, 0, BarAlignment(0, 0), BarAlignment(0, 0), 0, {}
-    started = time.perf_counter()
+    started, clock.seconds, clock.patches = time.perf_counter(), 0.0, 0
     calls = (pieces + batch - 1) // batch
     for call in range(calls):
         prompt = PROMPTS[call % len(PROMPTS)]
@@ -69,25 +89,31 @@ def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int,
                 key = event.reason.split(":")[0]
                 reasons[key] = reasons.get(key, 0) + 1
     return dict(pieces=total, converted=converted, alignment_all=alignment_all, alignment_ok=alignment_ok,
-                resampled=resampled, reasons=reasons, seconds=time.perf_counter() - started)
+                resampled=resampled, reasons=reasons, seconds=time.perf_counter() - started,
+                ms_per_patch=1000 * clock.seconds / max(clock.patches, 1))
 
 
 def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, checkpoint: Path, seconds: float) -> str:
     lines = [
-        f"Run: `.venv/bin/python bench/notagen_bae.py --pieces {args.pieces} --max-bars {args.max_bars} --batch {args.batch}` "
+        f"Run: `nice -n 10 .venv/bin/python bench/notagen_bae.py --checkpoint {args.checkpoint} --pieces {args.pieces} "
+        f"--max-bars {args.max_bars} --batch {args.batch} --threads {args.threads}` "
         f"({seconds:.0f} s in all, {args.threads} thread(s)). Model: `{checkpoint.name}`. "
-        "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`).",
+        "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`). "
+        "ms / patch: the char decoder's CPU time per generated patch and row (model and constraint, not conversion); "
+        "cost: that time over free decoding's with the same sampling.",
         "",
-        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds | ms / patch | cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    free = {setting: r["ms_per_patch"] for setting, decoding, r in results if decoding == "free"}
     for setting, decoding, r in results:
         failures = "; ".join(f"{key} ({count})" for key, count in sorted(r["reasons"].items())) or "-"
         lines.append(
             f"| {setting} | {decoding} | {r['converted']}/{r['pieces']} "
             f"({100 * r['converted'] / max(r['pieces'], 1):.0f} %) | {100 * r['alignment_ok'].rate:.2f} % "
             f"({r['alignment_ok'].misaligned}/{r['alignment_ok'].bars}) | {100 * r['alignment_all'].rate:.2f} % "
-            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} |"
+            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} "
+            f"| {r['ms_per_patch']:.1f} | {100 * (r['ms_per_patch'] / free[setting] - 1):+.0f} % |"
         )
     return "\n".join(lines) + "\n"
 
@@ -103,15 +129,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = NotagenGenerator.load(args.checkpoint)
+    clock = DecodeClock(generator)
     started = time.perf_counter()
     results = []
     for setting, sampling in SETTINGS.items():
         for decoding, options in DECODING.items():
-            result = measure(generator, args.pieces, args.batch, args.max_bars, sampling, options)
+            result = measure(generator, clock, args.pieces, args.batch, args.max_bars, sampling, options)
             results.append((setting, decoding, result))
             print(f"{setting}, {decoding}: {result['converted']}/{result['pieces']} converted, "
                   f"BAE {100 * result['alignment_ok'].rate:.2f} % (converted) / {100 * result['alignment_all'].rate:.2f} % (all), "
-                  f"{result['resampled']} bars resampled, {result['seconds']:.0f} s", flush=True)
+                  f"{result['resampled']} bars resampled, {result['seconds']:.0f} s, {result['ms_per_patch']:.1f} ms/patch", flush=True)
     text = report(results, args, args.checkpoint, time.perf_counter() - started)
     print()
     print(text)

@@ -37,13 +37,14 @@ from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
 
 GRID = Fraction(1, 64)
+SIXTEENTH = Fraction(1, 16)
 WHOLE_NOTE = Fraction(1)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
+_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
 _CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
@@ -181,6 +182,40 @@ class BarConstraint:
         chars = next((chars for chars in _MUSIC_CLASSES if char in chars), None)
         return chars is not None and self._allows(reader, chars[0])
 
+    def musical(self, reader: BarReader, token: int) -> bool:
+        """Whether an allowed `token` keeps the bar's rhythm musical: it commits no element shorter than a 16th
+        (or than the shortest the piece already writes) unless that element ends the bar or lands on the
+        beat, and leaves the open element a length that is musical in that sense. Where the model falls
+        short of a bar the exact mask alone leaves only tiny lengths (runs of 32nds and 64ths at bar ends);
+        the chooser refuses unmusical choices and redraws from `musical_ids`."""
+        if reader.mode != br.MUSIC or reader.element is None or reader.chord_stage or reader.element_scale != 1:
+            return True
+        target, metre = self._requirement(reader)[0], reader.metre
+        if target is None or metre is None or not 0 <= token < 128:
+            return True
+        clone = reader.copy()
+        if not clone.step(chr(token)):
+            return True
+        shortest = min(SIXTEENTH, reader.shortest)
+        beat = max(4, metre.denominator)  # beats per whole note
+        if clone.closed_count > reader.closed_count and clone.last_written is not None and clone.last_written < shortest:
+            if clone.pos != target and (clone.pos * beat).denominator != 1:
+                return False
+        if clone.element is None or clone.chord_stage or clone.element_scale != 1 or clone.mode != br.MUSIC:
+            return True
+        for raw in grid_lengths(clone.unit, clone.length.key()):
+            end = clone.pos + raw * clone.broken_next
+            if end > target:
+                return False
+            if (_on_grid(end) and (not clone.broken_open or raw == clone.broken_base)
+                    and (raw >= shortest or end == target or (end * beat).denominator == 1)):
+                return True
+        return False
+
+    def musical_ids(self, reader: BarReader, ids: Sequence[int]) -> list[int]:
+        """The `musical` ones of allowed `ids`, or all of them where none is."""
+        return [token for token in ids if self.musical(reader, token)] or list(ids)
+
     # ------------------------------------------------------------------------------- internals
     def _music_tester(self, reader: BarReader):
         """`_allows` for one music-mode reader, sharing the work of the chars that end its open element:
@@ -232,13 +267,15 @@ class BarConstraint:
             return reader.buffer in DECORATIONS
         if mode == br.DECORATION:
             return clone.closer == "!" and any(name.startswith(clone.buffer) for name in DECORATIONS)
-        if char in "\t`y&%$*;@#?\\" or (char == " " and reader.last == " "):
-            return False  # (one space at a time: a run of spaces would never end a bar)
+        if char in "\t`y&%$*;@#?\\~" or (char == " " and reader.last == " "):
+            return False  # (one space at a time: a run of spaces would never end a bar; the BAE cannot read `~`)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
         if clone.closed_count > reader.closed_count and not length_complete(*reader.length.key()):
             return False
+        if clone.closed_count > reader.closed_count and clone.pair_closed and clone.last_written != clone.broken_base:
+            return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
         if clone.element is not None and not length_multipliers(*clone.length.key()):
             return False
         if clone.element is not None and clone.chord_stage and clone.length.key() != ("", 0, ""):
@@ -252,7 +289,7 @@ class BarConstraint:
         if reader.mode == br.GRACE:
             return (char in _GRACE_CHARS and len(reader.buffer) < 8) or char == "}" or (char == "/" and not reader.buffer)
         if mode == br.TUPLET:
-            return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
+            return reader.tuplet_left == 0 and not reader.broken_open and bool(_TUPLET_SPEC.match(clone.buffer))
         if mode == br.FIELD_NAME:
             return self._field_allowed(reader, clone)
         if mode == br.FIELD:
@@ -351,14 +388,14 @@ class BarConstraint:
             else:
                 unit, key = reader.unit, ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
             return _feasible_state(target, reader.pos, unit, key, reader.element_scale, reader.broken_next,
-                                   reader.tuplet_left, reader.tuplet_factor)
+                                   reader.tuplet_left, reader.tuplet_factor, reader.broken_base if reader.broken_open else None)
         if reader.broken_open or reader.tuplet_left or reader.mode == br.TUPLET:
             left, factor = reader.tuplet_left, reader.tuplet_factor
             if reader.mode == br.TUPLET:
                 p, q, r = _tuplet_defaults(reader.buffer)
                 factor, left = Fraction(q, p), r
             return _feasible_state(target, reader.pos, reader.unit, ("", 0, ""), factor if left else WHOLE_NOTE,
-                                   reader.broken_next, max(left - 1, 0), factor)
+                                   reader.broken_next, max(left - 1, 0), factor, reader.broken_base if reader.broken_open else None)
         return reader.pos <= target and _on_grid(reader.pos)
 
 
@@ -366,25 +403,27 @@ _FEASIBLE: dict[tuple, bool] = {}
 
 
 def _feasible_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
-                    broken: Fraction, left: int, factor: Fraction) -> bool:
+                    broken: Fraction, left: int, factor: Fraction, required: Fraction | None) -> bool:
     """Whether, from `pos`, an element of a raw length among `grid_lengths(unit, key)` (a measure rest: key
-    None, its length `unit`) scaled by `scale * broken`, then `left` more tuplet elements of factor `factor`,
-    can end on the grid at or before `target`. Memoised on the numbers' integer parts (hashing a Fraction
-    costs more than the small searches it saves)."""
+    None, its length `unit`; the second of a broken pair: only `required`, the first's) scaled by
+    `scale * broken`, then `left` more tuplet elements of factor `factor`, can end on the grid at or before
+    `target`. Memoised on the numbers' integer parts (hashing a Fraction costs more than the small searches
+    it saves)."""
     memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
                 key, scale.numerator, scale.denominator, broken.numerator, broken.denominator, left, factor.numerator,
-                factor.denominator)
+                factor.denominator, required)
     found = _FEASIBLE.get(memo_key)
     if found is None:
         if len(_FEASIBLE) >= 1 << 16:
             _FEASIBLE.clear()
-        found = _FEASIBLE[memo_key] = _search_feasible(target, pos, unit, key, scale * broken, left, factor)
+        found = _FEASIBLE[memo_key] = _search_feasible(target, pos, unit, key, scale * broken, left, factor, required)
     return found
 
 
 def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
-                     left: int, factor: Fraction) -> bool:
-    for raw in (unit,) if key is None else grid_lengths(unit, key):
+                     left: int, factor: Fraction, required: Fraction | None) -> bool:
+    values = (unit,) if key is None else grid_lengths(unit, key)
+    for raw in values if required is None else [value for value in values if value == required]:
         end = pos + raw * scale
         if end > target:
             return False

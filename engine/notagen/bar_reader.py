@@ -206,6 +206,7 @@ class BarReader:
         self.last = ""  # the last char read
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
         self.ending_closes = False  # the ending number follows a closing bar line (not `[1`)
+        self.shortest = WHOLE  # the shortest written length outside tuplets read so far (the piece's finest unit)
         self._reset_bar()
 
     def _reset_bar(self) -> None:
@@ -228,6 +229,7 @@ class BarReader:
         self.pair_closed = False  # the last element was the second of a broken pair
         self.last_scale = WHOLE  # tuplet factor of the last element
         self.closed_count = 0  # elements committed in this bar (the constraint sees which char closed one)
+        self.last_written: Fraction | None = None  # written length of the last committed element (None in a tuplet)
         self.tuplet_factor = WHOLE
         self.tuplet_left = 0  # elements the tuplet still scales
 
@@ -464,8 +466,12 @@ class BarReader:
             return False
         if self.element == "measure_rest" and self.metre is None:
             return False
-        length = self._element_value() * self.broken_next
+        written = self._element_value()
+        length = written * self.broken_next
         self.pos += length
+        self.last_written = written if self.element_scale == 1 else None
+        if self.element_scale == 1 and written < self.shortest:
+            self.shortest = written
         self.pair_closed = self.broken_open
         if self.broken_open:
             self.broken_open = False

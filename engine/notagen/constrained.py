@@ -59,11 +59,13 @@ class ConstrainedChooser:
     def __call__(self, logits: Tensor) -> Tensor:
         ids = self._choose(logits)
         chosen = ids.tolist()
-        refused = [row for row, reader in enumerate(self.readers)
-                   if not self.ended[row] and not self.constraint.allows_id(reader, chosen[row])]
+        constraint = self.constraint
+        refused = [row for row, reader in enumerate(self.readers) if not self.ended[row]
+                   and not (constraint.allows_id(reader, chosen[row]) and constraint.musical(reader, chosen[row]))]
         redraw = {}
         for row in refused:
-            allowed = self.constraint.allowed_ids(self.readers[row])
+            allowed = constraint.allowed_ids(self.readers[row])
+            allowed = constraint.musical_ids(self.readers[row], allowed) if allowed else allowed
             if not allowed:
                 self.readers[row], self.ended[row] = None, True  # nothing can follow: leave the row unconstrained
             elif len(allowed) == 1:  # what the sampler draws from a one-id mask, and the draw it uses up
