@@ -13,12 +13,18 @@ body line and on the line announced as last by `[r:i/0]`, or anywhere with `shor
 none with `M:none`), then the first voice's length for every later voice of the line.
 
 Written subset (the reader reads more): lengths `n`, `n/`, `n//`, `n/d` with n < 100 and d a power of
-two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets and not
-chained; tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested; `!...!` decorations; the bar
-lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on) with a one-digit ending; no left bar
-lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as
-declared in the header, in their order; `[r:i/j]` with j one less than the previous line's. Annotations
-hold no `|`, `[`, `]`, `::`.
+two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets, not
+chained and between two elements of equal written length (abctoolkit's bar durations, which the BAE
+uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested and
+not inside a broken pair; `!...!` decorations and the shorthands other than `~` (which abctoolkit
+cannot read after a note); the bar lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on)
+with a one-digit ending; no left bar lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a
+voice bar's start; voices only as declared in the header, in their order; `[r:i/j]` with j one less
+than the previous line's. Annotations hold no `|`, `[`, `]`, `::`.
+
+Musical bar ends (`musical`, a preference, not part of the mask): the decoder also refuses, and redraws
+from the rest of the mask, chars that would give an element shorter than a 16th (or than the shortest
+the piece already writes) that neither ends the bar nor lands on a beat.
 
 Special ids: EOS (2) ends a patch early, which the patchilizer does only right before a bar line or after
 a newline; BOS (1) opens the end-of-piece patch, allowed at a patch's first position at the start of a
@@ -229,28 +235,22 @@ class BarConstraint:
         def allows(char: str) -> bool:
             if char in _CONTINUING:
                 return self._allows(reader, char)
-            if base is None:
-                return False
-            clone = base.copy()
-            if not clone.step(char) or not self._written_subset(reader, char, clone):
-                return False
-            if clone.mode == br.LINE_START or not clone.in_body:
-                return True
-            if len(clone.line_voices) > len(reader.line_voices):
-                return self._bar_closes(reader, clone.line_voices[-1][1])
-            return (not clone.segment_open or self._feasible(clone)) if char in _TIMED else base_ok
+            return base is not None and self._allows(reader, char, base, None if char in _TIMED else base_ok)
 
         return allows
 
-    def _allows(self, reader: BarReader, char: str) -> bool:
-        clone = reader.copy()
+    def _allows(self, reader: BarReader, char: str, start: BarReader | None = None, settled: bool | None = None) -> bool:
+        """Whether `char` may follow `reader`. `start`: `reader` with its open element committed, stepped
+        instead of it (for a char that commits the element); `settled`: whether the bar can be completed
+        from `start`, for a char that leaves its duration state as it is."""
+        clone = (start if start is not None else reader).copy()
         if not clone.step(char) or not self._written_subset(reader, char, clone):
             return False
         if clone.mode == br.LINE_START or not clone.in_body:
             return True
         if len(clone.line_voices) > len(reader.line_voices):
             return self._bar_closes(reader, clone.line_voices[-1][1])
-        return not clone.segment_open or self._feasible(clone)
+        return settled if settled is not None else not clone.segment_open or self._feasible(clone)
 
     def _written_subset(self, reader: BarReader, char: str, clone: BarReader) -> bool:
         """The restrictions of the written subset that the reader does not make (see the docstring)."""
