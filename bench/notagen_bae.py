@@ -9,7 +9,9 @@ behaves, not how good NotaGen-X is. Prompts cycle over four conditions (the chor
 unseen ones, unconditional); the released sampling settings (top-k 9, top-p 0.9, temperature 1.2) and a
 hotter setting (temperature 1.6, no top-k/top-p) are both measured. Each setting runs the same seeds
 three ways: free (the model's own choices), with bar resampling, and bar-exact (the constraint, no resampling). One attempt per piece (`max_attempts=1`), so a piece that does not convert
-counts as a failure here instead of being sampled again.
+counts as a failure here instead of being sampled again. The char decoder's CPU time per patch is
+measured for each decoding; "cost" is bar-exact (or resampling) decoding's time per patch over free
+decoding's, the constraint's price.
 """
 from __future__ import annotations
 
