@@ -98,7 +98,8 @@ def measure(generator: NotagenGenerator, clock: DecodeClock, pieces: int, batch:
 def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, checkpoint: Path, seconds: float) -> str:
     lines = [
         f"Run: `nice -n 10 .venv/bin/python bench/notagen_bae.py --checkpoint {args.checkpoint} --pieces {args.pieces} "
-        f"--max-bars {args.max_bars} --batch {args.batch} --threads {args.threads}` "
+        f"--max-bars {args.max_bars} --batch {args.batch} --threads {args.threads}"
+        + (f" --decodings '{args.decodings}'" if args.decodings != ",".join(DECODING) else "") + "` "
         f"({seconds:.0f} s in all, {args.threads} thread(s)). Model: `{checkpoint.name}`. "
         "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`). "
         "ms / patch: the char decoder's CPU time per generated patch and row (model and constraint, not conversion); "
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--decodings", default=",".join(DECODING), help="comma-separated, of: " + ", ".join(DECODING))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = NotagenGenerator.load(args.checkpoint)
@@ -135,7 +137,8 @@ def main() -> None:
     started = time.perf_counter()
     results = []
     for setting, sampling in SETTINGS.items():
-        for decoding, options in DECODING.items():
+        for decoding in args.decodings.split(","):
+            options = DECODING[decoding]
             result = measure(generator, clock, args.pieces, args.batch, args.max_bars, sampling, options)
             results.append((setting, decoding, result))
             print(f"{setting}, {decoding}: {result['converted']}/{result['pieces']} converted, "

@@ -209,14 +209,8 @@ class BarConstraint:
                 return False
         if clone.element is None or clone.chord_stage or clone.element_scale != 1 or clone.mode != br.MUSIC:
             return True
-        for raw in grid_lengths(clone.unit, clone.length.key()):
-            end = clone.pos + raw * clone.broken_next
-            if end > target:
-                return False
-            if (_on_grid(end) and (not clone.broken_open or raw == clone.broken_base)
-                    and (raw >= shortest or end == target or (end * beat).denominator == 1)):
-                return True
-        return False
+        return _musical_state(target, clone.pos, clone.unit, clone.length.key(), clone.broken_next,
+                              clone.broken_base if clone.broken_open else None, shortest, beat)
 
     def musical_ids(self, reader: BarReader, ids: Sequence[int]) -> list[int]:
         """The `musical` ones of allowed `ids`, or all of them where none is."""
@@ -438,6 +432,20 @@ def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple
                 break
             if _on_grid(total):
                 return True
+    return False
+
+
+@lru_cache(maxsize=1 << 14)
+def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
+                   required: Fraction | None, shortest: Fraction, beat: int) -> bool:
+    """Whether the open element (suffix `key`) can still get a musical length (see `BarConstraint.musical`)."""
+    for raw in grid_lengths(unit, key):
+        end = pos + raw * broken
+        if end > target:
+            return False
+        if (_on_grid(end) and (required is None or raw == required)
+                and (raw >= shortest or end == target or (end * beat).denominator == 1)):
+            return True
     return False
 
 
