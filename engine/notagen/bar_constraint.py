@@ -251,6 +251,11 @@ class BarConstraint:
         mode = clone.mode
         if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):
             return _header_allows(reader, char)
+        if clone.closed_count > reader.closed_count:  # the char commits an element (before any early return)
+            if not length_complete(*reader.length.key()):
+                return False
+            if clone.pair_closed and clone.last_written != clone.broken_base:
+                return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
         if char in br.ACCIDENTALS and clone.stage == 1 and reader.mode != br.GRACE:
             return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
         if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
@@ -266,10 +271,6 @@ class BarConstraint:
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
-        if clone.closed_count > reader.closed_count and not length_complete(*reader.length.key()):
-            return False
-        if clone.closed_count > reader.closed_count and clone.pair_closed and clone.last_written != clone.broken_base:
-            return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
         if clone.element is not None and not length_multipliers(*clone.length.key()):
             return False
         if clone.element is not None and clone.chord_stage and clone.length.key() != ("", 0, ""):
