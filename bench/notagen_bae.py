@@ -9,7 +9,9 @@ behaves, not how good NotaGen-X is. Prompts cycle over four conditions (the chor
 unseen ones, unconditional); the released sampling settings (top-k 9, top-p 0.9, temperature 1.2) and a
 hotter setting (temperature 1.6, no top-k/top-p) are both measured. Each setting runs the same seeds
 three ways: free (the model's own choices), with bar resampling, and bar-exact (the constraint, no resampling). One attempt per piece (`max_attempts=1`), so a piece that does not convert
-counts as a failure here instead of being sampled again.
+counts as a failure here instead of being sampled again. The char decoder's CPU time per patch is
+measured for each decoding; "cost" is bar-exact (or resampling) decoding's time per patch over free
+decoding's, the constraint's price.
 """
 from __future__ import annotations
 
@@ -48,9 +50,29 @@ DECODING = {
 }
 
 
-def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int, sampling: dict, decoding: dict) -> dict:
+class DecodeClock:
+    """Times the char decoder's patches (`NotagenModel.decode_patch`, where the constraint runs): seconds and
+    row-patches, so decodings are compared per patch, apart from conversion and from how long pieces get.
+    CPU time of this process, not wall time: on a shared machine the wall time mostly measures the others."""
+
+    def __init__(self, generator: NotagenGenerator) -> None:
+        self.seconds, self.patches = 0.0, 0
+        decode_patch = generator.model.decode_patch
+
+        def timed(hidden, *args, **kwargs):
+            started = time.process_time()
+            result = decode_patch(hidden, *args, **kwargs)
+            self.seconds += time.process_time() - started
+            self.patches += hidden.shape[0]
+            return result
+
+        generator.model.decode_patch = timed
+
+
+def measure(generator: NotagenGenerator, clock: DecodeClock, pieces: int, batch: int, max_bars: int, sampling: dict,
+            decoding: dict) -> dict:
     converted, total, alignment_all, alignment_ok, resampled, reasons = 0, 0, BarAlignment(0, 0), BarAlignment(0, 0), 0, {}
-    started = time.perf_counter()
+    started, clock.seconds, clock.patches = time.perf_counter(), 0.0, 0
     calls = (pieces + batch - 1) // batch
     for call in range(calls):
         prompt = PROMPTS[call % len(PROMPTS)]
@@ -69,25 +91,32 @@ def measure(generator: NotagenGenerator, pieces: int, batch: int, max_bars: int,
                 key = event.reason.split(":")[0]
                 reasons[key] = reasons.get(key, 0) + 1
     return dict(pieces=total, converted=converted, alignment_all=alignment_all, alignment_ok=alignment_ok,
-                resampled=resampled, reasons=reasons, seconds=time.perf_counter() - started)
+                resampled=resampled, reasons=reasons, seconds=time.perf_counter() - started,
+                ms_per_patch=1000 * clock.seconds / max(clock.patches, 1))
 
 
 def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, checkpoint: Path, seconds: float) -> str:
     lines = [
-        f"Run: `.venv/bin/python bench/notagen_bae.py --pieces {args.pieces} --max-bars {args.max_bars} --batch {args.batch}` "
+        f"Run: `nice -n 10 .venv/bin/python bench/notagen_bae.py --checkpoint {args.checkpoint} --pieces {args.pieces} "
+        f"--max-bars {args.max_bars} --batch {args.batch} --threads {args.threads}"
+        + (f" --decodings '{args.decodings}'" if args.decodings != ",".join(DECODING) else "") + "` "
         f"({seconds:.0f} s in all, {args.threads} thread(s)). Model: `{checkpoint.name}`. "
-        "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`).",
+        "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`). "
+        "ms / patch: the char decoder's CPU time per generated patch and row (model and constraint, not conversion); "
+        "cost: that time over free decoding's with the same sampling.",
         "",
-        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds | ms / patch | cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    free = {setting: r["ms_per_patch"] for setting, decoding, r in results if decoding == "free"}
     for setting, decoding, r in results:
         failures = "; ".join(f"{key} ({count})" for key, count in sorted(r["reasons"].items())) or "-"
         lines.append(
             f"| {setting} | {decoding} | {r['converted']}/{r['pieces']} "
             f"({100 * r['converted'] / max(r['pieces'], 1):.0f} %) | {100 * r['alignment_ok'].rate:.2f} % "
             f"({r['alignment_ok'].misaligned}/{r['alignment_ok'].bars}) | {100 * r['alignment_all'].rate:.2f} % "
-            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} |"
+            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} "
+            f"| {r['ms_per_patch']:.1f} | {100 * (r['ms_per_patch'] / free[setting] - 1):+.0f} % |"
         )
     return "\n".join(lines) + "\n"
 
@@ -100,18 +129,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--decodings", default=",".join(DECODING), help="comma-separated, of: " + ", ".join(DECODING))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = NotagenGenerator.load(args.checkpoint)
+    clock = DecodeClock(generator)
     started = time.perf_counter()
     results = []
     for setting, sampling in SETTINGS.items():
-        for decoding, options in DECODING.items():
-            result = measure(generator, args.pieces, args.batch, args.max_bars, sampling, options)
+        for decoding in args.decodings.split(","):
+            options = DECODING[decoding]
+            result = measure(generator, clock, args.pieces, args.batch, args.max_bars, sampling, options)
             results.append((setting, decoding, result))
             print(f"{setting}, {decoding}: {result['converted']}/{result['pieces']} converted, "
                   f"BAE {100 * result['alignment_ok'].rate:.2f} % (converted) / {100 * result['alignment_all'].rate:.2f} % (all), "
-                  f"{result['resampled']} bars resampled, {result['seconds']:.0f} s", flush=True)
+                  f"{result['resampled']} bars resampled, {result['seconds']:.0f} s, {result['ms_per_patch']:.1f} ms/patch", flush=True)
     text = report(results, args, args.checkpoint, time.perf_counter() - started)
     print()
     print(text)

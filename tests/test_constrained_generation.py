@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,9 @@ from engine.notagen.generate import NotagenGenerator
 from engine.notagen.header import Ensemble, HeaderChoice
 from engine.notagen.model import NotagenModel
 from engine.notagen.patchilizer import BOS_ID, EOS_ID
+from engine.notagen.prompts import Prompt
 
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "notagen"
 WALK_HEADER = '%%score { 1 | 2 }\nL:1/8\nM:3/4\nK:D\nV:1 treble nm="Violin"\nV:2 bass nm="Cello"\n[r:0/2]'
 
 
@@ -67,3 +71,35 @@ def test_random_text_the_constraint_allows_converts_with_the_lengths_it_read(see
             pytest.fail(f"the walk did not end: {text[-200:]!r}")
         finish(text, 0, "end")  # converts (raises ScoreError otherwise)
 
+
+
+def bar_element_lengths(text: str) -> list[list[Fraction | None]]:
+    """The written length of every element of every voice bar of a piece (None inside a tuplet)."""
+    reader, bars, current = BarReader(record=True), [], []
+    for char in text:
+        count, closed = reader.closed_count, len(reader.bars)
+        reader.feed(char)
+        if reader.closed_count > count:
+            current.append(reader.last_written)
+        if len(reader.bars) > closed:
+            bars.append(current)
+            current = []
+    return bars
+
+
+def test_bar_ends_are_not_filled_with_runs_of_tiny_notes(one_torch_thread):
+    """Where the shipped model falls short of a bar the constraint closes it with musical lengths: no bar
+    ends with three or more notes under a 16th in a piece that writes none elsewhere."""
+    generator = NotagenGenerator.load(SHIPPED)
+    prompt = Prompt("Classical", "Haydn, Joseph", "Chamber")
+    result = generator.generate(prompt, n=6, seed=1001, max_bars=6, max_attempts=1, bae_resample=False)
+    checked = 0
+    for piece in result.pieces:
+        bars = bar_element_lengths(piece.text)
+        tiny = [[length is not None and length < Fraction(1, 16) for length in bar] for bar in bars]
+        runs = [next((i for i, flag in enumerate(reversed(flags)) if not flag), len(flags)) for flags in tiny]
+        elsewhere = sum(sum(flags) - run for flags, run in zip(tiny, runs))
+        if not elsewhere:
+            checked += len(bars)
+            assert max(runs, default=0) < 3, piece.text
+    assert checked >= 20

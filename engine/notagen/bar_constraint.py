@@ -13,12 +13,18 @@ body line and on the line announced as last by `[r:i/0]`, or anywhere with `shor
 none with `M:none`), then the first voice's length for every later voice of the line.
 
 Written subset (the reader reads more): lengths `n`, `n/`, `n//`, `n/d` with n < 100 and d a power of
-two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets and not
-chained; tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested; `!...!` decorations; the bar
-lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on) with a one-digit ending; no left bar
-lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as
-declared in the header, in their order; `[r:i/j]` with j one less than the previous line's. Annotations
-hold no `|`, `[`, `]`, `::`.
+two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets, not
+chained and between two elements of equal written length (abctoolkit's bar durations, which the BAE
+uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested and
+not inside a broken pair; `!...!` decorations and the shorthands other than `~` (which abctoolkit
+cannot read after a note); the bar lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on)
+with a one-digit ending; no left bar lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a
+voice bar's start; voices only as declared in the header, in their order; `[r:i/j]` with j one less
+than the previous line's. Annotations hold no `|`, `[`, `]`, `::`.
+
+Musical bar ends (`musical`, a preference, not part of the mask): the decoder also refuses, and redraws
+from the rest of the mask, chars that would give an element shorter than a 16th (or than the shortest
+the piece already writes) that neither ends the bar nor lands on a beat.
 
 Special ids: EOS (2) ends a patch early, which the patchilizer does only right before a bar line or after
 a newline; BOS (1) opens the end-of-piece patch, allowed at a patch's first position at the start of a
@@ -37,14 +43,20 @@ from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
 
 GRID = Fraction(1, 64)
+SIXTEENTH = Fraction(1, 16)
+WHOLE_NOTE = Fraction(1)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".~HLMOPSTuv")
+_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".HLMOPSTuv")
 _MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
+_CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
+"""Chars that may continue an open element; every other char commits it."""
+_TIMED = br.REST_LETTERS | br.MEASURE_RESTS | frozenset("<>|:")
+"""Chars outside `_CONTINUING` that change the bar's duration state (start a rest, a broken pair, a bar line)."""
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
@@ -112,14 +124,24 @@ class BarConstraint:
         """Printable chars and newline that keep the text readable and bar-exact."""
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
             return set()  # after a newline the patch ends (EOS) unless it is full
+        # Shortcuts that give what `_allows` gives char by char, without copying the reader for each char:
+        if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):  # only a newline is read at once
+            return {char for char in _TEXT_CHARS if _header_allows(reader, char)
+                    and (char != "\n" or reader.mode != br.HEADER or reader.copy().step(char))}
+        if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
+            # the name so far leaves the bar's duration state as it was
+            inside = reader.closer == "!" and (not reader.segment_open or self._feasible(reader))
+            allowed = set(_decoration_next(reader.buffer)) if inside else set()
+            return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
             return {char for char in _TEXT_CHARS if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
             return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
         # in the music the reader treats the chars of each class alike: one test per class
-        allowed = {char for char in _MUSIC_SINGLES if self._allows(reader, char)}
+        allows = self._music_tester(reader)
+        allowed = {char for char in _MUSIC_SINGLES if allows(char)}
         for chars in _MUSIC_CLASSES:
-            if self._allows(reader, chars[0]):
+            if allows(chars[0]):
                 allowed.update(chars)
         return allowed
 
@@ -166,22 +188,74 @@ class BarConstraint:
         chars = next((chars for chars in _MUSIC_CLASSES if char in chars), None)
         return chars is not None and self._allows(reader, chars[0])
 
-    # ------------------------------------------------------------------------------- internals
-    def _allows(self, reader: BarReader, char: str) -> bool:
+    def musical(self, reader: BarReader, token: int) -> bool:
+        """Whether an allowed `token` keeps the bar's rhythm musical: it commits no element shorter than a 16th
+        (or than the shortest the piece already writes) unless that element ends the bar or lands on the
+        beat, and leaves the open element a length that is musical in that sense. Where the model falls
+        short of a bar the exact mask alone leaves only tiny lengths (runs of 32nds and 64ths at bar ends);
+        the chooser refuses unmusical choices and redraws from `musical_ids`."""
+        if reader.mode != br.MUSIC or reader.element is None or reader.chord_stage or reader.element_scale != 1:
+            return True
+        target, metre = self._requirement(reader)[0], reader.metre
+        if target is None or metre is None or not 0 <= token < 128:
+            return True
         clone = reader.copy()
+        if not clone.step(chr(token)):
+            return True
+        shortest = min(SIXTEENTH, reader.shortest)
+        beat = max(4, metre.denominator)  # beats per whole note
+        if clone.closed_count > reader.closed_count and clone.last_written is not None and clone.last_written < shortest:
+            if clone.pos != target and (clone.pos * beat).denominator != 1:
+                return False
+        if clone.element is None or clone.chord_stage or clone.element_scale != 1 or clone.mode != br.MUSIC:
+            return True
+        return _musical_state(target, clone.pos, clone.unit, clone.length.key(), clone.broken_next,
+                              clone.broken_base if clone.broken_open else None, shortest, beat)
+
+    def musical_ids(self, reader: BarReader, ids: Sequence[int]) -> list[int]:
+        """The `musical` ones of allowed `ids`, or all of them where none is."""
+        return [token for token in ids if self.musical(reader, token)] or list(ids)
+
+    # ------------------------------------------------------------------------------- internals
+    def _music_tester(self, reader: BarReader):
+        """`_allows` for one music-mode reader, sharing the work of the chars that end its open element:
+        the element is committed once, and the chars that then last nothing (spaces, slurs, decorations,
+        annotations...) share one feasibility test."""
+        if reader.voice is None or reader.chord_stage:
+            return lambda char: self._allows(reader, char)
+        base = reader.committed()
+        base_ok = base is not None and (not base.segment_open or self._feasible(base))
+
+        def allows(char: str) -> bool:
+            if char in _CONTINUING:
+                return self._allows(reader, char)
+            return base is not None and self._allows(reader, char, base, None if char in _TIMED else base_ok)
+
+        return allows
+
+    def _allows(self, reader: BarReader, char: str, start: BarReader | None = None, settled: bool | None = None) -> bool:
+        """Whether `char` may follow `reader`. `start`: `reader` with its open element committed, stepped
+        instead of it (for a char that commits the element); `settled`: whether the bar can be completed
+        from `start`, for a char that leaves its duration state as it is."""
+        clone = (start if start is not None else reader).copy()
         if not clone.step(char) or not self._written_subset(reader, char, clone):
             return False
         if clone.mode == br.LINE_START or not clone.in_body:
             return True
         if len(clone.line_voices) > len(reader.line_voices):
             return self._bar_closes(reader, clone.line_voices[-1][1])
-        return not clone.segment_open or self._feasible(clone)
+        return settled if settled is not None else not clone.segment_open or self._feasible(clone)
 
     def _written_subset(self, reader: BarReader, char: str, clone: BarReader) -> bool:
         """The restrictions of the written subset that the reader does not make (see the docstring)."""
         mode = clone.mode
         if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):
             return _header_allows(reader, char)
+        if clone.closed_count > reader.closed_count:  # the char commits an element (before any early return)
+            if not length_complete(*reader.length.key()):
+                return False
+            if clone.pair_closed and clone.last_written != clone.broken_base:
+                return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
         if char in br.ACCIDENTALS and clone.stage == 1 and reader.mode != br.GRACE:
             return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
         if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
@@ -192,13 +266,11 @@ class BarConstraint:
             return reader.buffer in DECORATIONS
         if mode == br.DECORATION:
             return clone.closer == "!" and any(name.startswith(clone.buffer) for name in DECORATIONS)
-        if char in "\t`y&%$*;@#?\\" or (char == " " and reader.last == " "):
-            return False  # (one space at a time: a run of spaces would never end a bar)
+        if char in "\t`y&%$*;@#?\\~" or (char == " " and reader.last == " "):
+            return False  # (one space at a time: a run of spaces would never end a bar; the BAE cannot read `~`)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
-        if clone.closed_count > reader.closed_count and not length_complete(*reader.length.key()):
-            return False
         if clone.element is not None and not length_multipliers(*clone.length.key()):
             return False
         if clone.element is not None and clone.chord_stage and clone.length.key() != ("", 0, ""):
@@ -212,7 +284,7 @@ class BarConstraint:
         if reader.mode == br.GRACE:
             return (char in _GRACE_CHARS and len(reader.buffer) < 8) or char == "}" or (char == "/" and not reader.buffer)
         if mode == br.TUPLET:
-            return reader.tuplet_left == 0 and bool(_TUPLET_SPEC.match(clone.buffer))
+            return reader.tuplet_left == 0 and not reader.broken_open and bool(_TUPLET_SPEC.match(clone.buffer))
         if mode == br.FIELD_NAME:
             return self._field_allowed(reader, clone)
         if mode == br.FIELD:
@@ -299,49 +371,89 @@ class BarConstraint:
         return length == target if exact else length <= target
 
     def _feasible(self, reader: BarReader) -> bool:
-        """Whether the open voice bar can still be completed to its target (see the module docstring)."""
-        target, exact = self._requirement(reader)
+        """Whether the open voice bar can still be completed to its target (see the module docstring).
+        A pure function of the bar's duration state, so it is cached on that state (`_feasible_state`):
+        most chars tested at one step leave that state as it was."""
+        target = self._requirement(reader)[0]
         if target is None:
             return True
-        pos = reader.pos
-        factor = reader.tuplet_factor
         if reader.element is not None:
-            values = self._element_values(reader)
-            scale = reader.element_scale * reader.broken_next
-            left = reader.tuplet_left
-        elif reader.broken_open or reader.tuplet_left or reader.mode in (br.TUPLET,):
-            values = grid_lengths(reader.unit, ("", 0, ""))
-            left = reader.tuplet_left
+            if reader.element == "measure_rest":
+                unit, key = reader.metre, None
+            else:
+                unit, key = reader.unit, ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
+            return _feasible_state(target, reader.pos, unit, key, reader.element_scale, reader.broken_next,
+                                   reader.tuplet_left, reader.tuplet_factor, reader.broken_base if reader.broken_open else None)
+        if reader.broken_open or reader.tuplet_left or reader.mode == br.TUPLET:
+            left, factor = reader.tuplet_left, reader.tuplet_factor
             if reader.mode == br.TUPLET:
                 p, q, r = _tuplet_defaults(reader.buffer)
                 factor, left = Fraction(q, p), r
-            scale = reader.broken_next * (factor if left else 1)
-            left = max(left - 1, 0)
-        else:
-            return pos <= target and _on_grid(pos)
-        for raw in values:
-            end = pos + raw * scale
-            if end > target:
-                return False
-            if not left:
-                if _on_grid(end):
-                    return True
-                continue
-            step = factor * GRID
-            for count in range(left, left + (factor / GRID).denominator + 1):
-                total = end + step * count
-                if total > target:
-                    break
-                if _on_grid(total):
-                    return True
-        return False
+            return _feasible_state(target, reader.pos, reader.unit, ("", 0, ""), factor if left else WHOLE_NOTE,
+                                   reader.broken_next, max(left - 1, 0), factor, reader.broken_base if reader.broken_open else None)
+        return reader.pos <= target and _on_grid(reader.pos)
 
-    def _element_values(self, reader: BarReader) -> tuple[Fraction, ...]:
-        """Raw (unscaled) lengths the open element can still get, ascending."""
-        if reader.element == "measure_rest":
-            return (reader.metre,)
-        key = ("", 0, "") if reader.element == "chord" and reader.chord_stage else reader.length.key()
-        return grid_lengths(reader.unit, key)
+
+_FEASIBLE: dict[tuple, bool] = {}
+
+
+def _feasible_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
+                    broken: Fraction, left: int, factor: Fraction, required: Fraction | None) -> bool:
+    """Whether, from `pos`, an element of a raw length among `grid_lengths(unit, key)` (a measure rest: key
+    None, its length `unit`; the second of a broken pair: only `required`, the first's) scaled by
+    `scale * broken`, then `left` more tuplet elements of factor `factor`, can end on the grid at or before
+    `target`. Memoised on the numbers' integer parts (hashing a Fraction costs more than the small searches
+    it saves)."""
+    memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
+                key, scale.numerator, scale.denominator, broken.numerator, broken.denominator, left, factor.numerator,
+                factor.denominator, required)
+    found = _FEASIBLE.get(memo_key)
+    if found is None:
+        if len(_FEASIBLE) >= 1 << 16:
+            _FEASIBLE.clear()
+        found = _FEASIBLE[memo_key] = _search_feasible(target, pos, unit, key, scale * broken, left, factor, required)
+    return found
+
+
+def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
+                     left: int, factor: Fraction, required: Fraction | None) -> bool:
+    values = (unit,) if key is None else grid_lengths(unit, key)
+    for raw in values if required is None else [value for value in values if value == required]:
+        end = pos + raw * scale
+        if end > target:
+            return False
+        if not left:
+            if _on_grid(end):
+                return True
+            continue
+        step = factor * GRID
+        for count in range(left, left + (factor / GRID).denominator + 1):
+            total = end + step * count
+            if total > target:
+                break
+            if _on_grid(total):
+                return True
+    return False
+
+
+@lru_cache(maxsize=1 << 14)
+def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
+                   required: Fraction | None, shortest: Fraction, beat: int) -> bool:
+    """Whether the open element (suffix `key`) can still get a musical length (see `BarConstraint.musical`)."""
+    for raw in grid_lengths(unit, key):
+        end = pos + raw * broken
+        if end > target:
+            return False
+        if (_on_grid(end) and (required is None or raw == required)
+                and (raw >= shortest or end == target or (end * beat).denominator == 1)):
+            return True
+    return False
+
+
+@lru_cache(maxsize=512)
+def _decoration_next(prefix: str) -> frozenset[str]:
+    """The chars that continue `prefix` towards one of `DECORATIONS`."""
+    return frozenset(name[len(prefix)] for name in DECORATIONS if name.startswith(prefix) and len(name) > len(prefix))
 
 
 def _header_allows(reader: BarReader, char: str) -> bool:

@@ -191,6 +191,7 @@ class BarReader:
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
         self.header_metre: Fraction | None = Fraction(1)
         self.header_unit: Fraction | None = None
+        self.header_settings = VoiceSettings(default_unit(self.header_metre), self.header_metre)  # of header_metre/_unit
         self.declared: tuple[str, ...] = ()  # voice ids declared by `V:` header lines, in order
         self.score_voices: tuple[str, ...] | None = None  # the voice ids of a `%%score` line, in order
         self.body_line = -1  # index of the body line being read
@@ -205,6 +206,7 @@ class BarReader:
         self.last = ""  # the last char read
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
         self.ending_closes = False  # the ending number follows a closing bar line (not `[1`)
+        self.shortest = WHOLE  # the shortest written length outside tuplets read so far (the piece's finest unit)
         self._reset_bar()
 
     def _reset_bar(self) -> None:
@@ -227,6 +229,7 @@ class BarReader:
         self.pair_closed = False  # the last element was the second of a broken pair
         self.last_scale = WHOLE  # tuplet factor of the last element
         self.closed_count = 0  # elements committed in this bar (the constraint sees which char closed one)
+        self.last_written: Fraction | None = None  # written length of the last committed element (None in a tuplet)
         self.tuplet_factor = WHOLE
         self.tuplet_left = 0  # elements the tuplet still scales
 
@@ -234,11 +237,7 @@ class BarReader:
     def voice_settings(self) -> VoiceSettings:
         """The current voice's unit and metre: the header's until an inline field changes them."""
         found = self.settings.get(self.voice) if self.voice is not None else None
-        if found is not None:
-            return found
-        metre = self.header_metre
-        unit = self.header_unit if self.header_unit is not None else default_unit(metre)
-        return VoiceSettings(unit, metre)
+        return found if found is not None else self.header_settings
 
     @property
     def unit(self) -> Fraction:
@@ -264,6 +263,15 @@ class BarReader:
         clone.__dict__.update(self.__dict__)  # every other field is immutable or replaced, never mutated
         clone.length = self.length.copy()
         clone.record = False
+        return clone
+
+    def committed(self) -> BarReader | None:
+        """A copy with the open element committed, as a char that does not continue it commits it; None
+        where it cannot end here (incomplete, or a chord's note). The constraint tests the chars that end
+        an element on it, committing once instead of once per char."""
+        clone = self.copy()
+        if clone.element is not None and (clone.chord_stage or not clone._close_element()):
+            return None
         return clone
 
     def step(self, char: str) -> bool:
@@ -347,7 +355,10 @@ class BarReader:
             self.header_metre = parse_metre(value.split("%")[0])
         elif name == "L":
             self.header_unit = parse_unit(value.split("%")[0])
-        elif name == "V":
+        if name in "ML":
+            metre = self.header_metre
+            self.header_settings = VoiceSettings(self.header_unit if self.header_unit is not None else default_unit(metre), metre)
+        if name == "V":
             voice = value.split()[0] if value.split() else ""
             if voice and voice not in self.declared:
                 self.declared += (voice,)
@@ -455,8 +466,12 @@ class BarReader:
             return False
         if self.element == "measure_rest" and self.metre is None:
             return False
-        length = self._element_value() * self.broken_next
+        written = self._element_value()
+        length = written * self.broken_next
         self.pos += length
+        self.last_written = written if self.element_scale == 1 else None
+        if self.element_scale == 1 and written < self.shortest:
+            self.shortest = written
         self.pair_closed = self.broken_open
         if self.broken_open:
             self.broken_open = False

@@ -3,11 +3,11 @@
 `ConstrainedChooser` is a `TokenChooser` for one `NotagenModel.decode_patch` call. Each call of it is one
 char step of the patch for every row; each row follows the text with its own copy of the row's
 `BarReader`. The row's sampler draws first; only when its choice is refused is the whole mask built and
-the char drawn again from the masked logits (with the same top-k / top-p / temperature). Checking one
-char costs a few reader steps, building the mask about thirty times that, and a trained model's choice
-is nearly always allowed, so the constraint costs little decoding time. Greedy decoding picks the
-likeliest allowed char either way, so a bar that already fits is decoded exactly as without the
-constraint. Sampled, a refused draw is replaced by a draw from the filtered, masked distribution.
+the char drawn again from the masked logits (with the same top-k / top-p / temperature). Where the mask
+leaves one id (after a newline, inside a decoration name...) that id is taken without sampling, but the
+row's generator still advances by the one uniform a draw uses, so the row's later draws are unchanged.
+Greedy decoding picks the likeliest allowed char either way, so a bar that already fits is decoded exactly
+as without the constraint. Sampled, a refused draw is replaced by a draw from the filtered, masked distribution.
 
 After a row's EOS the rest of its patch is never read (the engine zeroes it), so it is not constrained.
 A row without a reader (its context could not be read, e.g. a voice overlay in a user's score) is
@@ -58,23 +58,32 @@ class ConstrainedChooser:
 
     def __call__(self, logits: Tensor) -> Tensor:
         ids = self._choose(logits)
-        refused = [row for row, reader in enumerate(self.readers)
-                   if not self.ended[row] and not self.constraint.allows_id(reader, int(ids[row]))]
-        if refused:
-            allowed = {row: self.constraint.allowed_ids(self.readers[row]) for row in refused}
-            for row in [row for row, row_ids in allowed.items() if not row_ids]:
+        chosen = ids.tolist()
+        constraint = self.constraint
+        refused = [row for row, reader in enumerate(self.readers) if not self.ended[row]
+                   and not (constraint.allows_id(reader, chosen[row]) and constraint.musical(reader, chosen[row]))]
+        redraw = {}
+        for row in refused:
+            allowed = constraint.allowed_ids(self.readers[row])
+            allowed = constraint.musical_ids(self.readers[row], allowed) if allowed else allowed
+            if not allowed:
                 self.readers[row], self.ended[row] = None, True  # nothing can follow: leave the row unconstrained
-                del allowed[row]
-            if allowed:
-                rows = list(allowed)
-                mask = logits_mask([allowed[row] for row in rows], logits.shape[-1], logits.device)
-                masked = logits[rows].masked_fill(~mask, float("-inf"))
-                ids = ids.clone()
-                ids[torch.tensor(rows, device=ids.device)] = self.sampler.chooser([self.generators[row] for row in rows])(masked)
+            elif len(allowed) == 1:  # what the sampler draws from a one-id mask, and the draw it uses up
+                chosen[row] = allowed[0]
+                if not self.sampler.options.greedy:
+                    self.generators[row].random()
+            else:
+                redraw[row] = allowed
+        if redraw:
+            rows = list(redraw)
+            mask = logits_mask(list(redraw.values()), logits.shape[-1], logits.device)
+            masked = logits[rows].masked_fill(~mask, float("-inf"))
+            drawn = self.sampler.chooser([self.generators[row] for row in rows])(masked).tolist()
+            for row, token in zip(rows, drawn):
+                chosen[row] = token
         for row, reader in enumerate(self.readers):
-            if self.ended[row]:
-                continue
-            token = int(ids[row])
-            reader.feed(_SPECIAL_CHARS.get(token, chr(token)))
-            self.ended[row] = token == EOS_ID
-        return ids
+            if not self.ended[row]:
+                token = chosen[row]
+                reader.feed(_SPECIAL_CHARS.get(token, chr(token)))
+                self.ended[row] = token == EOS_ID
+        return torch.tensor(chosen, dtype=ids.dtype, device=ids.device) if refused else ids
