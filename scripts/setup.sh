@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine: system packages, .venv, pinned requirements, and
 # the project installed editable into .venv (the `notagen-engine` command).
-#   scripts/setup.sh run    what the app needs (FluidSynth, a SoundFont, cairo for PDF)
+#   scripts/setup.sh run    what the app needs (FluidSynth, a SoundFont, cairo and Liberation fonts for PDF)
 #   scripts/setup.sh test   that plus Chromium for the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
-packages=(fluidsynth timgm6mb-soundfont libcairo2 python3-venv)
+packages=(fluidsynth timgm6mb-soundfont libcairo2 fonts-liberation python3-venv)
 [ "$mode" = test ] && packages+=(chromium chromium-driver)
 
 missing=()

@@ -79,3 +79,12 @@ def test_verses_are_spaced_and_drawn_in_the_font_they_were_spaced_by(composer, s
     assert len(gaps) >= 5 and min(gaps) >= 1.2, gaps
     assert "".join(pages).count("@font-face") == pages[0].count("@font-face") == 4  # the font once, 4 styles
     assert set(re.findall(r'font-family="([^"]+)"', "".join(pages))) == {"Liberation, serif"}
+
+
+def test_pdf_text_is_drawn_in_the_font_it_was_spaced_by(composer, shared_dir):
+    """Verovio spaces lyrics by Times' widths; CairoSVG drew them in DejaVu Sans (wider), so words ran
+    together in the PDF. They are drawn with Liberation Serif, which has Times' widths."""
+    path = shared_dir / "corpora/openscore-lieder/scores/Schubert_Franz__Winterreise_D_911_6_Wasserfluth__lc5016512.mxl"
+    pdf = composer.export(composer.open_file(path), "pdf")
+    fonts = set(re.findall(rb"/BaseFont /\w+\+([\w-]+)", pdf))
+    assert fonts and all(font.startswith(b"LiberationSerif") for font in fonts), fonts

@@ -19,6 +19,11 @@ from engine.errors import ScoreError
 A4_LAYOUT = {"page_width": 2100, "page_height": 2970, "scale": 55}
 """Verovio's print layout: A4 pages in tenths of a millimetre, staves about 4 mm high."""
 A4_WIDTH_MM = 210.0
+#: Verovio spaces text by Times' widths and names its embedded copy "Liberation"; CairoSVG reads only the
+#: first family and cannot use an embedded font, so the page's text is drawn with the installed Liberation
+#: Serif (fonts-liberation, metric-compatible with Times), or lyrics set in a wider fallback run together.
+_VEROVIO_TEXT_FONT = re.compile(r'font-family="Liberation, serif"')
+PDF_TEXT_FONT = "Liberation Serif"
 
 
 def with_title(musicxml: str, title: str) -> str:
@@ -51,6 +56,7 @@ def svg_pages_to_pdf(pages: Sequence[str], width_mm: float = A4_WIDTH_MM) -> byt
     output = io.BytesIO()
     target = cairocffi.PDFSurface(output, 1, 1)
     for page in pages:
+        page = _VEROVIO_TEXT_FONT.sub(f'font-family="{PDF_TEXT_FONT}, serif"', page)
         tree = Tree(bytestring=page.encode("utf-8"))
         width = float(tree.get("viewBox").split()[2])
         _PageSurface(tree, target, dpi=width * 25.4 / width_mm)
