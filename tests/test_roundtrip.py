@@ -106,6 +106,16 @@ def test_a_valid_score_xml2abc_refused_now_round_trips(name, monkeypatch):
         ScoreDocument(document.musicxml, name).abc
 
 
+def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
+    """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
+    "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""
+    document = excerpt("lyric_line_break")
+    assert "[V:1]d3 c (cB) A2|\n" in document.interleaved_abc and "Fern" not in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    assert "[V:1]Fern|" in ScoreDocument(document.musicxml, "hensel").interleaved_abc
+
+
 def test_tabs_in_lyrics_become_spaces():
     """Trecento Kyrie "O sacra Virgo beata" (music21 corpus): the tenor's first syllable is "O<tab>sacra."."""
     score = music21.corpus.parse("trecento/PMFC_23_20-Kyrie O Sacra Virgo Beata.xml").measures(1, 2)

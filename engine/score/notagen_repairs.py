@@ -192,13 +192,22 @@ def numbered_lyrics(root) -> None:
             lyric.set("number", numbers.setdefault(name, str(100 + len(numbers))))
 
 
+def unbroken_lyrics(root) -> None:
+    """A line break inside a syllable (MuseScore: a verse number "1." and a new line before it) becomes a
+    space: xml2abc copies it into the `w:` line, whose rest then reads as a line of notes, and NotaGen's
+    pipeline refused the score for its unequal bar counts (OpenScore Lieder, Hensel, "Sehnsucht", bar 1)."""
+    for text in (text for lyric in root.iter("lyric") for text in lyric.iter("text")):
+        if text.text and ("\n" in text.text or "\r" in text.text):
+            text.text = re.sub(r"[\r\n]", " ", text.text)
+
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
 def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
     root = tree.getroot()
     for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
-                   numbered_lyrics):
+                   numbered_lyrics, unbroken_lyrics):
         repair(root)
     return _original_mkTitle(parser, tree)
 
