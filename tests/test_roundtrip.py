@@ -116,6 +116,18 @@ def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     assert "[V:1]Fern|" in ScoreDocument(document.musicxml, "hensel").interleaved_abc
 
 
+def test_a_typographic_quote_in_a_direction_keeps_the_notes(monkeypatch):
+    """OpenScore Lieder, Warlock, "Heracleitus", bars 10-11 (piano): a direction whose text is a lone `”`;
+    the official unidecode makes it `"`, which closes the annotation early and swallows notes."""
+    document = excerpt("typographic_quote")
+    assert "\"_'\"" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "mkTitle", notagen_repairs._original_mkTitle)
+    official = ScoreDocument(document.musicxml, "warlock")
+    (line,) = notation_losses(official, abc_round_trip(official))
+    assert "part 1 measure 11" in line
+
+
 def test_tabs_in_lyrics_become_spaces():
     """Trecento Kyrie "O sacra Virgo beata" (music21 corpus): the tenor's first syllable is "O<tab>sacra."."""
     score = music21.corpus.parse("trecento/PMFC_23_20-Kyrie O Sacra Virgo Beata.xml").measures(1, 2)

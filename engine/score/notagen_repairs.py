@@ -201,13 +201,27 @@ def unbroken_lyrics(root) -> None:
             text.text = re.sub(r"[\r\n]", " ", text.text)
 
 
+#: Typographic double quotes, which the official pipeline's unidecode turns into `"`.
+_TYPOGRAPHIC_QUOTES = re.compile("[\u201c\u201d\u201e\u201f\u2033\u3003]")
+
+
+def plain_quotes(root) -> None:
+    """Typographic double quotes in direction text become `'`: xml2abc writes the text as an annotation
+    `"_..."` and the official pipeline then unidecodes `”` to `"`, which closes the annotation early and
+    opens one that swallows the notes up to the next quote (OpenScore Lieder, Warlock, "Heracleitus",
+    piano bar 11: a `”` of its own; six bars of both staves came back wrong)."""
+    for words in (*root.iter("words"), *root.iter("rehearsal")):
+        if words.text and _TYPOGRAPHIC_QUOTES.search(words.text):
+            words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
+
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
 def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
     root = tree.getroot()
     for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
-                   numbered_lyrics, unbroken_lyrics):
+                   numbered_lyrics, unbroken_lyrics, plain_quotes):
         repair(root)
     return _original_mkTitle(parser, tree)
 
