@@ -5,7 +5,7 @@ compared part-measure by part-measure (sounding notes: pitch, onset, duration). 
 process with a timeout; results go to a JSON-lines file, one line per score, so a rerun resumes.
 
     nice -n 10 python -m training.roundtrip --out logs/roundtrip.jsonl [--corpora ../shared/corpora]
-        [--music21] [--sample N] [--timeout 120]
+        [--music21] [--sample N] [--exclude earlier.jsonl] [--timeout 120]
     python -m training.roundtrip --out logs/roundtrip.jsonl --report     # reprint the summary
 """
 from __future__ import annotations
@@ -147,16 +147,19 @@ def summary(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines results (resumed when it exists)")
-    parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA, help="folder of score files ('' for none)")
+    parser.add_argument("--corpora", default=str(DEFAULT_CORPORA), help="folder of score files ('' for none)")
     parser.add_argument("--music21", action="store_true", help="add the music21 corpus")
     parser.add_argument("--sample", type=int, default=0, help="a random sample of this many scores of each source")
+    parser.add_argument("--exclude", type=Path, action="append", default=[],
+                        help="leave out the scores of an earlier run's JSON lines (a fresh sample)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per score")
     parser.add_argument("--report", action="store_true", help="only print the summary of --out")
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
     if not args.report:
-        pieces = corpus_pieces(args.corpora if str(args.corpora) else None, args.music21, args.sample)
+        pieces = corpus_pieces(Path(args.corpora) if args.corpora else None, args.music21, args.sample)
         done = {record["id"] for record in records}
+        done |= {json.loads(line)["id"] for path in args.exclude for line in path.read_text().splitlines()}
         todo = [ref for ref in pieces if ref.id not in done]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as out:

@@ -1,14 +1,16 @@
-"""Repairs to the official xml2abc where its ABC does not say what the MusicXML says.
+"""Repairs to the official xml2abc and abc2xml where the ABC does not say what the MusicXML says.
 
 `engine.score.notagen_abc` reproduces the official NotaGen text byte for byte; these repairs change it
-only where that text is wrong (abc2xml reads back other notes, or NotaGen's own checks refuse it), so a
-score the official pipeline writes correctly gives exactly the official text. Each repair names the
+only where that text is wrong (abc2xml reads back other notes, or NotaGen's own checks refuse it) or
+where xml2abc refuses a valid score, so a score the official pipeline writes correctly gives exactly
+the official text; where the text is right and abc2xml misreads it, abc2xml is repaired. Each repair names the
 failure it fixes; `python -m training.roundtrip` measures what is still lost.
 """
 from __future__ import annotations
 
 import re
 
+from abctoolkit import abc2xml as _abc2xml
 from abctoolkit import xml2abc as _xml2abc
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
@@ -44,9 +46,6 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
         carried.update(started)
         started.clear()
     stops = [element for element in ties if element.get("type") == "stop"] if (ptc, oct) not in carried else []
-    # abc2xml gives a note tied within its voice the tie's alteration and remembers no accidental written
-    # on it, so neither may xml2abc: a later B in the bar then gets its own natural sign.
-    alterations = dict(parser.curalts) if "stop" in types and not stops else None
     for element in stops:  # xml2abc then writes the accidental as for an untied note
         element.set("type", "stop-not-carried")
     try:
@@ -54,8 +53,6 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
     finally:
         for element in stops:
             element.set("type", "stop")
-    if alterations is not None:
-        parser.curalts = alterations
     if "start" in types:
         started.add((ptc, oct))
     return abc
@@ -63,6 +60,30 @@ def _ntAbc(parser, ptc, oct, note, v, ntrec, isTab):  # noqa: N802 - xml2abc's n
 
 _ntAbc.original = _original_ntAbc  # type: ignore[attr-defined]
 _xml2abc.Parser.ntAbc = _ntAbc
+
+
+# ---------------------------------------------------------------------------------------------
+# An accidental written on a note tied over holds to the end of the bar, as ABC says and as xml2abc
+# writes (it leaves the sign off a later note of the bar): abc2xml gave the tied note the tie's alteration
+# but forgot the sign, so `=B2- | =B2 d B2` (key of F) read the second B of the bar as B-flat (OpenScore
+# Lieder, Faure, "A Clymene", bar 2; `_B8-|_B2 _d2 c2 B2` in A major the same: Andree, String Quartet in
+# A, violin 1, bar 253). The repair is on the reading side, so that the official text is kept and what
+# NotaGen writes in the official way reads back as meant.
+# ---------------------------------------------------------------------------------------------
+
+_original_mkPitch = getattr(_abc2xml.MusicXml.mkPitch, "original", _abc2xml.MusicXml.mkPitch)
+
+
+def _mkPitch(reader, acc, note, oct, lev):  # noqa: N802 - abc2xml's name and signature
+    pitch = _original_mkPitch(reader, acc, note, oct, lev)
+    if acc and not reader.percVoice and (note, oct) in reader.ties:
+        step = note.upper()
+        reader.msreAlts[(step, (4 if step == note else 5) + int(oct) + reader.gtrans)] = reader.alterTab[acc]
+    return pitch
+
+
+_mkPitch.original = _original_mkPitch  # type: ignore[attr-defined]
+_abc2xml.MusicXml.mkPitch = _mkPitch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,12 +136,93 @@ def _voice_and_staff(forward) -> tuple:
     return forward.findtext("voice"), forward.findtext("staff")
 
 
+def metronomes_with_tempo(root) -> None:
+    """A metronome mark without `per-minute` (a metric modulation, "half. = half") is left out: xml2abc
+    reads a tempo from every one and raised TypeError (OpenScore Quartets, Bartok, No. 2, bar 525)."""
+    for direction_type in root.iter("direction-type"):
+        for metronome in direction_type.findall("metronome"):
+            if metronome.find("per-minute") is None:
+                direction_type.remove(metronome)
+
+
+def summed_metres(root) -> None:
+    """An additive metre (3+4/8) is written as its sum (7/8): xml2abc reads the beats with `int` and
+    raised ValueError (OpenScore Quartets, Bartok, No. 2, cello bar 54)."""
+    for beats in root.iter("beats"):
+        parts = (beats.text or "").split("+")
+        if len(parts) > 1 and all(part.strip().isdigit() for part in parts):
+            beats.text = str(sum(int(part) for part in parts))
+
+
+#: The accidentals xml2abc has a sign for; any other (empty, `natural-flat`, `quarter-sharp`, ...) raised
+#: KeyError (music21 corpus, trecento PMFC 13 No. 7 "Gloria Laus Honor": empty `<accidental/>`s).
+_ACCIDENTALS = {"double-flat", "flat-flat", "flat", "natural", "sharp", "sharp-sharp", "double-sharp"}
+_ACCIDENTAL_OF_ALTER = {-2: "flat-flat", -1: "flat", 0: "natural", 1: "sharp", 2: "double-sharp"}
+
+
+def plain_accidentals(root) -> None:
+    """An accidental xml2abc has no sign for becomes the plain one of the note's `alter`; an empty one, or
+    one of a microtone, is left out (xml2abc then writes the accidental the alter needs, as for any note)."""
+    for note in root.iter("note"):
+        accidental = note.find("accidental")
+        if accidental is None or (accidental.text or "").strip() in _ACCIDENTALS:
+            continue
+        try:
+            alter = float(note.findtext("pitch/alter") or 0)
+        except ValueError:
+            alter = 0.5
+        plain = _ACCIDENTAL_OF_ALTER.get(alter) if (accidental.text or "").strip() else None
+        if plain is None:
+            note.remove(accidental)
+        else:
+            accidental.text = plain
+
+
+#: What xml2abc reads as a lyric number (after it drops a Sibelius "...verse" prefix).
+_LYRIC_NUMBER = re.compile(r"^(.*verse)?\d+$")
+
+
+def numbered_lyrics(root) -> None:
+    """Lyric lines named rather than numbered (`number="chorus"`) get numbers from 100 on: xml2abc reads the
+    number with `int` and raised ValueError (music21 corpus, Schubert, "Der Lindenbaum", bar 8)."""
+    numbers: dict[str, str] = {}
+    for lyric in root.iter("lyric"):
+        name = lyric.get("number", "1")
+        if not _LYRIC_NUMBER.match(name):
+            lyric.set("number", numbers.setdefault(name, str(100 + len(numbers))))
+
+
+def unbroken_lyrics(root) -> None:
+    """A line break inside a syllable (MuseScore: a verse number "1." and a new line before it) becomes a
+    space: xml2abc copies it into the `w:` line, whose rest then reads as a line of notes, and NotaGen's
+    pipeline refused the score for its unequal bar counts (OpenScore Lieder, Hensel, "Sehnsucht", bar 1)."""
+    for text in (text for lyric in root.iter("lyric") for text in lyric.iter("text")):
+        if text.text and ("\n" in text.text or "\r" in text.text):
+            text.text = re.sub(r"[\r\n]", " ", text.text)
+
+
+#: Typographic double quotes, which the official pipeline's unidecode turns into `"`.
+_TYPOGRAPHIC_QUOTES = re.compile("[\u201c\u201d\u201e\u201f\u2033\u3003]")
+
+
+def plain_quotes(root) -> None:
+    """Typographic double quotes in direction text become `'`: xml2abc writes the text as an annotation
+    `"_..."` and the official pipeline then unidecodes `”` to `"`, which closes the annotation early and
+    opens one that swallows the notes up to the next quote (OpenScore Lieder, Warlock, "Heracleitus",
+    piano bar 11: a `”` of its own; six bars of both staves came back wrong)."""
+    for words in (*root.iter("words"), *root.iter("rehearsal")):
+        if words.text and _TYPOGRAPHIC_QUOTES.search(words.text):
+            words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
+
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
 def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
-    plain_direction_types(tree.getroot())
-    merged_forwards(tree.getroot())
+    root = tree.getroot()
+    for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
+                   numbered_lyrics, unbroken_lyrics, plain_quotes):
+        repair(root)
     return _original_mkTitle(parser, tree)
 
 

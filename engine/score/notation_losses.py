@@ -7,10 +7,17 @@ over whole corpora.
 """
 from __future__ import annotations
 
+import music21
+
 from engine.score.document import ScoreDocument
 
 Notes = tuple[tuple[float, float, float], ...]
 """A part-measure's sounding notes, sorted: (MIDI pitch, onset in the measure, duration), in quarters."""
+
+TOLERANCE = 1 / 128
+"""Onsets and durations that differ by less (a 512th note) are the same: a file's divisions may not hold
+a tuplet exactly (256 a quarter: a triplet eighth of 85/256, its third note at 2.6646 instead of 8/3,
+music21 corpus, Schubert, "Der Lindenbaum"), while the ABC gives the exact value."""
 
 MAX_NAMED = 3
 """Changed measures named in a warning line before it says 'and N more'."""
@@ -20,18 +27,25 @@ def measure_notes(document: ScoreDocument) -> list[list[Notes]]:
     """Per part (row), per measure: the sounding notes.
 
     The part's transposition is applied, so a transposing instrument written either way compares equal;
-    a tied note counts once per measure it is written in, as it is engraved."""
+    a tied note counts once per measure it is written in, as it is engraved; an unpitched (percussion)
+    note counts by its display pitch, the line it is written on."""
     rows = []
     for part, measures in zip(document.layout.parts, document.layout.measures):
         instrument = part.getInstrument(returnDefault=False)
         interval = getattr(instrument, "transposition", None)
         shift = interval.semitones if interval is not None else 0
         rows.append([
-            tuple(sorted((p.ps + shift, float(note.getOffsetInHierarchy(measure)), float(note.quarterLength))
-                         for note in measure.recurse().notes for p in note.pitches))
+            tuple(sorted((ps + shift, float(note.getOffsetInHierarchy(measure)), float(note.quarterLength))
+                         for note in measure.recurse().notes for ps in _sounding(note)))
             for measure in measures
         ])
     return rows
+
+
+def _sounding(note) -> list[float]:
+    """The pitch spaces of a note or chord; unpitched notes (also in a percussion chord) by display pitch."""
+    notes = note.notes if isinstance(note, music21.chord.ChordBase) else [note]
+    return [n.displayPitch().ps if isinstance(n, music21.note.Unpitched) else n.pitch.ps for n in notes]
 
 
 def changed_measures(before: list[list[Notes]], after: list[list[Notes]], columns: int | None = None
@@ -43,9 +57,15 @@ def changed_measures(before: list[list[Notes]], after: list[list[Notes]], column
         other = after[p] if p < len(after) else []
         for m, notes in enumerate(row[:columns]):
             total += 1
-            if (other[m] if m < len(other) else ()) != notes:  # a missing last bar may have been empty
+            if not _same(notes, other[m] if m < len(other) else ()):  # a missing last bar may have been empty
                 changed.append((p, m))
     return total, changed
+
+
+def _same(notes: Notes, other: Notes) -> bool:
+    return len(notes) == len(other) and all(
+        pitch == pitch_2 and abs(onset - onset_2) < TOLERANCE and abs(length - length_2) < TOLERANCE
+        for (pitch, onset, length), (pitch_2, onset_2, length_2) in zip(notes, other))
 
 
 def abc_round_trip(document: ScoreDocument, interleaved: bool = True) -> ScoreDocument:
