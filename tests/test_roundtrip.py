@@ -202,9 +202,9 @@ def composer_with_notagen(notagen_reference):
     return Composer(notagen=NotagenGenerator.load(notagen_reference / "tiny_notagen_trained_fp16.pth"))
 
 
-@pytest.mark.usefixtures("one_torch_thread", "official_xml2abc")
+@pytest.mark.usefixtures("one_torch_thread", "official_pipeline")
 def test_continuation_keeps_the_bars_notagen_s_notation_would_change(composer_with_notagen):
-    """The official xml2abc changes the excerpt's tied note; the continuation's kept bars are the score's
+    """The official pipeline changes the excerpt's tied note; the continuation's kept bars are the score's
     own MusicXML all the same, so nothing is lost and there is nothing to warn about."""
     document = excerpt("tie_without_start")
     assert notation_losses(document, abc_round_trip(document))
