@@ -101,8 +101,8 @@ def test_continue_and_regenerate_keep_the_start(page, shot, tmp_path):
         assert kept[-1] in (before[-1], before[-1] + " rest/1.0")
     shot(page, "continued")
 
-    click_measure(page, 3)
-    number = page.locator(MEASURES).nth(3).get_attribute("data-n")  # as printed in the score
+    click_measure(page, 3)  # locks it: "Regenerate from" keeps it and starts after it
+    number = page.locator(MEASURES).nth(4).get_attribute("data-n")  # as printed in the score
     page.wait_for_function("() => document.querySelector('#lock-summary').innerText.includes('1 measure locked')")
     page.locator("#regenerate-from").click()
     page.wait_for_function(
@@ -114,7 +114,7 @@ def test_continue_and_regenerate_keep_the_start(page, shot, tmp_path):
     regenerated = measures_of(download_musicxml(page, tmp_path, "regenerated.musicxml"))
     parts = [regenerated[p * len(regenerated) // 4 : (p + 1) * len(regenerated) // 4] for p in range(4)]
     for part in range(4):
-        assert parts[part][:3] == original[part * per_part : part * per_part + 3]
+        assert parts[part][:4] == original[part * per_part : part * per_part + 4]
     page.locator("#undo").click()
     page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length === 13")
 
