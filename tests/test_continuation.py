@@ -104,3 +104,17 @@ def test_a_slur_and_a_hairpin_going_on_past_the_kept_bars_are_closed_and_named(c
     assert '<wedge type="stop"' in after[0][keep - 1] and '<slur type="stop"' in after[1][keep - 1]
     *_, last = composer.continue_score(song, 2, keep=keep, **SAMPLING)
     assert last.done and last.warnings == result.warnings
+
+
+def test_continuing_at_the_end_moves_the_final_bar_line_to_the_new_end(composer):
+    """A final double bar must not stay in the middle of the piece: the last kept measure loses it (and
+    nothing else), the new measures end the piece."""
+    chorale = load_example("Bach - Chorale BWV 66.6")
+    final = re.compile(r'\s*<barline location="right">\s*<bar-style>light-heavy</bar-style>\s*</barline>')
+    (piece,) = composer.compose_continuation(chorale, 2, **SAMPLING).pieces
+    keep = chorale.n_measures
+    before, after = measure_texts(chorale.musicxml), measure_texts(piece.document.musicxml)
+    for old, new in zip(before, after, strict=True):
+        assert new[: keep - 1] == old[: keep - 1]
+        assert final.search(old[keep - 1]) and new[keep - 1] == final.sub("", old[keep - 1])
+        assert not any(final.search(measure) for measure in new[: -1])

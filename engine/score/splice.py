@@ -189,6 +189,8 @@ def excerpt_xml(xml: str, columns: set[int]) -> str:
 
 
 _MEASURE_NUMBER = re.compile(r'(<measure\b[^>]*?\bnumber=")([^"]*)(")')
+#: A plain final bar line (no repeat, no ending): a continued score's moves to the end of the new music.
+_FINAL_BARLINE = re.compile(r'\s*<barline location="right">\s*<bar-style>light-heavy</bar-style>\s*</barline>')
 
 
 def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[str]]:
@@ -197,7 +199,8 @@ def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[s
     changed. The generated piece comes back through ABC, whose kept bars had lost ties, slurs, lyrics
     and layout; here they are the original's own bytes, and so are the part list, the credits and
     everything else outside the new measures, except where a spanner (a slur going on past bar `keep`)
-    had to be closed at the edge. The new measures are numbered on from the last kept one and state the
+    had to be closed at the edge, and the final bar line of a score continued at its end, which moves
+    to the end of the new measures (the generated piece's own). The new measures are numbered on from the last kept one and state the
     divisions they were written with."""
     old_parts, new_parts = _parts(original), _parts(generated)
     if [p.staves for p in old_parts] != [p.staves for p in new_parts]:
@@ -206,6 +209,9 @@ def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[s
     for old, new in zip(old_parts, new_parts):
         if not keep <= len(old.measures) or not keep <= len(new.measures):
             raise ScoreError(f"the score has no measure {keep} to continue from")
+        if keep == len(old.measures) and len(new.measures) > keep and keep:
+            last = old.measures[-1]
+            replacements.append((*last, _FINAL_BARLINE.sub("", original[last[0] : last[1]])))
         start = old.measures[keep][0] if keep < len(old.measures) else (old.measures[-1][1] if old.measures else old.start)
         end = old.measures[-1][1] if keep < len(old.measures) else start
         number = _last_number(original, old.measures[:keep])
@@ -219,7 +225,7 @@ def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[s
             measures.append(measure)
         replacements.append((start, end, "".join(measures)))
     pieces, cursor = [], 0
-    for start, end, text in replacements:
+    for start, end, text in sorted(replacements):
         pieces += [original[cursor:start], text]
         cursor = end
     pieces.append(original[cursor:])
