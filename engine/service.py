@@ -242,9 +242,9 @@ class Composer:
         if fmt == "svg":
             return self._engraver.svg(document.musicxml).encode("utf-8")
         if fmt == "pdf":
-            from engine.render.pdf import A4_LAYOUT, with_title
+            from engine.render.pdf import A4_LAYOUT, with_header
 
-            pages = self._engraver.engrave(with_title(document.musicxml, document.title), **A4_LAYOUT).pages
+            pages = self._engraver.engrave(with_header(document.musicxml, document.title), **A4_LAYOUT).pages
             return self._renderer.run("engine.render.pdf:svg_pages_to_pdf", (pages,), what)
         midi = self._engraver.midi(document.musicxml)
         if fmt in AUDIO_FORMATS:

@@ -7,7 +7,8 @@ import pytest
 
 from engine.render.audio import synthesize
 from engine.render.engrave import Engraver
-from engine.render.pdf import A4_LAYOUT, with_title
+from engine.render.pdf import A4_LAYOUT, with_header, with_title
+from engine.score.examples import load_example
 from engine.score.formats import read_score_file
 from engine.service import Composer
 from tests.helpers import corpus_path
@@ -79,6 +80,17 @@ def test_verses_are_spaced_and_drawn_in_the_font_they_were_spaced_by(composer, s
     assert len(gaps) >= 5 and min(gaps) >= 1.2, gaps
     assert "".join(pages).count("@font-face") == pages[0].count("@font-face") == 4  # the font once, 4 styles
     assert set(re.findall(r'font-family="([^"]+)"', "".join(pages))) == {"Liberation, serif"}
+
+
+def test_printed_first_page_names_title_and_composer(shared_dir):
+    """A score naming its composer (but with no credits of its own) prints the title and the composer."""
+    path = shared_dir / "corpora/openscore-lieder/scores/Schubert_Franz__Winterreise_D_911_6_Wasserfluth__lc5016512.mxl"
+    document = read_score_file(path)
+    first = Engraver().engrave(with_header(document.musicxml, document.title), **A4_LAYOUT).pages[0]
+    assert "Franz Schubert" in first and "Wasserfluth" in first
+    assert "Franz Schubert" not in Engraver().engrave(document.musicxml, **A4_LAYOUT).pages[0]  # what it was
+    bach = load_example("Bach - Chorale BWV 66.6")  # no composer named: the title alone, as before
+    assert with_header(bach.musicxml, bach.title) == with_title(bach.musicxml, bach.title)
 
 
 def test_pdf_text_is_drawn_in_the_font_it_was_spaced_by(composer, shared_dir):

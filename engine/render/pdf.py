@@ -37,6 +37,25 @@ def with_title(musicxml: str, title: str) -> str:
     return f"{musicxml[: anchor.end()]}<movement-title>{escape(title)}</movement-title>{musicxml[anchor.end() :]}"
 
 
+def with_header(musicxml: str, title: str) -> str:
+    """`with_title`, and for a score whose MusicXML names its composer but has no credits (verovio prints
+    only a title then), a title and a composer credit so that the printed first page carries both."""
+    musicxml = with_title(musicxml, title)
+    composer = re.search(r'<creator type="composer">\s*([^<]*?\S)\s*</creator>', musicxml)
+    if "<credit" in musicxml or composer is None or "<part-list>" not in musicxml:
+        return musicxml
+    heading = re.search(r"<movement-title>\s*([^<]*?\S)\s*</movement-title>", musicxml) or re.search(
+        r"<work-title>\s*([^<]*?\S)\s*</work-title>", musicxml)
+    credits = "".join(
+        f'<credit page="1"><credit-type>{kind}</credit-type><credit-words {place}>{text}</credit-words></credit>'
+        for kind, place, text in (
+            ("title", 'justify="center" valign="top" font-size="22"', heading.group(1) if heading else escape(title)),
+            ("composer", 'justify="right" valign="bottom"', composer.group(1)),
+        ))
+    at = musicxml.index("<part-list>")
+    return musicxml[:at] + credits + musicxml[at:]
+
+
 class _PageSurface(PDFSurface):
     """Draws one SVG as the next page of a shared cairo PDF surface."""
 
