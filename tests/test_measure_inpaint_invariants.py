@@ -14,7 +14,8 @@ from engine.measure.check_inpaint import CORPORA, INVARIANTS, PATTERNS, check, l
 from engine.measure.context import MeasureLM
 from engine.measure.inpaint import context_windows, inpaint
 from engine.score.document import ScoreDocument
-from engine.score.formats import score_to_musicxml
+from engine.score.formats import read_score_file, score_to_musicxml
+from engine.score.splice import part_names, unmatched_spanners
 from tests.test_measure_model import tiny_config
 
 
@@ -110,3 +111,22 @@ def test_invariants_on_a_sample_of_real_scores(model):
     assert sum(report["checked"].values()) >= 4 * 10
     assert not report["failed"], report
     assert set(report["checked"]) == set(INVARIANTS)
+
+
+def test_a_score_written_with_single_quoted_attributes_keeps_every_invariant(model):
+    # music21's trecento files write <measure number='1'>: measure numbers, part names and spanner marks
+    # must read there as they do in double quotes
+    path = music21.corpus.getWork("PMFC_12_6-Gloria Gratiosus")
+    document = read_score_file(path)
+    assert "number='1'" in document.musicxml
+    rng = random.Random(2)
+    for seed, pattern in enumerate(("columns", "part")):
+        _no_problems(check(document, lock_pattern(pattern, document.n_parts, document.n_measures, rng), model, seed))
+
+
+def test_quote_style_does_not_change_what_the_text_editors_read():
+    double = _song().musicxml.replace("</note>", '<notations><slur type="start" number="2"/></notations></note>', 1)
+    single = re.sub(r'(<[^?!][^>]*?)>', lambda tag: re.sub(r'="([^"]*)"', r"='\1'", tag.group(0)), double)
+    assert single != double and "='" in single
+    assert part_names(single) == part_names(double) == ["Singstimme", "Pianoforte"]
+    assert unmatched_spanners(single) == unmatched_spanners(double) == {(0, 0, "slur", "2", "start")}

@@ -36,13 +36,13 @@ from engine.errors import ScoreError
 from engine.measure.inpaint import inpaint, load_model, padding_of
 from engine.measure.representation import from_document
 from engine.score.spanners import without_marks
+from engine.score.xml_text import MEASURE_NUMBER
 from engine.score.splice import excerpt_xml, measure_texts, part_names, rows_of_parts, unmatched_spanners
 
 CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 PATTERNS = ("columns", "part", "hole-start", "hole-middle", "hole-end")
 INVARIANTS = ("locked_unchanged", "fills_measure", "parts_kept", "lyrics_reported", "spanners_matched")
 _PART_LIST = re.compile(r"<part-list>.*?</part-list>", re.S)
-_NUMBER = re.compile(r'<measure[^>]*?\bnumber="([^"]*)"')
 
 
 def lock_pattern(kind: str, n_parts: int, n_columns: int, rng: random.Random) -> set[tuple[int, int]]:
@@ -130,9 +130,9 @@ def check(document, locked: set[tuple[int, int]], model, seed: int = 0) -> dict[
                     continue
                 if without_marks(texts_after[i][m]) != without_marks(text):
                     problems["locked_unchanged"].append(f"part {i + 1} measure {m + 1}: MusicXML text changed")
-                elif not re.search(re.escape(f" in {names[i]} m. {_NUMBER.match(text)[1]}") + "(,|;|$)", warnings):
+                elif not re.search(re.escape(f" in {names[i]} m. {MEASURE_NUMBER.match(text)['value']}") + "(,|;|$)", warnings):
                     problems["spanners_matched"].append(f"part {i + 1} measure {m + 1}: spanners changed unreported")
-            elif _NUMBER.match(texts_after[i][m])[1] != _NUMBER.match(text)[1]:
+            elif MEASURE_NUMBER.match(texts_after[i][m])["value"] != MEASURE_NUMBER.match(text)["value"]:
                 problems["parts_kept"].append(f"part {i + 1} measure {m + 1}: its number changed")
     for p, m, kind, number, role in sorted(unmatched_spanners(after.musicxml) - unmatched_spanners(document.musicxml)):
         problems["spanners_matched"].append(f"part {p + 1} measure {m + 1}: a {kind} {role} (number {number}) "

@@ -17,6 +17,8 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from engine.score.xml_text import MEASURE_NUMBER, attributes
+
 _STARTS = {"slur": ("start",), "wedge": ("crescendo", "diminuendo"), "octave-shift": ("up", "down"),
            "pedal": ("start", "sostenuto", "resume"), "dashes": ("start",), "bracket": ("start",),
            "glissando": ("start",), "slide": ("start",), "wavy-line": ("start",)}
@@ -28,7 +30,6 @@ _WORDS = {"slur": "slur", "wedge": "hairpin", "octave-shift": "ottava line", "pe
 _KIND = r"<(slur|wedge|octave-shift|pedal|dashes|bracket|glissando|slide|wavy-line)(?=[\s/>])"
 _MARK = re.compile(_KIND + r"([^>]*?)(/?)>")
 _WHOLE_MARK = re.compile(_KIND + r"[^>]*?(?:/>|>.*?</\1>)", re.S)
-_ATTRIBUTE = re.compile(r'([\w:-]+)="([^"]*)"')
 _CONTAINER = re.compile(r"<(note|direction)[\s>].*?</\1>", re.S)
 _NOTE = re.compile(r"<note[\s>]")
 _VOICE = re.compile(r"<voice>\s*([^<\s]*)\s*</voice>")
@@ -36,7 +37,6 @@ _DURATION = re.compile(r"<duration>\s*([\d.]+)\s*</duration>")
 _TIMED = re.compile(r"<(note|backup|forward)[\s>].*?</\1>", re.S)
 _HEAD = re.compile(r"\s*(?:<print\b[^>]*/>|<print\b.*?</print>|<attributes>.*?</attributes>|<barline\b.*?</barline>)", re.S)
 _END_BARLINE = re.compile(r"(?:<barline\b[^>]*>(?:(?!<barline).)*?</barline>\s*)?</measure>\s*$", re.S)
-_NUMBER = re.compile(r'<measure[^>]*?\bnumber="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ def _marks(text: str, spans: list[tuple[int, int]]) -> list[Mark]:
             position += len(kind) + 1
             if match is None or match.group(1) != kind:  # <pedal-step>, ...
                 continue
-            attributes = dict(_ATTRIBUTE.findall(match.group(2)))
-            kind_type = attributes.get("type", "")
+            values = attributes(match.group(2))
+            kind_type = values.get("type", "")
             role = "start" if kind_type in _STARTS[kind] else "stop" if kind_type in _STOPS else ""
             close = match.end() if match.group(3) else text.index(f"</{kind}>", match.end()) + len(kind) + 3
             m = bisect_right(starts, match.start()) - 1
-            marks.append(Mark(m, kind, attributes.get("number", "1"), role, match.start(), close, match.group(0),
+            marks.append(Mark(m, kind, values.get("number", "1"), role, match.start(), close, match.group(0),
                               _container(text, match.start(), spans[m][0])))
     return sorted(marks, key=lambda k: (k.container[0], k.role != "stop", k.start))
 
@@ -124,9 +124,9 @@ def _runs(n_measures: int, rewritten: set[int]) -> list[tuple[int, int, bool]]:
 
 
 def _stop_tag(mark: Mark) -> str:
-    attributes = dict(_ATTRIBUTE.findall(mark.tag))
+    values = attributes(mark.tag)
     extra = {"octave-shift": ("size",), "pedal": ("line", "sign")}.get(mark.kind, ())
-    written = [("type", "stop")] + [(name, attributes[name]) for name in ("number", *extra) if name in attributes]
+    written = [("type", "stop")] + [(name, values[name]) for name in ("number", *extra) if name in values]
     if mark.kind == "bracket":
         written.append(("line-end", "none"))
     return f"<{mark.kind} " + " ".join(f'{name}="{value}"' for name, value in written) + "/>"
@@ -134,7 +134,7 @@ def _stop_tag(mark: Mark) -> str:
 
 def _start_tag(mark: Mark) -> str:
     """A copy of the original start, without its horizontal placement (it now starts elsewhere)."""
-    return re.sub(r'\s(?:default-x|relative-x)="[^"]*"', "", mark.tag).rstrip("/>") + "/>"
+    return re.sub(r"""\s(?:default-x|relative-x)\s*=\s*(["']).*?\1""", "", mark.tag).rstrip("/>") + "/>"
 
 
 def _placement(text: str, container: tuple[int, int]) -> str:
@@ -245,7 +245,7 @@ def close_at_edges(text: str, spans_of_parts: list[list[tuple[int, int]]], rewri
         start_in_original: dict[tuple[int, int], Mark] = {}
 
         def number(m: int) -> str:
-            return _NUMBER.match(text, spans[m][0])[1]
+            return MEASURE_NUMBER.match(text, spans[m][0])["value"]
 
         runs = _runs(len(spans), rewritten[p])
         for index, (first, last, is_new) in enumerate(runs):

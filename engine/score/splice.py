@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from engine.errors import ScoreError
-from engine.score import spanners
+from engine.score import spanners, xml_text
 
 _PART_OPEN = re.compile(r"<part[\s>]")
 _STAVES = re.compile(r"<staves>\s*(\d+)\s*</staves>")
 _ATTRIBUTES = re.compile(r"<attributes>.*?</attributes>", re.S)
 _DIVISIONS = re.compile(r"<divisions>\s*([\d.]+)\s*</divisions>")
-_PART_NAME = re.compile(r'<score-part\s[^>]*?id="([^"]*)".*?(?:<part-name[^>]*>([^<]*)</part-name>|</score-part>)', re.S)
-_PART_ID = re.compile(r'<part\s[^>]*?id="([^"]*)"')
+_PART_NAME = re.compile(r"<score-part\s[^>]*?" + xml_text.value("id")
+                        + r".*?(?:<part-name[^>]*>(?P<name>[^<]*)</part-name>|</score-part>)", re.S)
+_PART_ID = re.compile(r"<part\s[^>]*?" + xml_text.value("id"))
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def _with_divisions(measure: str, exported: str, original: str | None) -> str:
 
 def part_names(xml: str) -> list[str]:
     """The name of each `<part>` as a warning names it."""
-    names = {found.group(1): " ".join((found.group(2) or "").split()) for found in _PART_NAME.finditer(xml)}
-    ids = [found.group(1) for found in _PART_ID.finditer(xml)]
+    names = {found["value"]: " ".join((found["name"] or "").split()) for found in _PART_NAME.finditer(xml)}
+    ids = [found["value"] for found in _PART_ID.finditer(xml)]
     return [names.get(part_id) or f"part {i + 1}" for i, part_id in enumerate(ids)]
 
 
@@ -188,9 +189,8 @@ def excerpt_xml(xml: str, columns: set[int]) -> str:
     return "".join(pieces)
 
 
-_MEASURE_NUMBER = re.compile(r'(<measure\b[^>]*?\bnumber=")([^"]*)(")')
 #: A plain final bar line (no repeat, no ending): a continued score's moves to the end of the new music.
-_FINAL_BARLINE = re.compile(r'\s*<barline location="right">\s*<bar-style>light-heavy</bar-style>\s*</barline>')
+_FINAL_BARLINE = re.compile(r"""\s*<barline\s+location\s*=\s*(["'])right\1\s*>\s*<bar-style>light-heavy</bar-style>\s*</barline>""")
 
 
 def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[str]]:
@@ -221,7 +221,9 @@ def continued_xml(original: str, generated: str, keep: int) -> tuple[str, list[s
             if k == 0:
                 measure = _with_divisions(measure, _divisions_after(generated, new, keep - 1) or "1", None)
             if number is not None:
-                measure = _MEASURE_NUMBER.sub(lambda found: f"{found.group(1)}{number + 1 + k}{found.group(3)}", measure, 1)
+                found = xml_text.MEASURE_NUMBER.search(measure)
+                if found:
+                    measure = f"{measure[:found.start('value')]}{number + 1 + k}{measure[found.end('value'):]}"
             measures.append(measure)
         replacements.append((start, end, "".join(measures)))
     pieces, cursor = [], 0
@@ -239,5 +241,5 @@ def _last_number(xml: str, measures: tuple[tuple[int, int], ...]) -> int | None:
     """The number of the last of `measures` when it is a plain integer (None: none, or "12a")."""
     if not measures:
         return None
-    found = _MEASURE_NUMBER.search(xml, measures[-1][0], measures[-1][1])
-    return int(found.group(2)) if found and found.group(2).isdigit() else None
+    found = xml_text.MEASURE_NUMBER.search(xml, measures[-1][0], measures[-1][1])
+    return int(found["value"]) if found and found["value"].isdigit() else None
