@@ -46,7 +46,7 @@ def test_ablation_grid_is_the_papers():
 def test_train_stopped_and_resumed_equals_one_run(tmp_path, monkeypatch):
     """Four chorales; a run stopped by its time budget after step 1 and rerun ends where an
     uninterrupted run does, bit for bit; the best model loads with `from_pretrained`."""
-    pieces = [measure.Piece(name, name, split, measure._fix_instruments(from_score(music21.corpus.parse(name), title=name)))
+    pieces = [measure.Piece(name, name, split, measure.with_instruments(from_score(music21.corpus.parse(name), title=name), "names"))
               for name, split in (("bach/bwv66.6", "train"), ("bach/bwv1.6", "train"), ("bach/bwv10.7", "train"),
                                   ("bach/bwv101.7", "validation"))]
     monkeypatch.setattr(measure, "load_pieces", lambda: pieces)

@@ -1,7 +1,7 @@
-"""Train and evaluate the measure model (CSD or AR) on the Bach chorales of the music21 corpus.
+"""Train and evaluate the measure model (CSD or AR) on the Bach chorales or on the whole corpus.
 
     python -m training.measure --config training/configs/measure_tiny.json      # train (resumes)
-    python -m training.measure eval --checkpoint assets/measure [--limit N]     # test-split metrics
+    python -m training.measure eval --checkpoint assets/measure [--limit N] [--data corpus]  # test-split metrics
     python -m training.measure export --run runs/measure_tiny --out assets/measure
     python -m training.measure_ablation --steps 400                                # Tables 1 and 2
 
@@ -10,6 +10,9 @@ Data: every chorale of `music21.corpus.chorales.Iterator()` is read into the mea
 split is by work: `training.corpus.split_of` of the BWV work id (the teammate's data builder's rule),
 about 90/5/5. Training examples are random crops of `max_columns` columns of a random training
 piece, transposed by a random shift (the instrument tokens record it: 'soprano_shifted-3').
+With `"data": "corpus"` (training/configs/measure_corpus.json) the pieces are the grids of the music21
+corpus and the OpenScore corpora that `training.measure_data` has read, each kind sampled with a
+weight ~ the square root of its measure count (`kind_weights`).
 
 Checkpoints: runs/<name>/last.pt (`training.kit`: model, optimiser, scheduler, step, wall time, RNG
 states; the latest only) and runs/<name>/best/ (`MeasureLM.save_pretrained`: model.safetensors +
@@ -25,23 +28,21 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from engine.measure.batch import beat_unit_index, make_batch
-from engine.measure.context import GridLayout, MeasureLM
+from engine.measure.context import GridLayout, MeasureLM, key_index
+from engine.measure.instruments import class_vocabulary, row_instruments
 from engine.measure.model import MeasureConfig
 from engine.measure.representation import MeasureScore, from_score, transpose
 from training import kit
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data" / "measure" / "chorales.pkl"
-CHORALE_VOICES = ("soprano", "alto", "tenor", "bass")
-ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "soprano", "tenore": "tenor",
-           "basso": "bass", "canto": "soprano", "alt": "alto"}
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     max_minutes: float = 0.0  # stop (and checkpoint) after this long in this invocation; 0 = no limit
+    data: str = "chorales"  # "chorales" (the music21 chorales) or "corpus" (training.measure_data's grids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +77,7 @@ class Piece:
     work: str
     split: str
     grid: MeasureScore
+    kind: str = "chorale"  # training.measure_data.KINDS for pieces of the whole corpus
 
 
 def chorale_work(name: str) -> str:
@@ -83,17 +86,11 @@ def chorale_work(name: str) -> str:
     return work_key("Bach, Johann Sebastian", Path(name).name, "music21/bach", WorkTable.load(), more_text=name)
 
 
-def _fix_instruments(grid: MeasureScore) -> MeasureScore:
-    """Chorale parts named by voice; unnamed 4-part chorales get S, A, T, B by row."""
-    from dataclasses import replace
-
-    parts = []
-    for index, part in enumerate(grid.parts):
-        token = ALIASES.get(part.instrument, part.instrument)
-        if token == "unknown" and len(grid.parts) == 4:
-            token = CHORALE_VOICES[index]
-        parts.append(replace(part, instrument=token))
-    return replace(grid, parts=tuple(parts))
+def with_instruments(grid: MeasureScore, scheme: str) -> MeasureScore:
+    """The grid with each row's instrument set to its token's base name under `scheme`
+    (engine.measure.instruments), as inpainting will name it."""
+    bases = row_instruments(grid, scheme)
+    return replace(grid, parts=tuple(replace(part, instrument=base) for part, base in zip(grid.parts, bases)))
 
 
 def load_pieces(cache: Path = CACHE, limit: int = 0) -> list[Piece]:
@@ -115,7 +112,7 @@ def load_pieces(cache: Path = CACHE, limit: int = 0) -> list[Piece]:
         tqdm = lambda x, **_: x  # noqa: E731
     for name in tqdm(names, desc="reading chorales"):
         try:
-            grid = _fix_instruments(from_score(corpus.parse(name), title=name))
+            grid = with_instruments(from_score(corpus.parse(name), title=name), "names")
         except Exception as exc:  # a piece the representation cannot hold is skipped, with its reason
             print(f"skipped {name}: {exc}", file=sys.stderr)
             continue
@@ -137,6 +134,29 @@ class _CacheUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def load_training_pieces(data: str) -> list[Piece]:
+    """The pieces of `TrainConfig.data`: the chorales, or every grid `training.measure_data` has read."""
+    if data == "chorales":
+        return load_pieces()
+    if data == "corpus":
+        from training.measure_data import load_corpus
+
+        pieces = load_corpus()
+        if not pieces:
+            raise SystemExit("no measure grids read yet: run python -m training.measure_data build")
+        return pieces
+    raise ValueError(f"unknown measure training data {data!r} (chorales or corpus)")
+
+
+def interleaved_kinds(pieces: list[Piece]) -> list[Piece]:
+    """Pieces in turn by kind (a fixed order), so that the first n of them hold every kind."""
+    by_kind: dict[str, list[Piece]] = {}
+    for piece in sorted(pieces, key=lambda p: p.name):
+        by_kind.setdefault(piece.kind, []).append(piece)
+    rows = [by_kind[kind] for kind in sorted(by_kind)]
+    return [row[i] for i in range(max(map(len, rows), default=0)) for row in rows if i < len(row)]
+
+
 def instrument_vocabulary(pieces: list[Piece], shifts: tuple[int, int]) -> tuple[str, ...]:
     bases = sorted({part.instrument for piece in pieces if piece.split == "train" for part in piece.grid.parts})
     tokens = ["<unk>"]
@@ -153,8 +173,6 @@ def beat_unit_vocabulary(pieces: list[Piece]) -> tuple[str, ...]:
 
 
 def crop(grid: MeasureScore, start: int, length: int) -> MeasureScore:
-    from dataclasses import replace
-
     return replace(grid, columns=grid.columns[start:start + length], cells=tuple(row[start:start + length] for row in grid.cells))
 
 
@@ -186,7 +204,7 @@ def grid_batch(grids: list[MeasureScore], config: MeasureConfig, rng: random.Ran
     M = max(g.n_columns for g in grids)
     B, N = len(grids), P * M
     flat = []
-    fields_ = {k: torch.zeros(B, N, dtype=torch.long) for k in ("part", "column", "instrument", "beat_unit", "n_beats")}
+    fields_ = {k: torch.zeros(B, N, dtype=torch.long) for k in ("part", "column", "instrument", "beat_unit", "n_beats", "key")}
     valid = torch.zeros(B, N, dtype=torch.bool)
     cell_index = torch.full((B, N), -1, dtype=torch.long)
     beat_units = list(config.beat_units)
@@ -212,6 +230,7 @@ def grid_batch(grids: list[MeasureScore], config: MeasureConfig, rng: random.Ran
                 fields_["instrument"][b, i] = config.instrument_index(g.parts[p].token)
                 fields_["beat_unit"][b, i] = beat_unit_index(cell.beat_unit, beat_units)
                 fields_["n_beats"][b, i] = cell.n_beats
+                fields_["key"][b, i] = key_index(g.columns[m].key_sharps)
     cells = make_batch(flat, beat_units, shuffle_notes=rng, max_events=config.max_events)
     layout = GridLayout(valid=valid, **fields_)
     return GridBatch(cells, layout, cell_index, grids)
@@ -230,10 +249,24 @@ def sample_mask(layout: GridLayout, rng: torch.Generator) -> torch.Tensor:
     return masked
 
 
+def kind_weights(pieces: list[Piece]) -> dict[str, float]:
+    """Sampling weight of each kind of piece: the square root of its measure count, so that the 153
+    quartets are not drowned by 1,800 chorales, nor the 11 piano pieces repeated to a quarter of a batch."""
+    columns: dict[str, int] = {}
+    for piece in pieces:
+        columns[piece.kind] = columns.get(piece.kind, 0) + piece.grid.n_columns
+    return {kind: math.sqrt(n) for kind, n in sorted(columns.items())}
+
+
 def training_grids(pieces: list[Piece], train: TrainConfig, rng: random.Random) -> list[MeasureScore]:
+    by_kind: dict[str, list[Piece]] = {}
+    for piece in pieces:
+        by_kind.setdefault(piece.kind, []).append(piece)
+    weights = kind_weights(pieces)
+    kinds = list(weights)
     grids = []
     for _ in range(train.batch_size):
-        piece = rng.choice(pieces)
+        piece = rng.choice(by_kind[rng.choices(kinds, [weights[k] for k in kinds])[0]])
         g = piece.grid
         length = min(train.max_columns, g.n_columns)
         start = rng.randrange(g.n_columns - length + 1)
@@ -250,8 +283,6 @@ def batch_order(config: MeasureConfig) -> str:
 def doubled(grid: MeasureScore) -> MeasureScore:
     """The paper's length-augmentation test: every measure played twice in a row (every voice
     repeated, twice the beats), a length never seen in training."""
-    from dataclasses import replace
-
     cells = tuple(tuple(replace(cell, n_beats=2 * cell.n_beats, voices=tuple(v + v for v in cell.voices)) for cell in row)
                   for row in grid.cells)
     return replace(grid, cells=cells)
@@ -366,16 +397,17 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
     torch.manual_seed(tc.seed)
     run = run_root / tc.name
     run.mkdir(parents=True, exist_ok=True)
-    pieces = load_pieces()
+    scheme = model_fields.get("instrument_scheme", "names")
+    pieces = [replace(p, grid=with_instruments(p.grid, scheme)) for p in load_training_pieces(tc.data)]
     train_pieces = [p for p in pieces if p.split == "train"]
-    valid_pieces = [p for p in pieces if p.split == "validation"]
+    valid_pieces = interleaved_kinds([p for p in pieces if p.split == "validation"])
     state = None if fresh else kit.load_checkpoint(run / kit.LAST)
     if state is not None:
         config = MeasureConfig.from_dict(state["config"])
     else:
         config = MeasureConfig.from_dict({
             **model_fields,
-            "instruments": instrument_vocabulary(pieces, tc.shifts),
+            "instruments": class_vocabulary(tc.shifts) if scheme == "classes" else instrument_vocabulary(pieces, tc.shifts),
             "beat_units": beat_unit_vocabulary(pieces),
         })
     model = MeasureLM(config)
@@ -440,13 +472,16 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
 
 
 def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, threads: int = 1,
-             pieces: list[Piece] | None = None) -> dict:
+             pieces: list[Piece] | None = None, data: str = "chorales") -> dict:
     """Test-split NLL and length accuracy of a checkpoint on its own task (CSD: masked measures;
     AR: every measure from its history; "concurrent" / "single": the ablation tasks), and the same
-    on the doubled-length test (`*_doubled`: every measure repeated, twice as long)."""
+    on the doubled-length test (`*_doubled`: every measure repeated, twice as long). `data` as in
+    `TrainConfig.data`; the test pieces are taken in turn by kind."""
     torch.set_num_threads(threads)
     model = MeasureLM.from_pretrained(checkpoint)
-    pieces = [p for p in (pieces or load_pieces()) if p.split == "test"]
+    scheme = model.config.instrument_scheme
+    pieces = interleaved_kinds([replace(p, grid=with_instruments(p.grid, scheme))
+                                for p in (pieces or load_training_pieces(data)) if p.split == "test"])
     if limit:
         pieces = pieces[:limit]
     tc = TrainConfig()
@@ -458,21 +493,21 @@ def evaluate(checkpoint: str | Path, limit: int = 0, length_cells: int = 96, thr
     return metrics
 
 
-MODEL_CARD = """# Measure model ({kind}) - tiny chorale checkpoint
+MODEL_CARD = """# Measure model ({kind}) - small CPU checkpoint
 
 The measure model of Yan & Duan, "Structured polyphonic music modeling via a measure model"
 (TISMIR), re-implemented in `engine/measure/` (see docs/measure_model.md). This is a small CPU-trained
-checkpoint for tests, demos and latency work, not a quality model.
+checkpoint, not a large quality model.
 
-- Data: the {n_train} training chorales of the music21 corpus (`music21.corpus.chorales.Iterator()`,
-  {n_pieces} read), split by BWV work with `training.corpus.split_of` (~90/5/5); random crops of
-  {max_columns} measures, transposed by {shifts} semitones (instrument tokens record the shift).
+- Data: {data}; split by work with `training.corpus.split_of` (~90/5/5); random crops of
+  {max_columns} measures, transposed by {shifts} semitones (instrument tokens record the shift{keys}).
+- Instrument tokens: scheme `{scheme}` (engine/measure/instruments.py).
 - Model: {params:,} parameters; config.json holds every size and choice (key function
   `{key_function}`, reader `{reader}`, context layers {layers}).
 - Training: {steps} steps of batch {batch_size}, AdamW lr {lr}, {wall_min:.0f} min wall time on {hardware},
   {threads} thread(s). Best validation NLL at step {best_step}.
 - Command: `{command}`
-- Measured on the test split (`python -m training.measure eval --checkpoint assets/measure`):
+- Measured on the test split (`python -m training.measure eval --checkpoint assets/measure --data {data_name}`):
 {metrics}
 
 NLL is in nats per masked part-wise measure (masks: ratio ~ U(0,1) per crop, fixed seed). Length
@@ -482,6 +517,18 @@ by construction. The `_doubled` figures are the paper's length-generalisation te
 measure repeated once (twice its beats, a length never seen in training), the model expected to
 generate doubled measures.
 """
+
+
+def data_description(pieces: list[Piece], data: str) -> str:
+    """The card's line on what the model was trained on."""
+    train = [p for p in pieces if p.split == "train"]
+    if data == "chorales":
+        return (f"the {len(train)} training chorales of the music21 corpus (`music21.corpus.chorales.Iterator()`, "
+                f"{len(pieces)} read)")
+    counts = ", ".join(f"{kind} {sum(p.kind == kind for p in train)}" for kind in sorted({p.kind for p in pieces}))
+    return (f"{len(train)} training pieces of {len(pieces)} read as measure grids by `python -m training.measure_data build` "
+            f"(music21 corpus scores, OpenScore Lieder and String Quartets; by kind: {counts}), kinds sampled "
+            "with weights ~ the square root of their measure counts")
 
 
 def export(run: Path, out: Path, metrics: dict | None = None) -> None:
@@ -495,11 +542,12 @@ def export(run: Path, out: Path, metrics: dict | None = None) -> None:
     tc = TrainConfig(**{k: (tuple(v) if k == "shifts" else v) for k, v in json.loads((run / "train_config.json").read_text()).items()})
     state = kit.load_checkpoint(run / kit.LAST)
     config = MeasureConfig.load(out / "config.json")
-    pieces = load_pieces()
-    metrics = metrics or evaluate(out)
+    pieces = load_training_pieces(tc.data)
+    metrics = metrics or evaluate(out, data=tc.data)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     text = MODEL_CARD.format(
-        kind=config.kind.upper(), n_train=sum(p.split == "train" for p in pieces), n_pieces=len(pieces),
+        kind=config.kind.upper(), data=data_description(pieces, tc.data), data_name=tc.data, scheme=config.instrument_scheme,
+        keys=", and the key signatures move with it; the key signature is an input" if config.key_context else "",
         max_columns=tc.max_columns, shifts=f"{tc.shifts[0]}..{tc.shifts[1]}",
         params=sum(p.numel() for p in MeasureLM(config).parameters()),
         key_function=config.key_function, reader=config.reader, layers=list(config.layers),
@@ -526,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--checkpoint", default=str(ROOT / "assets/measure"))
         parser.add_argument("--limit", type=int, default=0, help="test pieces (0: all)")
         parser.add_argument("--length-cells", type=int, default=96)
+        parser.add_argument("--data", default="chorales", choices=("chorales", "corpus"))
         args = parser.parse_args(argv)
-        print(json.dumps(evaluate(args.checkpoint, args.limit, args.length_cells), indent=2))
+        print(json.dumps(evaluate(args.checkpoint, args.limit, args.length_cells, data=args.data), indent=2))
     elif command == "export":
         parser.add_argument("--run", default=str(ROOT / "runs/measure_tiny"))
         parser.add_argument("--out", default=str(ROOT / "assets/measure"))

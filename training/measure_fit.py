@@ -37,7 +37,8 @@ import torch
 from engine.measure.batch import make_batch
 from engine.measure.cells import STEP_SEMITONES, Cell, MeasureScore
 from engine.measure.context import MeasureLM, grid_layout_for
-from engine.measure.inpaint import context_windows, load_model, part_tokens, run_algorithm1
+from engine.measure.inpaint import context_windows, load_model, run_algorithm1
+from engine.measure.instruments import part_tokens
 from engine.measure.representation import from_document
 from training.measure import GridBatch, chorale_work, evaluate_length, evaluate_nll
 
@@ -133,18 +134,19 @@ def _range(grid: MeasureScore, p: int, columns: list[int]) -> tuple[int, int] | 
     return (min(pitches), max(pitches)) if pitches else None
 
 
-def fit_hole(model: MeasureLM, grid: MeasureScore, hole: list[int], report: KindReport, seed: int) -> None:
+def fit_hole(model: MeasureLM, grid: MeasureScore, hole: list[int], report: KindReport, seed: int,
+             temperature: float = 1.0) -> None:
     """Inpaint the columns `hole` of `grid` (a window) and add both versions' figures to `report`."""
-    tokens = part_tokens(grid)
+    tokens = part_tokens(grid, model.config.instrument_scheme)
     free = [(p, m) for p in range(grid.n_parts) for m in hole]
-    filled = run_algorithm1(model, grid, tokens, free, seed=seed)
+    filled = run_algorithm1(model, grid, tokens, free, seed=seed, temperature=temperature)
     around = [m for m in range(hole[0] - NEIGHBOURS, hole[-1] + NEIGHBOURS + 1) if 0 <= m < grid.n_columns and m not in hole]
     for p, m in free:
         scale, neighbours = scale_of(grid.columns[m].key_sharps), _range(grid, p, around)
         report.real.add(grid.cells[p][m], scale, neighbours)
         report.inpainted.add(filled.cells[p][m], scale, neighbours)
     cells = [list(row) for row in grid.cells]
-    layout, flat = grid_layout_for(model.config, cells, tokens)
+    layout, flat = grid_layout_for(model.config, cells, tokens, [c.key_sharps for c in grid.columns])
     config = model.config
     batch = GridBatch(make_batch(flat, list(config.beat_units), max_events=config.max_events), layout,
                       torch.arange(len(flat)).view(1, -1), [grid])
@@ -158,7 +160,8 @@ def fit_hole(model: MeasureLM, grid: MeasureScore, hole: list[int], report: Kind
     report.measures += len(free)
 
 
-def fit_piece(model: MeasureLM, path: str, holes: int, width: int, report: KindReport, seed: int) -> None:
+def fit_piece(model: MeasureLM, path: str, holes: int, width: int, report: KindReport, seed: int,
+              temperature: float = 1.0) -> None:
     from engine.score.formats import read_score_file
 
     document = read_score_file(path)
@@ -171,7 +174,7 @@ def fit_piece(model: MeasureLM, path: str, holes: int, width: int, report: KindR
         hole = list(range(start, start + width))
         window = context_windows(hole, n_columns)[0]
         grid = from_document(document, columns=window)
-        fit_hole(model, grid, [m - window.start for m in hole], report, seed + index)
+        fit_hole(model, grid, [m - window.start for m in hole], report, seed + index, temperature)
     report.pieces += 1
 
 
@@ -203,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--splits", default="test,validation", help="held-out splits, in order of preference")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the inpainted measures")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, (name, path) in enumerate(held_out(kind, args.pieces, tuple(args.splits.split(",")), args.seed)):
             started = time.time()
             try:
-                fit_piece(model, path, args.holes, args.width, report, args.seed + index)
+                fit_piece(model, path, args.holes, args.width, report, args.seed + index, args.temperature)
             except Exception as exc:  # a piece the grid cannot hold is listed and skipped
                 report.skipped.append(f"{name}: {type(exc).__name__}: {exc}")
                 print(f"skipped {kind} {name}: {exc}", file=sys.stderr, flush=True)

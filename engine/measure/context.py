@@ -14,7 +14,7 @@
                its column's other measures; the next measure of a part from a 3-layer LSTM.
 
 State-dict names: `measure.*` (engine.measure.model), `context.{inp,mask,instrument,column_beats,
-column_unit,blocks.N.*,out}`, for AR `context.{bos,query_blocks.N.*}`, for the single-part task
+column_unit,column_key (with key_context),blocks.N.*,out}`, for AR `context.{bos,query_blocks.N.*}`, for the single-part task
 `context.{inp,bos,instrument,lstms.N.*,reads.N,mixes.N,ln,out}`.
 
 Relative attention (Shaw et al. 2018): score_ij = q_i . (k_j + a^m[dm_ij] + a^p[dp_ij] + a^s[same_ij]) / sqrt(d)
@@ -54,6 +54,18 @@ class GridLayout:
     instrument: torch.Tensor  # instrument vocabulary index
     beat_unit: torch.Tensor
     n_beats: torch.Tensor
+    key: torch.Tensor | None = None  # key signature index (`key_index`), for models with `key_context`
+
+
+def key_index(sharps: int | None) -> int:
+    """0..14 for a key signature of -7..7 sharps (none reads as C); a transposition's 8 or more sharps
+    or flats are the enharmonic signature within 6 (the same pitch classes)."""
+    sharps = sharps or 0
+    while sharps > 7:
+        sharps -= 12
+    while sharps < -7:
+        sharps += 12
+    return sharps + 7
 
 
 class RelativeAttention(nn.Module):
@@ -145,16 +157,21 @@ class _ContextBase(nn.Module):
         self.instrument = nn.Embedding(len(config.instruments), d)
         self.column_beats = nn.Embedding(config.max_beats + 1, d)
         self.column_unit = nn.Embedding(len(config.beat_units), d)
+        if config.key_context:
+            self.column_key = nn.Embedding(15, d)
         self.out = nn.Linear(d, config.d_measure)
 
     def position(self, layout: GridLayout) -> torch.Tensor:
-        """What is known of a cell without its content: instrument, measure position, meter."""
-        return (
+        """What is known of a cell without its content: instrument, measure position, meter (and key)."""
+        known = (
             self.instrument(layout.instrument)
             + sinusoid(layout.column, self.config.d_model)
             + self.column_beats(layout.n_beats.clamp(max=self.config.max_beats))
             + self.column_unit(layout.beat_unit)
         )
+        if self.config.key_context:
+            known = known + self.column_key(layout.key)
+        return known
 
 
 class CSDContext(_ContextBase):
@@ -206,7 +223,7 @@ class ARContext(_ContextBase):
             part=torch.cat([layout.part[:, :1], layout.part], 1),
             column=torch.cat([layout.column[:, :1] - 1, layout.column], 1),
             valid=torch.cat([torch.ones(B, 1, dtype=torch.bool, device=device), layout.valid], 1),
-            instrument=layout.instrument, beat_unit=layout.beat_unit, n_beats=layout.n_beats,
+            instrument=layout.instrument, beat_unit=layout.beat_unit, n_beats=layout.n_beats, key=layout.key,
         )
         causal = torch.tril(torch.ones(N + 1, N + 1, dtype=torch.bool, device=device))
         allowed = causal.unsqueeze(0) & ctx_layout.valid.unsqueeze(1)
@@ -306,9 +323,6 @@ class MeasureLM(nn.Module):
         self.measure = MeasureModel(config)
         self.context = CONTEXTS[config.kind](config)
 
-    def layout(self, parts: torch.Tensor, columns: torch.Tensor, valid, instruments, beat_units, n_beats) -> GridLayout:
-        return GridLayout(parts, columns, valid, instruments, beat_units, n_beats)
-
     # -- losses ------------------------------------------------------------------------------
 
     def csd_loss(self, batch: CellBatch, layout: GridLayout, cell_index: torch.Tensor, masked: torch.Tensor,
@@ -404,8 +418,10 @@ class MeasureLM(nn.Module):
         return model
 
 
-def grid_layout_for(config: MeasureConfig, cells_grid, instruments: list[str]) -> tuple[GridLayout, list]:
-    """Layout of one piece's cells [P][M] in row-major order (batch of 1) and the flat cell list."""
+def grid_layout_for(config: MeasureConfig, cells_grid, instruments: list[str],
+                    keys: list[int | None] | None = None) -> tuple[GridLayout, list]:
+    """Layout of one piece's cells [P][M] in row-major order (batch of 1) and the flat cell list;
+    `keys` are the columns' key signatures (sharps)."""
     P, M = len(cells_grid), len(cells_grid[0])
     part = torch.arange(P).repeat_interleave(M).view(1, -1)
     column = torch.arange(M).repeat(P).view(1, -1)
@@ -415,5 +431,6 @@ def grid_layout_for(config: MeasureConfig, cells_grid, instruments: list[str]) -
         instrument=torch.tensor([[config.instrument_index(t) for t in instruments for _ in range(M)]]),
         beat_unit=torch.tensor([[beat_unit_index(c.beat_unit, list(config.beat_units)) for c in flat]]),
         n_beats=torch.tensor([[c.n_beats for c in flat]]),
+        key=torch.tensor([[key_index(keys[m] if keys else None) for _ in range(P) for m in range(M)]]),
     )
     return layout, flat

@@ -29,6 +29,7 @@ from engine.errors import ModelError, ScoreError, out_of_memory_as_model_error
 from engine.measure.batch import make_batch
 from engine.measure.context import MeasureLM, grid_layout_for
 from engine.measure.cells import Cell, MeasureScore, Part, beat_structure, empty_cell, normalise_instrument
+from engine.measure.instruments import part_tokens
 from engine.measure.representation import Rewritten, from_document, replace_cells, to_document
 from engine.score.splice import rows_of_parts
 from engine.score.grid import Column
@@ -38,9 +39,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"
 #: 8 columns and its relative attention clips distances at 16, so farther columns tell it nothing it
 #: learnt to use, while the whole score would make every fill cost quadratic in the score's length.
 CONTEXT_COLUMNS = 8
-CHORALE_VOICES = ("soprano", "alto", "tenor", "bass")
-ALIASES = {"s": "soprano", "a": "alto", "t": "tenor", "b": "bass", "sopran": "soprano", "tenore": "tenor",
-           "basso": "bass", "canto": "soprano", "alt": "alto"}
 
 
 @lru_cache(maxsize=4)
@@ -53,17 +51,6 @@ def _load(path: str) -> MeasureLM:
 def load_model(checkpoint: str | Path | None = None) -> MeasureLM:
     """A measure model from a folder with model.safetensors + config.json (cached)."""
     return _load(str(Path(checkpoint or DEFAULT_CHECKPOINT).resolve()))
-
-
-def part_tokens(grid: MeasureScore) -> list[str]:
-    """Instrument tokens of the rows; unnamed rows of a four-part score are read as S, A, T, B."""
-    tokens = []
-    for index, part in enumerate(grid.parts):
-        base = ALIASES.get(part.instrument, part.instrument)
-        if base == "unknown" and grid.n_parts == 4:
-            base = CHORALE_VOICES[index]
-        tokens.append(Part(part.name, base, part.shift).token)
-    return tokens
 
 
 def padding_of(cell: Cell) -> tuple[Fraction, Fraction]:
@@ -89,7 +76,7 @@ class _Filler:
         self.grid = grid
         self.cells = [list(row) for row in grid.cells]
         self.P, self.M = grid.n_parts, grid.n_columns
-        self.layout, flat = grid_layout_for(model.config, self.cells, tokens)
+        self.layout, flat = grid_layout_for(model.config, self.cells, tokens, [c.key_sharps for c in grid.columns])
         self.generator = generator
         self.temperature = temperature
         self.constrained = constrained
@@ -213,7 +200,7 @@ def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | 
                 on_progress(before + done, sum(fills))
 
         with out_of_memory_as_model_error("the measure model"):
-            filled = run_algorithm1(model, grid, part_tokens(grid), local, seed=seed + index, temperature=temperature,
+            filled = run_algorithm1(model, grid, part_tokens(grid, model.config.instrument_scheme), local, seed=seed + index, temperature=temperature,
                                     sweeps=sweeps, refine_fraction=refine_fraction, order=order,
                                     time_budget_s=time_budget_s, constrained=constrained, on_progress=progress)
         new_cells.update({(p, window.start + m): filled.cells[p][m] for p, m in local})
@@ -235,7 +222,7 @@ def generate(instruments: list[str], n_measures: int, time_signature: str = "4/4
     columns = tuple(Column(str(i + 1), time_signature, beat_unit * n_beats, key_sharps) for i in range(n_measures))
     cells = tuple(tuple(empty_cell(beat_unit, n_beats) for _ in range(n_measures)) for _ in parts)
     grid = MeasureScore(parts, columns, cells, title=title)
-    tokens = [p.token for p in parts]
+    tokens = part_tokens(grid, model.config.instrument_scheme)
     if model.config.kind == "ar":
         grid = _generate_ar(model, grid, tokens, seed, temperature, constrained)
     else:
@@ -258,9 +245,10 @@ def _generate_ar(model: MeasureLM, grid: MeasureScore, tokens: list[str], seed: 
     order = [(p, m) for m in range(M) for p in range(P)]
     cells = [list(row) for row in grid.cells]
     beat_units = list(model.config.beat_units)
-    layout_full, _ = grid_layout_for(model.config, cells, tokens)
+    layout_full, _ = grid_layout_for(model.config, cells, tokens, [c.key_sharps for c in grid.columns])
     index = torch.tensor([p * M + m for p, m in order])
-    layout = GridLayout(*(getattr(layout_full, f)[:, index] for f in ("part", "column", "valid", "instrument", "beat_unit", "n_beats")))
+    layout = GridLayout(*(getattr(layout_full, f)[:, index] for f in ("part", "column", "valid", "instrument", "beat_unit",
+                                                                      "n_beats", "key")))
     h = torch.zeros(1, len(order), model.config.d_measure)
     memory = torch.zeros(1, len(order), model.config.mem_key, model.config.mem_val)
     for i, (p, m) in enumerate(order):

@@ -89,6 +89,8 @@ class MeasureConfig:
     dropout: float = 0.1
     # vocabularies
     instruments: tuple[str, ...] = ("<unk>",)
+    instrument_scheme: str = "names"  # engine.measure.instruments: "names" (chorale model) or "classes"
+    key_context: bool = False  # the column's key signature is an input of the context model
     beat_units: tuple[str, ...] = ("other", "1/2", "1", "3/2", "2", "3")
     max_beats: int = 12
     max_voices: int = 4

@@ -233,7 +233,7 @@ def replace_cells(document, cells: dict[tuple[int, int], Cell]) -> Rewritten:
 
 def transpose(grid: MeasureScore, semitones: int) -> MeasureScore:
     """Shift every pitch by `semitones`, spelled with the fewest accidentals over the piece; the
-    instrument tokens record the shift ('violin_shifted-7')."""
+    instrument tokens record the shift ('violin_shifted-7') and the key signatures move with it."""
     if semitones == 0:
         return grid
     pitches = {n.pitch for row in grid.cells for cell in row for voice in cell.voices for e in voice for n in e.chord}
@@ -250,10 +250,10 @@ def transpose(grid: MeasureScore, semitones: int) -> MeasureScore:
             cost += abs(moved.alter)
         else:
             if best is None or cost < best[0]:
-                best = (cost, mapping)
+                best = (cost, mapping, steps)
     if best is None:
         raise ValueError(f"cannot transpose by {semitones} semitones within double accidentals")
-    mapping = best[1]
+    _, mapping, steps = best
     cells = tuple(
         tuple(
             replace(cell, voices=tuple(
@@ -265,7 +265,16 @@ def transpose(grid: MeasureScore, semitones: int) -> MeasureScore:
         for row in grid.cells
     )
     parts = tuple(replace(part, shift=part.shift + semitones) for part in grid.parts)
-    return replace(grid, parts=parts, cells=cells)
+    fifths = _fifths(steps, semitones)
+    columns = tuple(column if column.key_sharps is None else replace(column, key_sharps=column.key_sharps + fifths)
+                    for column in grid.columns)
+    return replace(grid, parts=parts, columns=columns, cells=cells)
+
+
+def _fifths(steps: int, semitones: int) -> int:
+    """The key signature's change (in sharps) of a transposition by `steps` diatonic steps and
+    `semitones`: the f with 4f = steps (mod 7) and 7f = semitones (mod 12) nearest 0."""
+    return min((f for f in range(-42, 43) if (4 * f - steps) % 7 == 0 and (7 * f - semitones) % 12 == 0), key=abs)
 
 
 def _move(pitch: Pitch, steps: int, semitones: int) -> Pitch | None:
