@@ -126,3 +126,28 @@ def test_kinds_are_sampled_by_the_square_root_of_their_size():
     pieces = [measure.Piece("a", "a", "train", grid, "choral")] * 16 + [measure.Piece("b", "b", "train", grid, "quartet")]
     assert measure.kind_weights(pieces) == {"choral": 40.0, "quartet": 10.0}
     assert pickle.loads(pickle.dumps(pieces[0])).kind == "choral"
+
+
+def test_a_snapped_odd_duration_becomes_tied_parts_the_model_can_write():
+    from fractions import Fraction
+
+    from engine.measure.cells import duration_exponents
+    from engine.measure.measure_cells import _binary_parts
+
+    for units in range(1, 96):
+        parts = _binary_parts(Fraction(units, 48))
+        assert sum(parts) == Fraction(units, 48) and parts == sorted(parts, reverse=True)
+        for part in parts:
+            duration_exponents(part)
+
+
+@pytest.mark.skipif(not measure_data.CORPORA.is_dir(), reason="the shared corpora are not here")
+def test_a_song_with_odd_tuplets_reads_into_durations_the_model_can_write():
+    from engine.measure.batch import make_batch
+    from engine.measure.representation import from_document
+    from engine.score.formats import read_score_file
+
+    path = measure_data.CORPORA / "openscore-lieder/scores/Lehmann_Liza__Songs_of_Love_and_Spring_9_My_Secret__lc6764874.mxl"
+    grid = from_document(read_score_file(path))
+    assert any("snapped" in loss for loss in grid.losses)
+    make_batch([cell for row in grid.cells for cell in row], ["other", "1/2", "1", "3/2", "2", "3"])  # raised on 47/48

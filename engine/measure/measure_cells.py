@@ -122,12 +122,22 @@ def read_cell(measure, column_index, beat_unit, n_beats, strict, losses, where) 
                     losses.append(f"{where}: duration {exc} snapped")
                     if length <= 0:
                         continue
+                    for k, piece in enumerate(_binary_parts(length)):  # 47/48 holds the prime 47: tied parts
+                        events.append(ChordEvent(chord if k == 0 else tuple(Note(n.pitch, True) for n in chord), piece, pad))
+                    continue
                 events.append(ChordEvent(chord, length, pad))
         voices.append(tuple(events))
     if not voices:
         losses.append(f"{where}: empty measure padded")
         return empty_cell(beat_unit, n_beats, pad=True)
     return Cell(beat_unit, n_beats, tuple(voices))
+
+
+def _binary_parts(length: Fraction) -> list[Fraction]:
+    """A multiple of 1/48 beat as the sum of its binary parts 2^k/48, longest first: each of them holds
+    only the primes 2 and 3, so every one is a duration the model can write."""
+    units = int(length * 48)
+    return [Fraction(1 << k, 48) for k in reversed(range(units.bit_length())) if units >> k & 1]
 
 
 class TieState:
