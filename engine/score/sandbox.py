@@ -26,10 +26,13 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from engine.errors import ScoreError, describe
 from engine.tempdirs import remove_stale
+
+if TYPE_CHECKING:
+    from engine.score.grid import MeasureGrid
 
 ROOT = Path(__file__).resolve().parents[2]
 RETIRE_GROWTH_BYTES = 256 * 2**20
@@ -228,9 +231,10 @@ class Sandbox:
         self.budget = budget
         self._pool = WorkerPool(self.MODULE, budget.memory_mb, budget.workers)
 
-    def read(self, files: list[tuple[bytes, str]]) -> list[str]:
-        """The MusicXML of each (bytes, file name) as `engine.score.formats.read_score` makes it, all read
-        within one budget; a `ScoreError` names the first file that fails or the limit that was hit."""
+    def read(self, files: list[tuple[bytes, str]]) -> list[tuple[str, MeasureGrid]]:
+        """The MusicXML and measure grid of each (bytes, file name) as `engine.score.formats.read_score` makes
+        them, all read within one budget; a `ScoreError` names the first file that fails or the limit that was
+        hit. With the grid the caller need not parse the MusicXML again outside the budget."""
         names = ", ".join(name for _, name in files[:3]) + (", ..." if len(files) > 3 else "")
         return self.run("engine.score.sandbox:read_all", (files,), f"reading {names}")
 
@@ -334,21 +338,23 @@ def _pool_setup() -> Callable[[tuple[str, tuple]], object]:
     return _run_function
 
 
-def read_all(files: list[tuple[bytes, str]]) -> list[str]:
-    """What `Sandbox.read` runs: every file's MusicXML, or a `ScoreError` naming the file."""
+def read_all(files: list[tuple[bytes, str]]) -> list[tuple[str, MeasureGrid]]:
+    """What `Sandbox.read` runs: every file's MusicXML and the grid `read_score` checked, or a `ScoreError`
+    naming the file."""
     from engine.score.formats import read_score
 
-    texts = []
+    read = []
     for data, name in files:
         try:
-            texts.append(read_score(data, name).musicxml)
+            document = read_score(data, name)
+            read.append((document.musicxml, document.grid))
         except (ScoreError, MemoryError):
             raise
         except RecursionError:
             raise ScoreError(f"{name} is nested too deeply to be read") from None
         except Exception as exc:  # a reader bug on odd input still gets a message that names the file
             raise ScoreError(f"{name} could not be read ({describe(exc)})") from exc
-    return texts
+    return read
 
 
 if __name__ == "__main__":
