@@ -7,11 +7,12 @@ address space is capped with RLIMIT_AS (and its CPU time with RLIMIT_CPU, should
 it starts, FluidSynth, inherit both); the parent waits at most the time budget, then kills the worker's
 process group. A failed job kills only that worker: the caller's process and memory are untouched.
 
-Two kinds of worker speak this protocol: the `Sandbox` pool (`python -m engine.score.sandbox`), which runs
-named functions (reading files, writing ABC, PDF, audio), and the verovio worker
-(`engine.render.verovio_worker`, driven by `engine.render.engrave.Engraver`). Workers are reused (starting
-one costs about a second of imports) and retired once their memory has grown, so memory goes back to its
-level before a large job; a job that a reused pool worker dies in is tried once more on a fresh one.
+Two kinds of worker speak this protocol, each kept in a `WorkerPool` of the budget's `workers`: the
+`Sandbox` (`python -m engine.score.sandbox`), which runs named functions (reading files, writing ABC, PDF,
+audio), and the verovio workers (`engine.render.verovio_worker`, driven by `engine.render.engrave.Engraver`).
+Workers are reused (starting one costs about a second of imports) and retired once their memory has grown,
+so memory goes back to its level before a large job; a job that a reused `Sandbox` worker dies in is tried
+once more on a fresh one.
 """
 from __future__ import annotations
 
