@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
+    parser.add_argument("--max-request-mb", type=float, default=48,
+                        help="largest request body other than an upload (an action's JSON, a restored session: "
+                             "twice its 20 MiB of MusicXML, as JSON escapes it, and room for its locks); larger "
+                             "ones are refused with 413 before they are read")
     parser.add_argument("--import-time-limit", type=float, default=30, metavar="SECONDS",
                         help="longest an upload or a restored session may take to read before it is stopped")
     parser.add_argument("--import-memory-mb", type=int, default=1024, metavar="MB",
@@ -48,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="longest an engraving, audio render or export may take before it is stopped")
     parser.add_argument("--render-memory-mb", type=int, default=1024, metavar="MB",
                         help="most memory the process engraving, rendering audio or writing an export may use")
+    parser.add_argument("--render-workers", type=int, default=2, metavar="N",
+                        help="engravings that run at once (and, apart, audio renders and exports), each in its own "
+                             "worker with the whole render time and memory limit, so one slow score holds up only one")
     parser.add_argument("--max-login-failures", type=int, default=10,
                         help="with --auth: failed logins allowed per minute; after that every login waits")
     parser.add_argument("--concurrency", type=int, default=2,
@@ -90,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --auth takes USER:PASSWORD", file=sys.stderr)
             return 2
         auth = LoginGuard(user, password, args.max_login_failures)
+    if args.max_request_mb <= 0:
+        print("error: --max-request-mb must be above 0", file=sys.stderr)
+        return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
@@ -99,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale()
     # Gradio serves any file under its upload folder: make it this server's own, not the shared /tmp/gradio
     os.environ["GRADIO_TEMP_DIR"] = str(make_temp_dir("gradio"))
+    from starlette.middleware import Middleware
+
     from engine.errors import ModelError
     from engine.score.sandbox import ImportBudget, RenderBudget
     from engine.service import SHIPPED, Composer
     from webui.app import CSS, build_app
+    from webui.server_limits import BodyLimit
 
     try:
         budget = ImportBudget(args.import_time_limit, args.import_memory_mb)
-        render_budget = RenderBudget(args.render_time_limit, args.render_memory_mb)
+        render_budget = RenderBudget(args.render_time_limit, args.render_memory_mb, args.render_workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         max_file_size=f"{args.max_upload_mb}mb",
         allowed_paths=[str(composer.output_dir)],
         blocked_paths=[str(Path(tempfile.gettempdir()) / "gradio")],  # the shared default upload folder
+        app_kwargs={"middleware": [Middleware(BodyLimit, max_bytes=int(args.max_request_mb * 2**20))]},
     )
     return 0
 

@@ -157,8 +157,8 @@ class Composer:
 
     def open_bytes(self, data: bytes, filename: str) -> ScoreDocument:
         """A user's file, read in a worker within the import budget; the extension chooses the reader."""
-        (musicxml,) = self._sandbox.read([(data, filename)])
-        return ScoreDocument(musicxml=musicxml, title=Path(filename).stem)
+        ((musicxml, grid),) = self._sandbox.read([(data, filename)])
+        return ScoreDocument.with_grid(musicxml, Path(filename).stem, grid)
 
     def open_saved(self, versions: list[tuple[str, str]]) -> list[ScoreDocument]:
         """Documents from the (MusicXML, title) pairs of a session the browser kept: read as uploads are,
@@ -169,8 +169,8 @@ class Composer:
         if size > MAX_SAVED_CHARS:
             raise ScoreError(f"the saved session is {size / 2**20:.1f} MiB; the limit is {MAX_SAVED_CHARS // 2**20} MiB")
         files = [(musicxml.encode("utf-8"), f"saved version {i + 1}.musicxml") for i, (musicxml, _) in enumerate(versions)]
-        return [ScoreDocument(musicxml=musicxml, title=title[:200])
-                for musicxml, (_, title) in zip(self._sandbox.read(files), versions)]
+        return [ScoreDocument.with_grid(musicxml, title[:200], grid)
+                for (musicxml, grid), (_, title) in zip(self._sandbox.read(files), versions)]
 
     def open_example(self, title: str) -> ScoreDocument:
         if title not in EXAMPLES:

@@ -6,10 +6,13 @@ The hostile files are made here in code: a few bytes each that once cost minutes
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -229,6 +232,31 @@ def test_render_time_budget_stops_an_export_and_the_next_one_works():
 def test_render_budget_flags_are_checked():
     result = run_engine("convert", corpus_path(), "out.svg", "--render-memory-mb", "100")
     assert result.returncode == 1 and "render budget needs" in result.stderr and "256 MB" in result.stderr
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        RenderBudget(workers=0)
+
+
+def test_a_stuck_engraving_does_not_hold_up_another_one():
+    """Two verovio workers (the default): while one request is stuck until its time limit, another
+    score engraves on the other worker instead of waiting for the limit."""
+    from engine.render.engrave import Engraver
+
+    engraver = Engraver(RenderBudget(time_s=20))
+    try:
+        small = musicxml(2)
+        assert engraver.engrave(small).pages
+        os.kill(engraver.worker_pid, signal.SIGSTOP)  # the idle worker: the next request gets it and hangs
+        stuck: list[BaseException] = []
+        thread = threading.Thread(target=lambda: stuck.append(pytest.raises(ScoreError, engraver.engrave, small).value))
+        started = time.monotonic()
+        thread.start()
+        time.sleep(1)  # the stuck request has its worker
+        assert engraver.engrave(musicxml(3)).pages and thread.is_alive()
+        assert time.monotonic() - started < 15
+        thread.join()
+        assert "longer than 20 s" in str(stuck[0])
+    finally:
+        engraver.close()
 
 # --- every input the app reads exports in forms it reads back ---------------------------------------------
 
@@ -296,6 +324,17 @@ def test_restore_brings_back_versions_and_locks(composer):
     assert "(restored)" in outputs.status
     assert outputs.session.history.labels() == ["1. Opened v0", "2. Opened v1"]
     assert outputs.session.document.n_measures == 3 and outputs.session.locks.cells == {(0, 1)}
+
+
+def test_an_opened_or_restored_score_is_not_parsed_again_in_the_server(composer):
+    """The import worker sends back the grid it checked: the server parses an accepted score only to edit it
+    (a 16 x 1,000-measure score cost the server 105 MiB and 68 s when it parsed it again for the page)."""
+    text = musicxml(3, parts=2)
+    opened = composer.open_bytes(text.encode(), "grid.musicxml")
+    (restored,) = composer.open_saved([(text, "grid")])
+    for document in (opened, restored):
+        assert "_parsed" not in vars(document) and (document.n_parts, document.n_measures) == (2, 3)
+        assert document.grid == ScoreDocument(document.musicxml).grid
 
 
 @pytest.mark.parametrize("saved, words", [

@@ -1,19 +1,19 @@
 """Engraving with verovio: SVG pages, a timemap for playback highlighting, and MIDI.
 
-Verovio runs in a worker process (`engine.render.verovio_worker`, which says why) within a render budget
-(`engine.score.sandbox`); `Engraver` sends it one request at a time and starts a fresh one when the last
-one crashed, hung or ran out of memory.
+Verovio runs in worker processes (`engine.render.verovio_worker`, which says why) within a render budget
+(`engine.score.sandbox`). `Engraver` keeps up to the budget's `workers` of them, each serving one request
+at a time, so a score that takes the whole time limit holds up one worker, not every session's engraving;
+a worker that crashed, hung or ran out of memory is replaced by a fresh one.
 """
 from __future__ import annotations
 
 import base64
-import threading
 from dataclasses import dataclass
 
 import music21
 
 from engine.errors import ScoreError
-from engine.score.sandbox import RenderBudget, WorkerDied, WorkerProcess, WorkerTimedOut, answer
+from engine.score.sandbox import RenderBudget, WorkerDied, WorkerPool, WorkerProcess, WorkerTimedOut, answer
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,15 @@ class Engraving:
 
 
 class Engraver:
-    """The verovio worker process behind a lock (a toolkit does one thing at a time).
+    """A pool of verovio worker processes (a toolkit does one thing at a time), `budget.workers` at most.
 
-    A request that crashes the worker, or takes more than the budget's time or memory, fails with a
-    `ScoreError`; the worker is started again for the next one, so one bad score never takes the app down."""
+    A request that crashes its worker, or takes more than the budget's time or memory, fails with a
+    `ScoreError`; a fresh worker serves the next one, so one bad score never takes the app down."""
 
     def __init__(self, budget: RenderBudget = RenderBudget()) -> None:
         self.budget = budget
-        self._lock = threading.Lock()
-        self._worker: WorkerProcess | None = None
+        self._pool = WorkerPool("engine.render.verovio_worker", budget.memory_mb, budget.workers, quiet=False)
+        self._last: WorkerProcess | None = None
 
     def engrave(self, musicxml: str, page_width: int = 2100, scale: int = 40,
                 page_height: int | None = None) -> Engraving:
@@ -64,24 +64,22 @@ class Engraver:
 
     @property
     def worker_pid(self) -> int | None:
-        """The worker's process id (None before the first request): what the fault tests kill."""
-        return self._worker.process.pid if self._worker is not None and self._worker.alive else None
+        """The process id of the worker of the latest request (None before the first one, or once that
+        worker is gone): what the fault tests kill."""
+        worker = self._last
+        return worker.process.pid if worker is not None and worker.alive else None
 
     def close(self) -> None:
-        with self._lock:
-            if self._worker is not None:
-                self._worker.stop()
-            self._worker = None
+        self._pool.close()
 
     def _call(self, name: str, *args):
         """`python -m engine.render.verovio_worker`: a plain child process (multiprocessing's spawn would
         re-run the caller's main script), its output left to the app's log."""
         what = "engraving this score"
-        with self._lock:
-            if self._worker is None or not self._worker.alive:
-                self._worker = WorkerProcess("engine.render.verovio_worker", self.budget.memory_mb, quiet=False)
+        with self._pool.slots:
+            worker = self._last = self._pool.take()
             try:
-                status, value = self._worker.call((name, args), self.budget.time_s)
+                status, value = worker.call((name, args), self.budget.time_s)
             except WorkerTimedOut:
                 raise ScoreError(f"{what} took longer than {self.budget.time_s:g} s and was stopped (the render "
                                  "time limit, --render-time-limit)") from None
@@ -90,6 +88,7 @@ class Engraver:
                     raise ScoreError(self.budget.too_big(what)) from exc
                 raise ScoreError("the engraver (verovio) crashed on this score, so it cannot be engraved or "
                                  "exported this way; the score itself is unchanged") from exc
+            self._pool.put(worker)
         return answer(status, value, self.budget, what)
 
 

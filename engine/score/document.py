@@ -24,6 +24,14 @@ class ScoreDocument:
     musicxml: str
     title: str = ""
 
+    @classmethod
+    def with_grid(cls, musicxml: str, title: str, grid: MeasureGrid) -> ScoreDocument:
+        """A document whose `grid` was built from this very MusicXML elsewhere (the import worker,
+        `engine.score.sandbox.read_all`), so that this process parses it only when it edits the score."""
+        document = cls(musicxml, title)
+        document.__dict__["grid"] = grid  # what `cached_property` stores
+        return document
+
     @cached_property
     def digest(self) -> str:
         """A content hash: equal documents share caches (engraving, audio, exports)."""

@@ -7,11 +7,12 @@ address space is capped with RLIMIT_AS (and its CPU time with RLIMIT_CPU, should
 it starts, FluidSynth, inherit both); the parent waits at most the time budget, then kills the worker's
 process group. A failed job kills only that worker: the caller's process and memory are untouched.
 
-Two kinds of worker speak this protocol: the `Sandbox` pool (`python -m engine.score.sandbox`), which runs
-named functions (reading files, writing ABC, PDF, audio), and the verovio worker
-(`engine.render.verovio_worker`, driven by `engine.render.engrave.Engraver`). Workers are reused (starting
-one costs about a second of imports) and retired once their memory has grown, so memory goes back to its
-level before a large job; a job that a reused pool worker dies in is tried once more on a fresh one.
+Two kinds of worker speak this protocol, each kept in a `WorkerPool` of the budget's `workers`: the
+`Sandbox` (`python -m engine.score.sandbox`), which runs named functions (reading files, writing ABC, PDF,
+audio), and the verovio workers (`engine.render.verovio_worker`, driven by `engine.render.engrave.Engraver`).
+Workers are reused (starting one costs about a second of imports) and retired once their memory has grown,
+so memory goes back to its level before a large job; a job that a reused `Sandbox` worker dies in is tried
+once more on a fresh one.
 """
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from engine.errors import ScoreError, describe
 from engine.tempdirs import remove_stale
+
+if TYPE_CHECKING:
+    from engine.score.grid import MeasureGrid
 
 ROOT = Path(__file__).resolve().parents[2]
 RETIRE_GROWTH_BYTES = 256 * 2**20
@@ -40,16 +44,21 @@ MIN_MEMORY_MB = 256
 
 @dataclass(frozen=True)
 class Budget:
-    """What one job may use before it is stopped; `kind` names the limit and its flags in messages."""
+    """What one job may use before it is stopped, and how many jobs run at once; `kind` names the limit and
+    its flags in messages."""
 
     time_s: float
     memory_mb: int
+    workers: int = 2
+    """How many jobs run at once, each in its own worker with the whole time and memory budget."""
     kind: ClassVar[str]
 
     def __post_init__(self) -> None:
         if self.time_s <= 0 or self.memory_mb < MIN_MEMORY_MB:
             raise ValueError(f"the {self.kind} budget needs a time limit above 0 s and at least {MIN_MEMORY_MB} MB "
                              "of memory")
+        if self.workers < 1:
+            raise ValueError(f"the {self.kind} budget needs at least 1 worker")
 
     def too_slow(self, what: str) -> str:
         return (f"{what} took longer than the {self.time_s:g} s {self.kind} time limit and was stopped "
@@ -167,34 +176,79 @@ def answer(status: str, value: object, budget: Budget, what: str) -> object:
     return value
 
 
+class WorkerPool:
+    """Up to `size` workers of one module, thread-safe: holding `slots` waits while all are busy, `take()`
+    gives an idle worker (or starts one) and `put()` keeps it for the next job if it is still alive."""
+
+    def __init__(self, module: str, memory_mb: int, size: int, quiet: bool = True) -> None:
+        self.module, self.memory_mb, self.quiet = module, memory_mb, quiet
+        self.slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[WorkerProcess] = []
+        self._closed = False
+
+    def start(self) -> WorkerProcess:
+        return WorkerProcess(self.module, self.memory_mb, self.quiet)
+
+    def take(self) -> WorkerProcess:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+                worker.stop()
+        return self.start()
+
+    def put(self, worker: WorkerProcess) -> None:
+        if not worker.alive:  # its job ended it, and `WorkerProcess.call` stopped it
+            return
+        with self._lock:
+            if not self._closed:
+                self._idle.append(worker)
+                return
+        worker.stop()
+
+    def warm(self) -> None:
+        """Start a worker now (without waiting for it), so that the first job does not pay for it."""
+        with self._lock:
+            if not self._idle:
+                self._idle.append(self.start())
+
+    def close(self) -> None:
+        """Stop the idle workers; a busy one is stopped when its job ends."""
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for worker in idle:
+            worker.stop()
+
+
 class Sandbox:
-    """A small pool of workers running named functions within one budget; thread-safe, and `run` blocks
-    while all `workers` are busy."""
+    """A `WorkerPool` running named functions within one budget; `run` blocks while all of the budget's
+    `workers` are busy."""
 
     MODULE = "engine.score.sandbox"
 
-    def __init__(self, budget: Budget = ImportBudget(), workers: int = 2) -> None:
+    def __init__(self, budget: Budget = ImportBudget()) -> None:
         self.budget = budget
-        self._slots = threading.BoundedSemaphore(workers)
-        self._lock = threading.Lock()
-        self._idle: list[WorkerProcess] = []
+        self._pool = WorkerPool(self.MODULE, budget.memory_mb, budget.workers)
 
-    def read(self, files: list[tuple[bytes, str]]) -> list[str]:
-        """The MusicXML of each (bytes, file name) as `engine.score.formats.read_score` makes it, all read
-        within one budget; a `ScoreError` names the first file that fails or the limit that was hit."""
+    def read(self, files: list[tuple[bytes, str]]) -> list[tuple[str, MeasureGrid]]:
+        """The MusicXML and measure grid of each (bytes, file name) as `engine.score.formats.read_score` makes
+        them, all read within one budget; a `ScoreError` names the first file that fails or the limit that was
+        hit. With the grid the caller need not parse the MusicXML again outside the budget."""
         names = ", ".join(name for _, name in files[:3]) + (", ..." if len(files) > 3 else "")
         return self.run("engine.score.sandbox:read_all", (files,), f"reading {names}")
 
     def run(self, function: str, args: tuple, what: str) -> object:
         """`module:function`(*args) in a worker; `what` ("writing the PDF of this score") names the job in
         messages. A `ScoreError` from the function comes back as it is."""
-        with self._slots:
-            worker = self._take()
+        with self._pool.slots:
+            worker = self._pool.take()
             if worker.served:  # a worker that worked before may die of what it kept: then a fresh one tries
                 try:
                     return self._run_with(worker, (function, args), what)
                 except WorkerDied:
-                    worker = WorkerProcess(self.MODULE, self.budget.memory_mb)
+                    worker = self._pool.start()
             try:
                 return self._run_with(worker, (function, args), what)
             except WorkerDied as exc:
@@ -205,31 +259,14 @@ class Sandbox:
             status, value = worker.call(request, self.budget.time_s)
         except WorkerTimedOut:
             raise ScoreError(self.budget.too_slow(what)) from None
-        if worker.alive:
-            with self._lock:
-                self._idle.append(worker)
+        self._pool.put(worker)
         return answer(status, value, self.budget, what)
 
     def warm(self) -> None:
-        """Start a worker now (without waiting for it), so that the first job does not pay for it."""
-        with self._lock:
-            if not self._idle:
-                self._idle.append(WorkerProcess(self.MODULE, self.budget.memory_mb))
+        self._pool.warm()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.stop()
-
-    def _take(self) -> WorkerProcess:
-        with self._lock:
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.alive:
-                    return worker
-                worker.stop()
-        return WorkerProcess(self.MODULE, self.budget.memory_mb)
+        self._pool.close()
 
 
 # --- the worker's side ---------------------------------------------------------------------------------------
@@ -302,21 +339,23 @@ def _pool_setup() -> Callable[[tuple[str, tuple]], object]:
     return _run_function
 
 
-def read_all(files: list[tuple[bytes, str]]) -> list[str]:
-    """What `Sandbox.read` runs: every file's MusicXML, or a `ScoreError` naming the file."""
+def read_all(files: list[tuple[bytes, str]]) -> list[tuple[str, MeasureGrid]]:
+    """What `Sandbox.read` runs: every file's MusicXML and the grid `read_score` checked, or a `ScoreError`
+    naming the file."""
     from engine.score.formats import read_score
 
-    texts = []
+    read = []
     for data, name in files:
         try:
-            texts.append(read_score(data, name).musicxml)
+            document = read_score(data, name)
+            read.append((document.musicxml, document.grid))
         except (ScoreError, MemoryError):
             raise
         except RecursionError:
             raise ScoreError(f"{name} is nested too deeply to be read") from None
         except Exception as exc:  # a reader bug on odd input still gets a message that names the file
             raise ScoreError(f"{name} could not be read ({describe(exc)})") from exc
-    return texts
+    return read
 
 
 if __name__ == "__main__":
