@@ -86,7 +86,7 @@ def _refs(names):
 
 def test_the_grid_builder_resumes_and_keeps_what_a_kill_cut_short(tmp_path, monkeypatch):
     names = [("bach/bwv66.6", "train"), ("bach/bwv1.6", "train"), ("bach/bwv101.7", "validation")]
-    monkeypatch.setattr(measure_data, "refs_of", lambda kind: _refs(names))
+    monkeypatch.setattr(measure_data, "refs_of", lambda kind, corpora=None: _refs(names))
     measure_data.build(("choral",), directory=tmp_path, limit=2)
     shard = tmp_path / "choral-0.pkl"
     first = [p.name for p in measure_data.load_corpus(("choral",), tmp_path)]
@@ -104,7 +104,7 @@ def test_the_grid_builder_resumes_and_keeps_what_a_kill_cut_short(tmp_path, monk
 
 def test_training_on_corpus_grids_uses_the_class_vocabulary(tmp_path, monkeypatch):
     names = [("bach/bwv66.6", "train"), ("bach/bwv1.6", "train"), ("bach/bwv101.7", "validation"), ("bach/bwv10.7", "test")]
-    monkeypatch.setattr(measure_data, "refs_of", lambda kind: _refs(names))
+    monkeypatch.setattr(measure_data, "refs_of", lambda kind, corpora=None: _refs(names))
     monkeypatch.setattr(measure_data, "GRIDS", tmp_path / "grids")
     measure_data.build(("choral",))
     config = json.loads((ROOT / "training/configs/measure_corpus.json").read_text())

@@ -1,7 +1,7 @@
 """Measure grids of the whole corpus for the measure model: the music21 corpus's scores and the
 OpenScore Lieder and String Quartets (../shared/corpora, see docs/datasets.md).
 
-    python -m training.measure_data build [--kinds voice+piano quartet ...] [--shard 0/2] [--timeout 120]
+    python -m training.measure_data build [--kinds voice+piano quartet ...] [--shard 0/2] [--corpora DIR]
     python -m training.measure_data report
 
 Each piece is read as the app opens it (`read_score_file` -> `from_document`, non-strict: what the
@@ -31,14 +31,14 @@ KINDS = ("voice+piano", "quartet", "piano", "choral", "other")
 _MUSIC21_KINDS = {"Choral": "choral", "Keyboard": "piano", "Chamber": "quartet"}
 
 
-def refs_of(kind: str) -> list:
-    """The `training.corpus.PieceRef`s of one kind, in a fixed order."""
+def refs_of(kind: str, corpora: Path = CORPORA) -> list:
+    """The `training.corpus.PieceRef`s of one kind, in a fixed order (the OpenScore folders under `corpora`)."""
     from training.corpus import ComposerTable, WorkTable, iter_extra, iter_music21
 
     composers, works = ComposerTable.load(), WorkTable.load()
     refs = []
     if kind in ("voice+piano", "quartet"):
-        folder = CORPORA / ("openscore-lieder" if kind == "voice+piano" else "openscore-quartets")
+        folder = corpora / ("openscore-lieder" if kind == "voice+piano" else "openscore-quartets")
         if folder.is_dir():
             refs += list(iter_extra(folder, composers, works, labels_csv=folder / "metadata.csv", name=folder.name))
     refs += [ref for ref in iter_music21(composers, works)
@@ -75,7 +75,7 @@ def _alarm(signum, frame):
 
 
 def build(kinds: tuple[str, ...], shard: tuple[int, int] = (0, 1), timeout: int = 120, directory: Path | None = None,
-          limit: int = 0) -> None:
+          limit: int = 0, corpora: Path = CORPORA) -> None:
     """Read the pieces of `kinds` whose index is `shard[0]` modulo `shard[1]` (`limit` of them drawn
     with a fixed seed, 0: all), skipping those done."""
     from engine.measure.representation import from_document
@@ -89,7 +89,7 @@ def build(kinds: tuple[str, ...], shard: tuple[int, int] = (0, 1), timeout: int 
         skipped = directory / f"{kind}-{shard[0]}.skipped"
         done = {piece.name for piece in read_pieces(path)} if path.exists() else set()
         done |= set(skipped.read_text().split("\n")) if skipped.exists() else set()
-        refs = [ref for i, ref in enumerate(refs_of(kind)) if i % shard[1] == shard[0]]
+        refs = [ref for i, ref in enumerate(refs_of(kind, corpora)) if i % shard[1] == shard[0]]
         if limit:
             refs = random.Random(0).sample(refs, min(limit, len(refs)))
         refs = [ref for ref in refs if ref.id not in done]
@@ -127,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--shard", default="0/1", help="i/n: read every n-th piece from the i-th (parallel builds)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per piece before it is skipped")
+    parser.add_argument("--corpora", type=Path, default=CORPORA,
+                        help="folder holding openscore-lieder/ and openscore-quartets/ (docs/datasets.md)")
     parser.add_argument("--limit", type=int, default=0, help="read N pieces of each kind, drawn with a fixed seed (0: all)")
     args = parser.parse_args(argv)
     if args.command == "report":
         print(report())
         return 0
     index, count = (int(x) for x in args.shard.split("/"))
-    build(tuple(args.kinds), (index, count), args.timeout, limit=args.limit)
+    build(tuple(args.kinds), (index, count), args.timeout, limit=args.limit, corpora=args.corpora)
     return 0
 
 
