@@ -41,6 +41,10 @@ from typing import Literal
 from engine.notagen import bar_reader as br
 from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
+from engine.notagen.written_subset import (
+    BAR_END, BARLINES_AFTER_JUMP, DECORATIONS, JUMPS, annotation_allows, decoration_allowed,
+    ends_at_barline, score_line_allows, voice_line_allows,
+)
 
 GRID = Fraction(1, 64)
 SIXTEENTH = Fraction(1, 16)
@@ -49,9 +53,9 @@ ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
-_MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".HLMOPSTuv")
-_MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
+_SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
+_MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
+_MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), tuple(sorted(br.OCTAVE_MARKS)), _SHORTHANDS)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
 _CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
 """Chars that may continue an open element; every other char commits it."""
@@ -60,16 +64,6 @@ _TIMED = br.REST_LETTERS | br.MEASURE_RESTS | frozenset("<>|:")
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
-DECORATIONS = frozenset((
-    "fermata", "invertedfermata", "trill", "trill(", "trill)", "mordent", "lowermordent", "uppermordent",
-    "pralltriller", "turn", "invertedturn", "turnx", "accent", ">", "emphasis", "staccato", "tenuto", "wedge",
-    "marcato", "^", "upbow", "downbow", "open", "thumb", "snap", "plus", "+", "breath", "roll", "slide",
-    "arpeggio", "segno", "coda", "D.S.", "D.C.", "fine", "dacapo", "dacoda", "0", "1", "2", "3", "4", "5",
-    "pppp", "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff", "ffff", "sfz", "sf", "fp", "crescendo(", "crescendo)",
-    "<(", "<)", "diminuendo(", "diminuendo)", ">(", ">)", "courtesy", "editorial", "/", "//", "///",
-    "shortphrase", "mediumphrase", "longphrase", "ped", "ped-up", "x",
-))
-"""The `!...!` decorations the model may write: the standard ABC ones that abc2xml converts."""
 HEADER_LINE_CHARS = 200
 """The longest header line the model may write (a runaway line would fill the context)."""
 _HEADER_FIELDS = frozenset("XTCQLMKV")
@@ -131,8 +125,12 @@ class BarConstraint:
         if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
             # the name so far leaves the bar's duration state as it was
             inside = reader.closer == "!" and (not reader.segment_open or self._feasible(reader))
-            allowed = set(_decoration_next(reader.buffer)) if inside else set()
+            prefix = reader.buffer
+            names = self._permitted_decorations(reader) if inside else ()
+            allowed = {name[len(prefix)] for name in names if name.startswith(prefix) and len(name) > len(prefix)}
             return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
+        if reader.mode == br.QUOTE:  # annotation text lasts nothing: only its own rules apply
+            return {char for char in _TEXT_CHARS if annotation_allows(reader.buffer, char)}
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
             return {char for char in _TEXT_CHARS if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
@@ -141,7 +139,9 @@ class BarConstraint:
         allows = self._music_tester(reader)
         allowed = {char for char in _MUSIC_SINGLES if allows(char)}
         for chars in _MUSIC_CLASSES:
-            if allows(chars[0]):
+            if chars is _SHORTHANDS:  # they differ only in the decoration they add: test one of those allowed
+                chars = [char for char in chars if _shorthand_allowed(reader, reader.decorations, char)]
+            if chars and allows(chars[0]):
                 allowed.update(chars)
         return allowed
 
@@ -186,6 +186,8 @@ class BarConstraint:
         if char in _MUSIC_SINGLES:
             return self._allows(reader, char)
         chars = next((chars for chars in _MUSIC_CLASSES if char in chars), None)
+        if chars is _SHORTHANDS:  # alike but for the decoration they add
+            return _shorthand_allowed(reader, reader.decorations, char) and self._allows(reader, char)
         return chars is not None and self._allows(reader, chars[0])
 
     def musical(self, reader: BarReader, token: int) -> bool:
@@ -260,13 +262,23 @@ class BarConstraint:
             return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
         if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
             return False  # chords hold notes only
-        if reader.mode == br.QUOTE and char != '"' and (reader.quote_length >= 40 or not (char.isalnum() or char in " .,'-^_")):
-            return False  # annotations: a line of plain text
+        if reader.mode == br.QUOTE:
+            return annotation_allows(reader.buffer, char)
+        if reader.mode == br.MUSIC and reader.last == "!" and reader.decorations and reader.decorations[-1] in JUMPS:
+            return char in "|:"  # a jump stands right before its bar line
+        if char == "-" and reader.mode in (br.MUSIC, br.PAREN) and not reader.chord_stage:
+            return reader.element in ("note", "chord") and reader.stage >= 2  # a tie right after its note or chord
+        if char == ")" and reader.mode in (br.MUSIC, br.PAREN) and not reader.slur_depth():
+            return False  # no slur to close
         if reader.mode == br.DECORATION and char == reader.closer:
-            return reader.buffer in DECORATIONS
+            return reader.buffer in self._permitted_decorations(reader)
         if mode == br.DECORATION:
-            return clone.closer == "!" and any(name.startswith(clone.buffer) for name in DECORATIONS)
-        if char in "\t`y&%$*;@#?\\~" or (char == " " and reader.last == " "):
+            if clone.closer != "!":
+                return False
+            return any(name.startswith(clone.buffer) for name in self._permitted_decorations(reader if reader.mode == mode else clone))
+        if char in _SHORTHANDS and reader.mode == br.MUSIC and not _shorthand_allowed(reader, clone.decorations[:-1], char):
+            return False
+        if char in "\t`y&%$*;@#?\\~HL" or (char == " " and reader.last == " "):
             return False  # (one space at a time: a run of spaces would never end a bar; the BAE cannot read `~`)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
@@ -292,8 +304,12 @@ class BarConstraint:
         if char in "<>":
             return clone.last_scale == 1 and clone.tuplet_left == 0 and not clone.pair_closed and clone.broken_count <= 2
         if mode == br.BARLINE:  # a closing bar line the patchilizer splits on (no left bar lines)
-            return not clone.segment_open and any(b.startswith(clone.buffer) for b in BARLINES)
-        if reader.mode == br.BARLINE and reader.buffer not in BARLINES:
+            if reader.mode != br.BARLINE and not ends_at_barline(clone.decorations):
+                return False  # a note's decorations wait for the note
+            jump = any(name in JUMPS for name in clone.decorations)
+            return not clone.segment_open and any(b.startswith(clone.buffer) for b in (BARLINES_AFTER_JUMP if jump else BARLINES))
+        if reader.mode == br.BARLINE and (reader.buffer not in BARLINES or reader.buffer == "|" and any(
+                name in JUMPS for name in reader.decorations)):
             return False
         if mode == br.ENDING:
             return clone.ending_closes and reader.mode == br.BARLINE
@@ -310,6 +326,23 @@ class BarConstraint:
         if reader.mode == br.FIELD and reader.field == "r" and clone.remaining is not None:
             return reader.prev_remaining is None or clone.remaining == reader.prev_remaining - 1
         return True
+
+    def _permitted_decorations(self, reader: BarReader) -> list[str]:
+        """The decorations that may be written now (`reader` reads a `!...!` name; see `written_subset`):
+        a jump only where the bar may end right after it, the others where a note can still follow (or, for
+        `BAR_END` ones, the bar line)."""
+        after = reader.copy()
+        after.mode = br.MUSIC  # as after the name's closing `!`
+        candidates = [name for name in DECORATIONS if _decoration_allowed(reader, reader.decorations, name)]
+        fits = {}
+
+        def fit(char: str) -> bool:
+            if char not in fits:
+                fits[char] = self._allows(after, char)
+            return fits[char]
+
+        return [name for name in candidates if (fit("|") if name in JUMPS else
+                                                fit("c") or (name in BAR_END and fit("|")))]
 
     def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
         if not reader.segment_open:
@@ -450,12 +483,17 @@ def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[s
     return False
 
 
-@lru_cache(maxsize=512)
-def _decoration_next(prefix: str) -> frozenset[str]:
-    """The chars that continue `prefix` towards one of `DECORATIONS`."""
-    return frozenset(name[len(prefix)] for name in DECORATIONS if name.startswith(prefix) and len(name) > len(prefix))
+def _decoration_allowed(reader: BarReader, pending: tuple[str, ...], name: str) -> bool:
+    """`decoration_allowed` in the reader's state."""
+    kind = br.SPAN_STARTS.get(name) or br.SPAN_ENDS.get(name)
+    open_span = None if kind is None else (reader.voice, kind) in reader.spans
+    return decoration_allowed(name, pending, started=reader.started or reader.element is not None, line=reader.body_line,
+                              marks=reader.marks, open_span=open_span)
 
 
+def _shorthand_allowed(reader: BarReader, pending: tuple[str, ...], char: str) -> bool:
+    """`decoration_allowed` for a shorthand (`.` staccato, `T` trill, `S` segno...) after `pending`."""
+    return _decoration_allowed(reader, pending, br.SHORTHAND_NAMES[char])
 def _header_allows(reader: BarReader, char: str) -> bool:
     """Header lines are `%` comments, one well-formed `%%score` line, and the fields X T C Q L M K V with
     values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts
@@ -464,7 +502,7 @@ def _header_allows(reader: BarReader, char: str) -> bool:
         if char == "[":
             return bool(reader.declared) and (reader.score_voices is None or set(reader.declared) == set(reader.score_voices))
         if char == "V":  # only while a voice can still be declared
-            return reader.score_voices is None or bool(set(reader.score_voices) - set(reader.declared))
+            return _next_voice(reader) is not None
         return char == "%" or char in _HEADER_FIELDS
     line = reader.buffer
     if len(line) == 1 and line != "%":
@@ -484,7 +522,7 @@ def _header_allows(reader: BarReader, char: str) -> bool:
     check = _FIELD_VALUES.get(name)
     if check is None:
         return True
-    return check(reader, value.lstrip(), char == "\n")
+    return check(reader, value if name == "V" else value.lstrip(), char == "\n")
 
 
 def _key_value(reader: BarReader, value: str, complete: bool) -> bool:
@@ -517,15 +555,13 @@ def _tempo_value(reader: BarReader, value: str, complete: bool) -> bool:
 
 
 def _voice_value(reader: BarReader, value: str, complete: bool) -> bool:
-    """A new voice id (digits), one of the `%%score` line's; then anything (clef, names)."""
-    voice, space, _ = value.partition(" ")
-    candidates = [v for v in (reader.score_voices or ()) if v not in reader.declared]
-    if reader.score_voices is None:
-        ok = voice.isdigit() and voice not in reader.declared if (space or complete) else (voice == "" or voice.isdigit())
-        return ok
-    if space or complete:
-        return voice in candidates
-    return any(v.startswith(voice) for v in candidates)
+    """The next voice of the `%%score` line (without one, the only voice `1`), its clef and names."""
+    return voice_line_allows(value, complete, _next_voice(reader))
+
+
+def _next_voice(reader: BarReader) -> str | None:
+    voices = reader.score_voices if reader.score_voices is not None else ("1",)
+    return voices[len(reader.declared)] if len(reader.declared) < len(voices) else None
 
 
 _KEYS = frozenset(
@@ -541,7 +577,7 @@ def _score_line(text: str, complete: bool) -> bool:
     if not re.fullmatch(r"[\d\s\[\]{}()|]*", text):
         return False
     voices = re.findall(r"\d+", text if complete else re.sub(r"\d+$", "", text))
-    if len(voices) != len(set(voices)) or (complete and not voices):
+    if len(voices) != len(set(voices)) or (complete and not voices) or not score_line_allows(re.findall(r"\d+", text), complete):
         return False
     stack = []
     for char in text:

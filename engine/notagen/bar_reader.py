@@ -47,8 +47,16 @@ ACCIDENTALS = frozenset("^_=")
 OCTAVE_MARKS = frozenset("',")
 DIGITS = frozenset("0123456789")
 DECORATION_SHORTHANDS = frozenset(".~HLMOPSTuv")
+SHORTHAND_NAMES = {".": "staccato", "~": "roll", "H": "fermata", "L": "accent", "M": "lowermordent", "O": "coda",
+                   "P": "uppermordent", "S": "segno", "T": "trill", "u": "upbow", "v": "downbow"}
+"""The decoration each shorthand stands for (ABC 2.1), so that `decorations` names both forms alike."""
 IGNORED = frozenset(" \t`y")
 BARLINE_CHARS = frozenset("|:")
+PIECE_MARKS = frozenset(("D.C.", "D.S.", "fine", "dacapo", "dacoda", "segno", "coda"))
+"""Jumps and their targets: `marks` records on which body line they were written."""
+SPAN_STARTS = {"<(": "<", "crescendo(": "<", ">(": ">", "diminuendo(": ">", "ped": "ped"}
+SPAN_ENDS = {"<)": "<", "crescendo)": "<", ">)": ">", "diminuendo)": ">", "ped-up": "ped"}
+"""Decorations that open and close a hairpin or a pedal: `spans` holds those open per voice."""
 EOS_CHAR = "\x02"
 BOS_CHAR = "\x01"
 
@@ -186,8 +194,6 @@ class BarReader:
         self.buffer = ""  # header line, field text, tuplet spec, bar line, ending being read
         self.field = ""  # the inline field's name
         self.closer = ""  # the char that ends a decoration
-        self.quote_prev = ""  # previous char inside an annotation
-        self.quote_length = 0  # chars inside the annotation so far
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
         self.header_metre: Fraction | None = Fraction(1)
         self.header_unit: Fraction | None = None
@@ -207,11 +213,15 @@ class BarReader:
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
         self.ending_closes = False  # the ending number follows a closing bar line (not `[1`)
         self.shortest = WHOLE  # the shortest written length outside tuplets read so far (the piece's finest unit)
+        self.marks: frozenset[tuple[str, int]] = frozenset()  # (decoration, body line) of the piece's jumps and marks
+        self.spans: frozenset[tuple[str, str]] = frozenset()  # (voice, "<" ">" or "ped") hairpins and pedals open
+        self.slurs: dict[str, int] = {}  # open slurs per voice (replaced, never mutated: copies share it)
         self._reset_bar()
 
     def _reset_bar(self) -> None:
         self.pos = Fraction(0)
         self.started = False  # an element (or a left bar line) was read in this voice's bar
+        self.decorations: tuple[str, ...] = ()  # decorations read since the last element began (the next one's)
         self.element: str | None = None
         self.accidentals = ""  # of the note being read
         self.length = Length()
@@ -444,6 +454,7 @@ class BarReader:
             self.tuplet_left -= 1
         self.started = True
         self.can_break = False
+        self.decorations = ()
 
     def _element_value(self) -> Fraction:
         """Length (whole notes) of the open element with its current suffix, before broken rhythm."""
@@ -562,13 +573,19 @@ class BarReader:
         if char == "-":  # a tie belongs to its note: `g-<c` is a broken pair
             self.can_break = can_break
             return True
-        if char in IGNORED or char in DECORATION_SHORTHANDS or char == ")":
+        if char in DECORATION_SHORTHANDS:
+            self._add_decoration(SHORTHAND_NAMES[char])
+            return True
+        if char == ")":
+            self.slurs = {**self.slurs, self.voice: max(self.slur_depth() - 1, 0)}
+            return True
+        if char in IGNORED:
             return True
         if char == "(":
             self.mode = PAREN
             return True
         if char == '"':
-            self.mode, self.quote_prev, self.quote_length = QUOTE, "", 0
+            self.mode, self.buffer = QUOTE, ""
             return True
         if char in "!+":
             self.mode, self.closer, self.buffer = DECORATION, char, ""
@@ -601,12 +618,13 @@ class BarReader:
 
     # -------------------------------------------------------------------- skipped constructs
     def _quote(self, char: str) -> bool:
+        """Inside `"..."`: `buffer` holds the text so far."""
         if char == "\n":
             return False
         if char == '"':
             self.mode = MUSIC
-        self.quote_prev = char
-        self.quote_length += 1
+        else:
+            self.buffer += char
         return True
 
     def _decoration(self, char: str) -> bool:
@@ -614,9 +632,23 @@ class BarReader:
             return False
         if char == self.closer:
             self.mode = MUSIC
+            self._add_decoration(self.buffer)
             return bool(self.buffer)
         self.buffer += char
         return True
+
+    def _add_decoration(self, name: str) -> None:
+        self.decorations += (name,)
+        if name in PIECE_MARKS:
+            self.marks = self.marks | {(name, self.body_line)}
+        if name in SPAN_STARTS:
+            self.spans = self.spans | {(self.voice, SPAN_STARTS[name])}
+        elif name in SPAN_ENDS:
+            self.spans = self.spans - {(self.voice, SPAN_ENDS[name])}
+
+    def slur_depth(self) -> int:
+        """Slurs open in the current voice."""
+        return self.slurs.get(self.voice, 0)
 
     def _grace(self, char: str) -> bool:
         """Inside `{...}`: nothing lasts; anything but a bar line, a brace or a newline is skipped."""
@@ -633,6 +665,7 @@ class BarReader:
         if char in DIGITS and char != "0":
             self.mode, self.buffer = TUPLET, char
             return True
+        self.slurs = {**self.slurs, self.voice: self.slur_depth() + 1}
         return self._music(char)  # a slur
 
     def _tuplet(self, char: str) -> bool:
