@@ -66,7 +66,7 @@ _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
 HEADER_LINE_CHARS = 200
 """The longest header line the model may write (a runaway line would fill the context)."""
-_HEADER_FIELDS = frozenset("XTCQLMKV")
+_HEADER_FIELDS = frozenset("QLMKV")  # those of the training data (it drops X, T, C: no garbled titles)
 _FIELD_NAMES_IN_BAR = "KML"
 
 
@@ -495,7 +495,7 @@ def _shorthand_allowed(reader: BarReader, pending: tuple[str, ...], char: str) -
     """`decoration_allowed` for a shorthand (`.` staccato, `T` trill, `S` segno...) after `pending`."""
     return _decoration_allowed(reader, pending, br.SHORTHAND_NAMES[char])
 def _header_allows(reader: BarReader, char: str) -> bool:
-    """Header lines are `%` comments, one well-formed `%%score` line, and the fields X T C Q L M K V with
+    """Header lines are `%` comments, one well-formed `%%score` line, and the fields Q L M K V with
     values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts
     (`[`) once every voice of the `%%score` line is declared; no empty line (it would end the tune)."""
     if reader.mode == br.LINE_START:
@@ -535,10 +535,10 @@ def _metre_value(reader: BarReader, value: str, complete: bool) -> bool:
     match = re.fullmatch(r"(\d{0,2})(?:(/)(\d{0,2}))?", value)
     if not match:
         return False
-    if match.group(1) and int(match.group(1)) > 16:
+    if match.group(1) and (int(match.group(1)) > 16 or match.group(1).startswith("0")):
         return False
-    if not complete:
-        return not match.group(3) or match.group(3) in ("1", "2", "4", "8", "16", "32", "3")
+    if not complete:  # (a slash only after the beats: `/4` could never be finished)
+        return (not match.group(2) or bool(match.group(1))) and (not match.group(3) or match.group(3) in ("1", "2", "4", "8", "16", "32", "3"))
     return (bool(match.group(1)) and 0 < int(match.group(1)) <= 16 and match.group(2) == "/"
             and match.group(3) in ("1", "2", "4", "8", "16", "32"))  # a metre a player reads
 
@@ -551,7 +551,7 @@ def _unit_value(reader: BarReader, value: str, complete: bool) -> bool:
 def _tempo_value(reader: BarReader, value: str, complete: bool) -> bool:
     if complete:
         return bool(re.fullmatch(r"\d/\d{1,2}=\d{1,3}", value))
-    return bool(re.fullmatch(r"\d?(/(\d{1,2}(=\d{0,3})?)?)?", value))
+    return bool(re.fullmatch(r"(\d(/(\d{1,2}(=\d{0,3})?)?)?)?", value))
 
 
 def _voice_value(reader: BarReader, value: str, complete: bool) -> bool:
@@ -576,8 +576,9 @@ def _score_line(text: str, complete: bool) -> bool:
     `{ }`, `( )` groups, `|` between."""
     if not re.fullmatch(r"[\d\s\[\]{}()|]*", text):
         return False
-    voices = re.findall(r"\d+", text if complete else re.sub(r"\d+$", "", text))
-    if len(voices) != len(set(voices)) or (complete and not voices) or not score_line_allows(re.findall(r"\d+", text), complete):
+    typing = "" if complete else re.search(r"\d*$", text).group(0)
+    voices = re.findall(r"\d+", text[: len(text) - len(typing)])
+    if (complete and not voices) or not score_line_allows(voices, typing, complete):
         return False
     stack = []
     for char in text:

@@ -188,11 +188,12 @@ def _voice_tail(text: str, complete: bool) -> bool:
 
 
 def part_name_allowed(name: str, complete: bool) -> bool:
-    """A part name typed so far: at most 40 chars of lines (xml2abc writes a line break as `\\n`) of words
-    of `NAME_WORDS`, single spaces between; a later line may start with blanks and a colon, as xml2abc copies
-    them from some MusicXML files."""
-    if len(name) > 40 or (complete and not name):
-        return False
+    """A part name typed so far: up to three lines (xml2abc writes a line break as `\\n`) of four words in
+    all, of `NAME_WORDS`, single spaces between; a later line may start with a few blanks and a colon, as
+    xml2abc copies them from some MusicXML files. (Bounded, so a header line always ends in time.)"""
+    words = len(name.replace("\\n", " ").split()) + (bool(name) and not (name[-1].isalnum() or name[-1] == "."))
+    if (complete and not name) or name.count("\\n") + name.endswith("\\") > 2 or words > 4:
+        return False  # (a blank or a line break already counts the word that must follow it)
     *lines, last = name.split("\\n")
     if not complete and last.endswith("\\"):  # a line break being typed
         lines, last = [*lines, last[:-1]], ""
@@ -212,7 +213,7 @@ def _name_line(line: str, whole: bool, later: bool) -> bool:
     return all(word in vocabulary for word in words) and (last in vocabulary if whole else last in prefixes)
 
 
-_INDENT = re.compile(r"[\t ]*:?")
+_INDENT = re.compile(r"[\t ]{0,4}:?")
 
 
 NAME_WORDS = (
@@ -239,9 +240,13 @@ def _name_words() -> tuple[frozenset[str], frozenset[str]]:
 
 
 # -------------------------------------------------------------------------------------------- %%score
-def score_line_allows(voices: list[str], complete: bool) -> bool:
-    """The voice numbers of a `%%score` line typed so far: 1..`MAX_VOICES`, no leading zero; complete,
-    they are 1..N (xml2abc numbers them so; the `V:` lines then follow the line's order)."""
-    if any(voice.startswith("0") or int(voice) > MAX_VOICES for voice in voices):
+def score_line_allows(voices: list[str], typing: str, complete: bool) -> bool:
+    """The voice numbers of a `%%score` line typed so far (`typing`: the number being typed, if any):
+    distinct, 1..`MAX_VOICES`, no leading zero; complete, they are 1..N (xml2abc numbers them so; the `V:`
+    lines then follow the line's order)."""
+    numbers = [int(voice) for voice in voices]
+    if any(voice.startswith("0") for voice in voices) or len(set(numbers)) < len(numbers) or max(numbers, default=1) > MAX_VOICES:
         return False
-    return not complete or sorted(map(int, voices)) == list(range(1, len(voices) + 1))
+    if typing and not any(str(n).startswith(typing) and n not in numbers for n in range(1, MAX_VOICES + 1)):
+        return False  # the number being typed must still be able to become a new one
+    return not complete or sorted(numbers) == list(range(1, len(numbers) + 1))
