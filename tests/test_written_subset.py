@@ -39,7 +39,7 @@ def typed(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ annotations
-@pytest.mark.parametrize("text", ['_cresc."', '^a tempo"', '_sempre poco a poco cresc."', '^pizz."', '^4"', '^1st"',
+@pytest.mark.parametrize("text", ['_cresc."', '^a tempo"', '^ad lib."', "^L'istesso\"", '^SEGUE"', '_sempre poco a poco cresc."', '^pizz."', '^4"', '^1st"',
                                   '^(dolce)"', '^M. D."', '^m.v."', '^8va"', 'G7"', 'Am"', 'Bbm/F"', 'F#m7/C#"',
                                   'Cmaj7"', 'Esus4"'])
 def test_real_annotations_and_chord_symbols_can_be_written(text):
@@ -47,25 +47,25 @@ def test_real_annotations_and_chord_symbols_can_be_written(text):
 
 
 @pytest.mark.parametrize("text", ['4 c2 B2- A2 F2"', '^4 c2 B2- A2 F2"', '_as e4- d4- c2"', '^e d c"', '^c2|d2"', '^"', '"',
-                                  'Cma7"', 'C/"', 'E76"', '^Blle no snm^"', "^" + "cresc " * 6 + '"'])
+                                  'Cma7"', 'C/"', 'E76"', 'A4"', '^Blle no snm^"', "^" + "cresc " * 6 + '"',
+                                  '^cB AA BA GGE"', '_A, F, D, E,"', '^c\'c\'b"', '>dolce"'])
 def test_annotations_that_look_like_music_or_run_on_are_refused(text):
     assert not typed(text)
 
 
 def test_an_annotation_can_always_be_finished():
     """The length limit leaves room for what a word needs to be whole (no dead end at the limit)."""
-    text = "^" + "poco " * 5 + "(b-"  # 28 chars of words: the last needs a letter and `)` to be whole
+    text = "^" + "poco " * 5 + "(t-"  # 28 chars of words: the last needs a letter and `)` to be whole
     assert all(annotation_allows(text[:i], text[i]) for i in range(len(text)))
-    assert annotation_allows(text, "c") and not annotation_allows(text, '"') and not annotation_allows(text + "c", "d")
-    assert annotation_allows(text + "c", ")") and not annotation_allows(text + "c", '"')  # `(` needs its `)`
-    assert annotation_allows(text + "c)", '"') and not annotation_allows("^dolce", ")")
+    assert annotation_allows(text, "o") and not annotation_allows(text, '"') and not annotation_allows(text + "o", "p")
+    assert annotation_allows(text + "o", ")") and not annotation_allows(text + "o", '"')  # `(` needs its `)`
+    assert annotation_allows(text + "o)", '"') and not annotation_allows("^dolce", ")")
 
 
 def test_annotations_in_the_decoder():
     assert writable("[r:1/5][V:1]", '"^dolce"c8|') and writable("[r:1/5][V:1]", '"G7"c8|')
     assert not writable("[r:1/5][V:1]", '"^c2 d2"')
-    assert allowed('[r:1/5][V:1]c4 "^c') == {chr(i) for i in range(ord("a"), ord("z") + 1)} | set(
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZ") | set(" .'-,\"")
+    assert allowed('[r:1/5][V:1]c4 "^c') == {chr(i) for i in range(ord("a"), ord("z") + 1)} | set(" .'-,\"")
 
 
 # ------------------------------------------------------------------------------------------ decorations
@@ -103,6 +103,14 @@ def test_jumps_stand_once_right_before_a_double_final_or_repeat_bar_line():
     assert not writable("[r:1/5][V:1]c8", "!D.S.!")  # D.S. goes back to a segno
     assert writable("[r:1/5][V:1]!segno!c8|[V:2]C8|\n[r:2/4][V:1]c8", "!D.S.!|]")
     assert not writable("[r:1/5][V:1]c4", "!segno!") and not writable("[r:1/5][V:1]c4", "S")  # a segno starts a bar
+    assert not writable(later + "||\n[r:2/4][V:1]c8", "!fine!")  # no jump after the jump back
+    assert writable("[r:1/5][V:1]c8!fine!||[V:2]C8||\n[r:2/4][V:1]c8", "!D.C.!|]")
+
+
+def test_no_heavy_bar_line_for_a_stray_bracket():
+    """Real scores close bars with `| || |] :| :: |:`; `[` in a full bar has nothing to open (no `[|`)."""
+    assert "[" not in allowed("[r:1/5][V:1]c8") and not writable("[r:1/5][V:1]c4", "[|")
+    assert writable("[r:1/5][V:1]", "[K:D]c8|") and writable("[r:1/5][V:1]c4", "[ce]4|")
 
 
 def test_ties_follow_a_note_and_slurs_close_only_when_open():
@@ -143,6 +151,13 @@ def test_voices_are_numbered_as_the_score_line_declares_them():
     assert header_writable("L:1/8\nM:4/4\nK:C\n", "V:1 treble\n") and "V" not in header_allowed("K:C\nV:1\n")
     assert not header_writable("", "%%score 1 416\n") and not header_writable("", "%%score 1 3\n")
     assert header_writable("", "%%score { ( 1 4 ) | ( 2 3 ) }\n")  # numbered 1..N, in any order
+    assert "3" not in header_allowed("%%score 1 2 3 4 | ")  # a number that could only repeat one: no dead end
+
+
+def test_header_fields_are_those_of_the_training_data_and_can_be_finished():
+    assert not header_allowed("") & set("XTC") and {"%", "L", "M", "K", "Q", "V"} <= header_allowed("")
+    assert not header_writable("", "M:/4") and not header_writable("", "M:0/4") and header_writable("", "M:12/8\n")
+    assert not header_writable("", "Q:/4") and header_writable("", "Q:1/4=96\n")
 
 
 def test_part_names_are_made_of_real_names():

@@ -13,14 +13,15 @@ body line and on the line announced as last by `[r:i/0]`, or anywhere with `shor
 none with `M:none`), then the first voice's length for every later voice of the line.
 
 Written subset (the reader reads more): lengths `n`, `n/`, `n//`, `n/d` with n < 100 and d a power of
-two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets, not
-chained and between two elements of equal written length (abctoolkit's bar durations, which the BAE
-uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested and
-not inside a broken pair; `!...!` decorations and the shorthands other than `~` (which abctoolkit
-cannot read after a note); the bar lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on)
-with a one-digit ending; no left bar lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a
-voice bar's start; voices only as declared in the header, in their order; `[r:i/j]` with j one less
-than the previous line's. Annotations hold no `|`, `[`, `]`, `::`.
+two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside
+tuplets, not chained and between two elements of equal written length (abctoolkit's bar durations, which
+the BAE uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested
+and not inside a broken pair; ties right after a note or chord; slurs closed only when open; `!...!`
+decorations and the shorthands `.MOPSTuv`; the bar lines `| || |] |: :| ::` (those NotaGen's patchilizer
+splits on, but `[|`, which real scores do not write) with a one-digit ending; no left bar lines, no `[1`
+endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as declared in the header,
+in their order; `[r:i/j]` with j one less than the previous line's. What annotations, decorations and
+header voice lines may say: `engine.notagen.written_subset`.
 
 Musical bar ends (`musical`, a preference, not part of the mask): the decoder also refuses, and redraws
 from the rest of the mask, chars that would give an element shorter than a 16th (or than the shortest
@@ -42,8 +43,8 @@ from engine.notagen import bar_reader as br
 from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
 from engine.notagen.written_subset import (
-    BAR_END, BARLINES_AFTER_JUMP, DECORATIONS, JUMPS, annotation_allows, decoration_allowed,
-    ends_at_barline, score_line_allows, voice_line_allows,
+    BAR_END, BARLINES_AFTER_JUMP, JUMPS, annotation_allows, decoration_allowed, ends_at_barline, permitted_decorations,
+    score_line_allows, span_open, voice_line_allows,
 )
 
 GRID = Fraction(1, 64)
@@ -62,6 +63,8 @@ _CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {
 _TIMED = br.REST_LETTERS | br.MEASURE_RESTS | frozenset("<>|:")
 """Chars outside `_CONTINUING` that change the bar's duration state (start a rest, a broken pair, a bar line)."""
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
+_BARLINES = tuple(barline for barline in BARLINES if barline != "[|")
+"""The closing bar lines real scores write (xml2abc never writes `[|`; the model took it for a stray `[`)."""
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
 HEADER_LINE_CHARS = 200
@@ -307,10 +310,12 @@ class BarConstraint:
             if reader.mode != br.BARLINE and not ends_at_barline(clone.decorations):
                 return False  # a note's decorations wait for the note
             jump = any(name in JUMPS for name in clone.decorations)
-            return not clone.segment_open and any(b.startswith(clone.buffer) for b in (BARLINES_AFTER_JUMP if jump else BARLINES))
-        if reader.mode == br.BARLINE and (reader.buffer not in BARLINES or reader.buffer == "|" and any(
+            return not clone.segment_open and any(b.startswith(clone.buffer) for b in (BARLINES_AFTER_JUMP if jump else _BARLINES))
+        if reader.mode == br.BARLINE and (reader.buffer not in _BARLINES or reader.buffer == "|" and any(
                 name in JUMPS for name in reader.decorations)):
             return False
+        if char == "[" and reader.mode == br.MUSIC and reader.segment_open:  # a chord, or a field at the bar's start
+            return (not reader.started and reader.element is None) or self._allows(reader, "c")
         if mode == br.ENDING:
             return clone.ending_closes and reader.mode == br.BARLINE
         if reader.mode in (br.BARLINE, br.ENDING, br.SEGMENT_END) and char in "[\n":
@@ -333,7 +338,8 @@ class BarConstraint:
         `BAR_END` ones, the bar line)."""
         after = reader.copy()
         after.mode = br.MUSIC  # as after the name's closing `!`
-        candidates = [name for name in DECORATIONS if _decoration_allowed(reader, reader.decorations, name)]
+        candidates = permitted_decorations(reader.decorations, reader.started or reader.element is not None,
+                                           reader.body_line, reader.marks, _open_kinds(reader))
         fits = {}
 
         def fit(char: str) -> bool:
@@ -483,17 +489,15 @@ def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[s
     return False
 
 
-def _decoration_allowed(reader: BarReader, pending: tuple[str, ...], name: str) -> bool:
-    """`decoration_allowed` in the reader's state."""
-    kind = br.SPAN_STARTS.get(name) or br.SPAN_ENDS.get(name)
-    open_span = None if kind is None else (reader.voice, kind) in reader.spans
-    return decoration_allowed(name, pending, started=reader.started or reader.element is not None, line=reader.body_line,
-                              marks=reader.marks, open_span=open_span)
+def _open_kinds(reader: BarReader) -> frozenset[str]:
+    return frozenset(kind for voice, kind in reader.spans if voice == reader.voice)
 
 
 def _shorthand_allowed(reader: BarReader, pending: tuple[str, ...], char: str) -> bool:
     """`decoration_allowed` for a shorthand (`.` staccato, `T` trill, `S` segno...) after `pending`."""
-    return _decoration_allowed(reader, pending, br.SHORTHAND_NAMES[char])
+    name = br.SHORTHAND_NAMES[char]
+    return decoration_allowed(name, pending, started=reader.started or reader.element is not None, line=reader.body_line,
+                              marks=reader.marks, open_span=span_open(name, _open_kinds(reader)))
 def _header_allows(reader: BarReader, char: str) -> bool:
     """Header lines are `%` comments, one well-formed `%%score` line, and the fields Q L M K V with
     values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts

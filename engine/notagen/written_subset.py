@@ -9,9 +9,9 @@ exact on prefixes (a text it allows can always be finished), so the decoder neve
   (fingerings) or ordinals (`1st`, `8va`), at most one single lowercase letter (`a tempo`); never ABC
   music such as `c2 B2- A2` (letters mixed with digits, bar lines, brackets);
 * decorations: at most `MAX_DECORATIONS` per note, each once (aliases count as one), one dynamic; a
-  jump (`!D.C.!`, `!D.S.!`, `!fine!`, `!dacoda!`) only right before a double, final or repeat bar line and a
+  jump (`!fine!`, then `!D.C.!` or `!D.S.!`) only right before a double, final or repeat bar line and a
   segno or coda only at a voice bar's start, each in one bar line of the piece and never in the first (a
-  `!D.S.!` after a segno); a hairpin or pedal ends only after it began; only those ends and the jumps may
+  `!D.S.!` after a segno, no jump after the jump back); a hairpin or pedal ends only after it began; only those ends and the jumps may
   stand before a bar line (the others belong to the next note);
 * header `V:` lines: the next voice of the `%%score` line (voices numbered 1..N there), then a clef of
   `CLEFS` and `nm="..."`/`snm="..."` names made of the words of real part names (`NAME_WORDS`), so no
@@ -28,7 +28,7 @@ from engine.notagen.header import CLEFS, MAX_VOICES, STANDARD_ENSEMBLES, ensembl
 MAX_DECORATIONS = 3
 """Decorations on one note (real scores: 99.6 % of decorated notes have at most two, 0.04 % four)."""
 ANNOTATION_CHARS = 30
-JUMPS = frozenset(("D.C.", "D.S.", "fine", "dacoda"))
+JUMPS = frozenset(("D.C.", "D.S.", "fine"))
 BAR_START_MARKS = frozenset(("segno", "coda"))
 DYNAMICS = frozenset(("pppp", "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff", "ffff", "sfz", "sf", "fp"))
 BAR_END = JUMPS | frozenset(("crescendo)", "<)", "diminuendo)", ">)", "ped-up"))
@@ -64,8 +64,25 @@ def decoration_allowed(name: str, pending: tuple[str, ...], *, started: bool, li
     if name in JUMPS or name in BAR_START_MARKS:  # once a piece (in as many voices of that bar line as like)
         if line == 0 or (name in BAR_START_MARKS and started) or any(n == name and ln != line for n, ln in marks):
             return False
+        if name in JUMPS and any(n in ("D.C.", "D.S.") and ln != line for n, ln in marks):
+            return False  # nothing to jump to after the jump back
         return name != "D.S." or any(n == "segno" and ln < line for n, ln in marks)
     return True
+
+
+@lru_cache(maxsize=4096)
+def permitted_decorations(pending: tuple[str, ...], started: bool, line: int, marks: frozenset[tuple[str, int]],
+                          open_kinds: frozenset[str]) -> tuple[str, ...]:
+    """`decoration_allowed`'s names, sorted (`open_kinds`: the hairpins and pedal open in the voice); memoised,
+    as the decoder asks at every char of a decoration."""
+    return tuple(name for name in sorted(DECORATIONS) if decoration_allowed(
+        name, pending, started=started, line=line, marks=marks, open_span=span_open(name, open_kinds)))
+
+
+def span_open(name: str, open_kinds: frozenset[str]) -> bool | None:
+    """Whether the hairpin or pedal that `name` opens or closes is open (None: `name` is neither)."""
+    kind = SPAN_STARTS.get(name) or SPAN_ENDS.get(name)
+    return None if kind is None else kind in open_kinds
 
 
 def ends_at_barline(pending: tuple[str, ...]) -> bool:
@@ -76,10 +93,14 @@ def ends_at_barline(pending: tuple[str, ...]) -> bool:
 # ------------------------------------------------------------------------------------------ annotations
 _CHORD = re.compile(r"([A-G])([#b]?)([a-z+]*)(\d*)(/?)([A-G]?)([#b]?)")
 _QUALITIES = ("", "m", "min", "maj", "dim", "aug", "sus", "+", "o")
-_CHORD_NUMBERS = ("", "2", "4", "5", "6", "7", "9", "11", "13")
+_CHORD_NUMBERS = ("", "6", "7", "9", "11", "13")
+_SUS_NUMBERS = ("", "2", "4")
 _QUALITY_PREFIXES = frozenset(q[:i] for q in _QUALITIES for i in range(len(q) + 1))
 _NUMBER_PREFIXES = frozenset(n[:i] for n in _CHORD_NUMBERS for i in range(len(n) + 1))
 _NUMBER = re.compile(r"\d{1,2}[a-z]{0,3}\.?")  # fingerings 4, 1.; ordinals 1st, 2nd, 1er, 8va (prefix-closed)
+_NOTE_NAMES = frozenset("abcdefg")
+_NOTE_WORDS = frozenset(("ad", "ed", "de", "da", "ce", "ca", "be", "ba", "fa", "ff", "dae", "efface", "ac"))
+"""Words of note letters that real annotations hold (Latin, Italian, German); others are ABC music (`cB AA`)."""
 _WORD = re.compile(r"[A-Za-z]+(?:[.'-][A-Za-z]+)*[.,]?")  # in parentheses or not
 _WORD_PREFIX = re.compile(r"(?:[A-Za-z]+(?:[.'-][A-Za-z]+)*[-.',]?)?")
 """Every prefix of a `_WORD`, and nothing else (so a word can always be finished)."""
@@ -93,7 +114,7 @@ def annotation_allows(text: str, char: str) -> bool:
     typed = text if complete else text + char
     if not typed:
         return False
-    if typed[0] in "^_<>@":
+    if typed[0] in "^_":  # above or below (the other placements are next to unused in real scores)
         return _words_allowed(typed[1:], complete)
     return _chord_allowed(typed, complete)
 
@@ -104,6 +125,8 @@ def _chord_allowed(text: str, complete: bool) -> bool:
         return False
     _, _, quality, number, slash, bass, bass_accidental = match.groups()
     qualities, numbers = (_QUALITIES, _CHORD_NUMBERS) if complete else (_QUALITY_PREFIXES, _NUMBER_PREFIXES)
+    if quality == "sus":  # sus2, sus4
+        numbers = _SUS_NUMBERS
     if quality not in (_QUALITIES if number or slash else qualities) or number not in (_CHORD_NUMBERS if slash else numbers):
         return False
     if (bass and not slash) or (bass_accidental and not bass):
@@ -119,8 +142,8 @@ def _words_allowed(text: str, complete: bool) -> bool:
     words = text.split(" ")
     last_complete = complete or text.endswith(" ")
     whole_words = words if last_complete else words[:-1]
-    if sum(len(word) == 1 and word.islower() for word in whole_words) > 1:
-        return False
+    if sum(len(re.sub("[^A-Za-z]", "", word)) == 1 and "." not in word for word in whole_words) > 1:
+        return False  # one `a` (a tempo), not `A, F, D`
     for index, word in enumerate(words):
         if not word:
             continue
@@ -135,14 +158,19 @@ def _word_allowed(word: str, whole: bool) -> bool:
     opened = word.startswith("(")
     core = word[1:] if opened else word
     if core.endswith(")"):  # a closing parenthesis ends the word
-        return opened and bool(_WORD.fullmatch(core[:-1]))
-    return not (whole and opened) and bool((_WORD if whole else _WORD_PREFIX).fullmatch(core))
+        opened, whole, core = not opened, True, core[:-1]
+    if (whole and opened) or not (_WORD if whole else _WORD_PREFIX).fullmatch(core) or core.count("'") > 1:
+        return False
+    if not all(part.islower() or part.isupper() or part.istitle() for part in re.split("[-.',]", core) if part):
+        return False  # lower, Capitalised or CAPITALS, not `cB`
+    letters = re.sub("[^A-Za-z]", "", core).lower()
+    return not (whole and len(letters) > 1 and set(letters) <= _NOTE_NAMES and core.lower().rstrip(".,") not in _NOTE_WORDS)
 
 
 def _to_finish(text: str) -> int:
     """The fewest chars that make `text`'s last word whole (the length limit leaves room for them)."""
     last = text.rsplit(" ", 1)[-1]
-    return next((len(tail) for tail in ("", ")", "a", "a)") if _word_allowed(last + tail, True)), 2)
+    return next((len(tail) for tail in ("", ")", "h", "h)", "H", "H)") if _word_allowed(last + tail, True)), 2)
 
 
 # ----------------------------------------------------------------------------------------- voice lines
