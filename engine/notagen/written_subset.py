@@ -135,15 +135,17 @@ def _chord_allowed(text: str, complete: bool) -> bool:
 
 
 def _words_allowed(text: str, complete: bool) -> bool:
-    if len(text) + _to_finish(text) > ANNOTATION_CHARS or text.startswith(" ") or "  " in text:
-        return False
-    if complete and (not text or text.endswith(" ")):
+    if text.startswith(" ") or "  " in text or (complete and (not text or text.endswith(" "))):
         return False
     words = text.split(" ")
-    last_complete = complete or text.endswith(" ")
+    last_complete = complete or text.endswith(" ") or _final(words[-1])
     whole_words = words if last_complete else words[:-1]
-    if sum(len(re.sub("[^A-Za-z]", "", word)) == 1 and "." not in word for word in whole_words) > 1:
+    singles = sum(_single_letter(word) for word in whole_words)
+    if singles > 1:
         return False  # one `a` (a tempo), not `A, F, D`
+    to_finish = max(_to_finish(text), int(singles == 1 and not last_complete and _single_letter(words[-1])))
+    if len(text) + to_finish > ANNOTATION_CHARS:
+        return False
     for index, word in enumerate(words):
         if not word:
             continue
@@ -152,9 +154,20 @@ def _words_allowed(text: str, complete: bool) -> bool:
     return True
 
 
+def _single_letter(word: str) -> bool:
+    return len(re.sub("[^A-Za-z]", "", word)) == 1 and "." not in word
+
+
+def _final(word: str) -> bool:
+    """Whether nothing can extend `word` (it ends with `)`, or with `,` outside parentheses): it is then
+    judged whole at once, so a word that could not stand is refused before it leaves no way on."""
+    return word.endswith(")") or (word.endswith(",") and not word.startswith("("))
+
+
 def _word_allowed(word: str, whole: bool) -> bool:
     if _NUMBER.fullmatch(word):
         return True
+    whole = whole or _final(word)
     opened = word.startswith("(")
     core = word[1:] if opened else word
     if core.endswith(")"):  # a closing parenthesis ends the word
