@@ -64,6 +64,9 @@ def test_an_annotation_can_always_be_finished():
 
 def test_annotations_in_the_decoder():
     assert writable("[r:1/5][V:1]", '"^dolce"c8|') and writable("[r:1/5][V:1]", '"G7"c8|')
+    assert not writable("[r:1/5][V:1]c4", '"^dolce"|')  # it needs its note...
+    assert writable("[r:1/5][V:1]c8", '"^M.D.C."||') and not writable("[r:1/5][V:1]c8", '"^M.D.C."|[')  # ...or is a jump
+    assert not writable("[r:1/5][V:1]", '"^dolce""') and writable("[r:1/5][V:1]", '"^dolce"!p!c8|')  # one a note
     assert not writable("[r:1/5][V:1]", '"^c2 d2"')
     assert allowed('[r:1/5][V:1]c4 "^c') == {chr(i) for i in range(ord("a"), ord("z") + 1)} | set(" .'-,\"")
 

@@ -283,6 +283,13 @@ class BarConstraint:
             return False
         if char in "\t`y&%$*;@#?\\~HL" or (char == " " and reader.last == " "):
             return False  # (one space at a time: a run of spaces would never end a bar; the BAE cannot read `~`)
+        if char == '"' and mode == br.QUOTE and not decoration_allowed(
+                br.ANNOTATION, clone.decorations, started=True, line=reader.body_line, marks=reader.marks, open_span=None):
+            return False  # one annotation a note
+        if char == '"' and mode == br.QUOTE and not self._allows(reader, "c"):
+            # at the bar's end only a text direction, before a double, final or repeat bar line, in one bar line
+            return self._allows(reader, "|") and not any(name == br.ANNOTATION and line != reader.body_line
+                                                         for name, line in reader.marks)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
@@ -309,10 +316,10 @@ class BarConstraint:
         if mode == br.BARLINE:  # a closing bar line the patchilizer splits on (no left bar lines)
             if reader.mode != br.BARLINE and not ends_at_barline(clone.decorations):
                 return False  # a note's decorations wait for the note
-            jump = any(name in JUMPS for name in clone.decorations)
+            jump = any(name in JUMPS or name == br.ANNOTATION for name in clone.decorations)
             return not clone.segment_open and any(b.startswith(clone.buffer) for b in (BARLINES_AFTER_JUMP if jump else _BARLINES))
         if reader.mode == br.BARLINE and (reader.buffer not in _BARLINES or reader.buffer == "|" and any(
-                name in JUMPS for name in reader.decorations)):
+                name in JUMPS or name == br.ANNOTATION for name in reader.decorations)):
             return False
         if char == "[" and reader.mode == br.MUSIC and reader.segment_open:  # a chord, or a field at the bar's start
             return (not reader.started and reader.element is None) or self._allows(reader, "c")

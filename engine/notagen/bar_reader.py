@@ -52,6 +52,8 @@ SHORTHAND_NAMES = {".": "staccato", "~": "roll", "H": "fermata", "L": "accent", 
 """The decoration each shorthand stands for (ABC 2.1), so that `decorations` names both forms alike."""
 IGNORED = frozenset(" \t`y")
 BARLINE_CHARS = frozenset("|:")
+ANNOTATION = '"'
+"""How `decorations` counts an annotation (it belongs to the next note as decorations do)."""
 PIECE_MARKS = frozenset(("D.C.", "D.S.", "fine", "dacapo", "dacoda", "segno", "coda"))
 """Jumps and their targets: `marks` records on which body line they were written."""
 SPAN_STARTS = {"<(": "<", "crescendo(": "<", ">(": ">", "diminuendo(": ">", "ped": "ped"}
@@ -221,7 +223,7 @@ class BarReader:
     def _reset_bar(self) -> None:
         self.pos = Fraction(0)
         self.started = False  # an element (or a left bar line) was read in this voice's bar
-        self.decorations: tuple[str, ...] = ()  # decorations read since the last element began (the next one's)
+        self.decorations: tuple[str, ...] = ()  # decorations and annotations (`ANNOTATION`) for the next element
         self.element: str | None = None
         self.accidentals = ""  # of the note being read
         self.length = Length()
@@ -623,6 +625,7 @@ class BarReader:
             return False
         if char == '"':
             self.mode = MUSIC
+            self._add_decoration(ANNOTATION)
         else:
             self.buffer += char
         return True
@@ -697,6 +700,8 @@ class BarReader:
         self.mode, self.buffer = BARLINE, text
         if not self.started:  # a left bar line: `[V:1]|:abc|`
             return True
+        if ANNOTATION in self.decorations:  # a text direction at the bar's end ("M.D.C."): a piece mark
+            self.marks = self.marks | {(ANNOTATION, self.body_line)}
         self.line_voices += ((self.voice, self.pos),)
         if self.record:
             self.bars.append(VoiceBar(self.body_line, self.voice, self.pos, self.metre))

@@ -4,7 +4,8 @@
 training data (xml2abc's output of real scores) writes it. Each is a pure test of the text typed so far,
 exact on prefixes (a text it allows can always be finished), so the decoder never reaches a dead end:
 
-* annotations `"..."`: a chord symbol (`"G7"`, `"Bbm/F"`) or a placement `^ _ < > @` and at most 30 chars
+* annotations `"..."`: one a note, before it; at a bar's end only as a text direction ("M.D.C.") where a
+  jump could stand (see below); a chord symbol (`"G7"`, `"Bbm/F"`) or a placement `^ _ < > @` and at most 30 chars
   of words: letters (with inner `.` `'` `-`, a final `.` or `,`, in parentheses), numbers of two digits
   (fingerings) or ordinals (`1st`, `8va`), at most one single lowercase letter (`a tempo`); never ABC
   music such as `c2 B2- A2` (letters mixed with digits, bar lines, brackets);
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from engine.notagen.bar_reader import SPAN_ENDS, SPAN_STARTS
+from engine.notagen.bar_reader import ANNOTATION, SPAN_ENDS, SPAN_STARTS
 from engine.notagen.header import CLEFS, MAX_VOICES, STANDARD_ENSEMBLES, ensemble_part_names
 
 MAX_DECORATIONS = 3
@@ -86,8 +87,9 @@ def span_open(name: str, open_kinds: frozenset[str]) -> bool | None:
 
 
 def ends_at_barline(pending: tuple[str, ...]) -> bool:
-    """Whether a bar line may follow these decorations (none of them waits for a note)."""
-    return all(name in BAR_END for name in pending)
+    """Whether a bar line may follow these decorations (none of them waits for a note; an annotation there is
+    a text direction such as "M.D.C.", which the caller lets stand only as jumps do)."""
+    return all(name in BAR_END or name == ANNOTATION for name in pending)
 
 
 # ------------------------------------------------------------------------------------------ annotations
