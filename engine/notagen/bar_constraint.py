@@ -13,14 +13,15 @@ body line and on the line announced as last by `[r:i/0]`, or anywhere with `shor
 none with `M:none`), then the first voice's length for every later voice of the line.
 
 Written subset (the reader reads more): lengths `n`, `n/`, `n//`, `n/d` with n < 100 and d a power of
-two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside tuplets, not
-chained and between two elements of equal written length (abctoolkit's bar durations, which the BAE
-uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested and
-not inside a broken pair; `!...!` decorations and the shorthands other than `~` (which abctoolkit
-cannot read after a note); the bar lines `| || |] [| |: :| ::` (those NotaGen's patchilizer splits on)
-with a one-digit ending; no left bar lines, no `[1` endings; inline `[K:]`, `[M:]`, `[L:]` only at a
-voice bar's start; voices only as declared in the header, in their order; `[r:i/j]` with j one less
-than the previous line's. Annotations hold no `|`, `[`, `]`, `::`.
+two up to 64; chords without inner lengths; broken rhythm `>` `<` `>>` `<<` outside
+tuplets, not chained and between two elements of equal written length (abctoolkit's bar durations, which
+the BAE uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with single digits, not nested
+and not inside a broken pair; ties right after a note or chord; slurs closed only when open; `!...!`
+decorations and the shorthands `.MOPSTuv`; the bar lines `| || |] |: :| ::` (those NotaGen's patchilizer
+splits on, but `[|`, which real scores do not write) with a one-digit ending; no left bar lines, no `[1`
+endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as declared in the header,
+in their order; `[r:i/j]` with j one less than the previous line's. What annotations, decorations and
+header voice lines may say: `engine.notagen.written_subset`.
 
 Musical bar ends (`musical`, a preference, not part of the mask): the decoder also refuses, and redraws
 from the rest of the mask, chars that would give an element shorter than a 16th (or than the shortest
@@ -41,6 +42,10 @@ from typing import Literal
 from engine.notagen import bar_reader as br
 from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
+from engine.notagen.written_subset import (
+    BAR_END, BARLINES_AFTER_JUMP, JUMPS, annotation_allows, decoration_allowed, ends_at_barline, permitted_decorations,
+    score_line_allows, span_open, voice_line_allows,
+)
 
 GRID = Fraction(1, 64)
 SIXTEENTH = Fraction(1, 16)
@@ -49,30 +54,22 @@ ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
-_MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().~HLMOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (br.NOTE_LETTERS, br.OCTAVE_MARKS, ".HLMOPSTuv")
-_MUSIC_CLASSES = tuple(tuple(sorted(chars)) for chars in _MUSIC_CLASSES)
+_SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
+_MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
+_MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), tuple(sorted(br.OCTAVE_MARKS)), _SHORTHANDS)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
 _CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
 """Chars that may continue an open element; every other char commits it."""
 _TIMED = br.REST_LETTERS | br.MEASURE_RESTS | frozenset("<>|:")
 """Chars outside `_CONTINUING` that change the bar's duration state (start a rest, a broken pair, a bar line)."""
 _GRACE_CHARS = frozenset("abcdefgABCDEFG^_=',")
+_BARLINES = tuple(barline for barline in BARLINES if barline != "[|")
+"""The closing bar lines real scores write (xml2abc never writes `[|`; the model took it for a stray `[`)."""
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
-DECORATIONS = frozenset((
-    "fermata", "invertedfermata", "trill", "trill(", "trill)", "mordent", "lowermordent", "uppermordent",
-    "pralltriller", "turn", "invertedturn", "turnx", "accent", ">", "emphasis", "staccato", "tenuto", "wedge",
-    "marcato", "^", "upbow", "downbow", "open", "thumb", "snap", "plus", "+", "breath", "roll", "slide",
-    "arpeggio", "segno", "coda", "D.S.", "D.C.", "fine", "dacapo", "dacoda", "0", "1", "2", "3", "4", "5",
-    "pppp", "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff", "ffff", "sfz", "sf", "fp", "crescendo(", "crescendo)",
-    "<(", "<)", "diminuendo(", "diminuendo)", ">(", ">)", "courtesy", "editorial", "/", "//", "///",
-    "shortphrase", "mediumphrase", "longphrase", "ped", "ped-up", "x",
-))
-"""The `!...!` decorations the model may write: the standard ABC ones that abc2xml converts."""
 HEADER_LINE_CHARS = 200
 """The longest header line the model may write (a runaway line would fill the context)."""
-_HEADER_FIELDS = frozenset("XTCQLMKV")
+_HEADER_FIELDS = frozenset("QLMKV")  # those of the training data (it drops X, T, C: no garbled titles)
 _FIELD_NAMES_IN_BAR = "KML"
 
 
@@ -131,8 +128,12 @@ class BarConstraint:
         if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
             # the name so far leaves the bar's duration state as it was
             inside = reader.closer == "!" and (not reader.segment_open or self._feasible(reader))
-            allowed = set(_decoration_next(reader.buffer)) if inside else set()
+            prefix = reader.buffer
+            names = self._permitted_decorations(reader) if inside else ()
+            allowed = {name[len(prefix)] for name in names if name.startswith(prefix) and len(name) > len(prefix)}
             return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
+        if reader.mode == br.QUOTE:  # annotation text lasts nothing: only its own rules apply
+            return {char for char in _TEXT_CHARS if annotation_allows(reader.buffer, char)}
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
             return {char for char in _TEXT_CHARS if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
@@ -141,7 +142,9 @@ class BarConstraint:
         allows = self._music_tester(reader)
         allowed = {char for char in _MUSIC_SINGLES if allows(char)}
         for chars in _MUSIC_CLASSES:
-            if allows(chars[0]):
+            if chars is _SHORTHANDS:  # they differ only in the decoration they add: test one of those allowed
+                chars = [char for char in chars if _shorthand_allowed(reader, reader.decorations, char)]
+            if chars and allows(chars[0]):
                 allowed.update(chars)
         return allowed
 
@@ -186,6 +189,8 @@ class BarConstraint:
         if char in _MUSIC_SINGLES:
             return self._allows(reader, char)
         chars = next((chars for chars in _MUSIC_CLASSES if char in chars), None)
+        if chars is _SHORTHANDS:  # alike but for the decoration they add
+            return _shorthand_allowed(reader, reader.decorations, char) and self._allows(reader, char)
         return chars is not None and self._allows(reader, chars[0])
 
     def musical(self, reader: BarReader, token: int) -> bool:
@@ -260,14 +265,31 @@ class BarConstraint:
             return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
         if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
             return False  # chords hold notes only
-        if reader.mode == br.QUOTE and char != '"' and (reader.quote_length >= 40 or not (char.isalnum() or char in " .,'-^_")):
-            return False  # annotations: a line of plain text
+        if reader.mode == br.QUOTE:
+            return annotation_allows(reader.buffer, char)
+        if reader.mode == br.MUSIC and reader.last == "!" and reader.decorations and reader.decorations[-1] in JUMPS:
+            return char in "|:"  # a jump stands right before its bar line
+        if char == "-" and reader.mode in (br.MUSIC, br.PAREN) and not reader.chord_stage:
+            return reader.element in ("note", "chord") and reader.stage >= 2  # a tie right after its note or chord
+        if char == ")" and reader.mode in (br.MUSIC, br.PAREN) and not reader.slur_depth():
+            return False  # no slur to close
         if reader.mode == br.DECORATION and char == reader.closer:
-            return reader.buffer in DECORATIONS
+            return reader.buffer in self._permitted_decorations(reader)
         if mode == br.DECORATION:
-            return clone.closer == "!" and any(name.startswith(clone.buffer) for name in DECORATIONS)
-        if char in "\t`y&%$*;@#?\\~" or (char == " " and reader.last == " "):
+            if clone.closer != "!":
+                return False
+            return any(name.startswith(clone.buffer) for name in self._permitted_decorations(reader if reader.mode == mode else clone))
+        if char in _SHORTHANDS and reader.mode == br.MUSIC and not _shorthand_allowed(reader, clone.decorations[:-1], char):
+            return False
+        if char in "\t`y&%$*;@#?\\~HL" or (char == " " and reader.last == " "):
             return False  # (one space at a time: a run of spaces would never end a bar; the BAE cannot read `~`)
+        if char == '"' and mode == br.QUOTE and not decoration_allowed(
+                br.ANNOTATION, clone.decorations, started=True, line=reader.body_line, marks=reader.marks, open_span=None):
+            return False  # one annotation a note
+        if char == '"' and mode == br.QUOTE and not self._allows(reader, "c"):
+            # at the bar's end only a text direction, before a double, final or repeat bar line, in one bar line
+            return self._allows(reader, "|") and not any(name == br.ANNOTATION and line != reader.body_line
+                                                         for name, line in reader.marks)
         if reader.mode == br.MUSIC and reader.segment_open and (char in "({" or char in br.DECORATION_SHORTHANDS):
             if not self._allows(reader, "c"):
                 return False  # slurs, grace notes and shorthand decorations need a note after them
@@ -292,9 +314,15 @@ class BarConstraint:
         if char in "<>":
             return clone.last_scale == 1 and clone.tuplet_left == 0 and not clone.pair_closed and clone.broken_count <= 2
         if mode == br.BARLINE:  # a closing bar line the patchilizer splits on (no left bar lines)
-            return not clone.segment_open and any(b.startswith(clone.buffer) for b in BARLINES)
-        if reader.mode == br.BARLINE and reader.buffer not in BARLINES:
+            if reader.mode != br.BARLINE and not ends_at_barline(clone.decorations):
+                return False  # a note's decorations wait for the note
+            jump = any(name in JUMPS or name == br.ANNOTATION for name in clone.decorations)
+            return not clone.segment_open and any(b.startswith(clone.buffer) for b in (BARLINES_AFTER_JUMP if jump else _BARLINES))
+        if reader.mode == br.BARLINE and (reader.buffer not in _BARLINES or reader.buffer == "|" and any(
+                name in JUMPS or name == br.ANNOTATION for name in reader.decorations)):
             return False
+        if char == "[" and reader.mode == br.MUSIC and reader.segment_open:  # a chord, or a field at the bar's start
+            return (not reader.started and reader.element is None) or self._allows(reader, "c")
         if mode == br.ENDING:
             return clone.ending_closes and reader.mode == br.BARLINE
         if reader.mode in (br.BARLINE, br.ENDING, br.SEGMENT_END) and char in "[\n":
@@ -310,6 +338,24 @@ class BarConstraint:
         if reader.mode == br.FIELD and reader.field == "r" and clone.remaining is not None:
             return reader.prev_remaining is None or clone.remaining == reader.prev_remaining - 1
         return True
+
+    def _permitted_decorations(self, reader: BarReader) -> list[str]:
+        """The decorations that may be written now (`reader` reads a `!...!` name; see `written_subset`):
+        a jump only where the bar may end right after it, the others where a note can still follow (or, for
+        `BAR_END` ones, the bar line)."""
+        after = reader.copy()
+        after.mode = br.MUSIC  # as after the name's closing `!`
+        candidates = permitted_decorations(reader.decorations, reader.started or reader.element is not None,
+                                           reader.body_line, reader.marks, _open_kinds(reader))
+        fits = {}
+
+        def fit(char: str) -> bool:
+            if char not in fits:
+                fits[char] = self._allows(after, char)
+            return fits[char]
+
+        return [name for name in candidates if (fit("|") if name in JUMPS else
+                                                fit("c") or (name in BAR_END and fit("|")))]
 
     def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
         if not reader.segment_open:
@@ -450,21 +496,24 @@ def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[s
     return False
 
 
-@lru_cache(maxsize=512)
-def _decoration_next(prefix: str) -> frozenset[str]:
-    """The chars that continue `prefix` towards one of `DECORATIONS`."""
-    return frozenset(name[len(prefix)] for name in DECORATIONS if name.startswith(prefix) and len(name) > len(prefix))
+def _open_kinds(reader: BarReader) -> frozenset[str]:
+    return frozenset(kind for voice, kind in reader.spans if voice == reader.voice)
 
 
+def _shorthand_allowed(reader: BarReader, pending: tuple[str, ...], char: str) -> bool:
+    """`decoration_allowed` for a shorthand (`.` staccato, `T` trill, `S` segno...) after `pending`."""
+    name = br.SHORTHAND_NAMES[char]
+    return decoration_allowed(name, pending, started=reader.started or reader.element is not None, line=reader.body_line,
+                              marks=reader.marks, open_span=span_open(name, _open_kinds(reader)))
 def _header_allows(reader: BarReader, char: str) -> bool:
-    """Header lines are `%` comments, one well-formed `%%score` line, and the fields X T C Q L M K V with
+    """Header lines are `%` comments, one well-formed `%%score` line, and the fields Q L M K V with
     values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts
     (`[`) once every voice of the `%%score` line is declared; no empty line (it would end the tune)."""
     if reader.mode == br.LINE_START:
         if char == "[":
             return bool(reader.declared) and (reader.score_voices is None or set(reader.declared) == set(reader.score_voices))
         if char == "V":  # only while a voice can still be declared
-            return reader.score_voices is None or bool(set(reader.score_voices) - set(reader.declared))
+            return _next_voice(reader) is not None
         return char == "%" or char in _HEADER_FIELDS
     line = reader.buffer
     if len(line) == 1 and line != "%":
@@ -484,7 +533,7 @@ def _header_allows(reader: BarReader, char: str) -> bool:
     check = _FIELD_VALUES.get(name)
     if check is None:
         return True
-    return check(reader, value.lstrip(), char == "\n")
+    return check(reader, value if name == "V" else value.lstrip(), char == "\n")
 
 
 def _key_value(reader: BarReader, value: str, complete: bool) -> bool:
@@ -497,10 +546,10 @@ def _metre_value(reader: BarReader, value: str, complete: bool) -> bool:
     match = re.fullmatch(r"(\d{0,2})(?:(/)(\d{0,2}))?", value)
     if not match:
         return False
-    if match.group(1) and int(match.group(1)) > 16:
+    if match.group(1) and (int(match.group(1)) > 16 or match.group(1).startswith("0")):
         return False
-    if not complete:
-        return not match.group(3) or match.group(3) in ("1", "2", "4", "8", "16", "32", "3")
+    if not complete:  # (a slash only after the beats: `/4` could never be finished)
+        return (not match.group(2) or bool(match.group(1))) and (not match.group(3) or match.group(3) in ("1", "2", "4", "8", "16", "32", "3"))
     return (bool(match.group(1)) and 0 < int(match.group(1)) <= 16 and match.group(2) == "/"
             and match.group(3) in ("1", "2", "4", "8", "16", "32"))  # a metre a player reads
 
@@ -513,19 +562,17 @@ def _unit_value(reader: BarReader, value: str, complete: bool) -> bool:
 def _tempo_value(reader: BarReader, value: str, complete: bool) -> bool:
     if complete:
         return bool(re.fullmatch(r"\d/\d{1,2}=\d{1,3}", value))
-    return bool(re.fullmatch(r"\d?(/(\d{1,2}(=\d{0,3})?)?)?", value))
+    return bool(re.fullmatch(r"(\d(/(\d{1,2}(=\d{0,3})?)?)?)?", value))
 
 
 def _voice_value(reader: BarReader, value: str, complete: bool) -> bool:
-    """A new voice id (digits), one of the `%%score` line's; then anything (clef, names)."""
-    voice, space, _ = value.partition(" ")
-    candidates = [v for v in (reader.score_voices or ()) if v not in reader.declared]
-    if reader.score_voices is None:
-        ok = voice.isdigit() and voice not in reader.declared if (space or complete) else (voice == "" or voice.isdigit())
-        return ok
-    if space or complete:
-        return voice in candidates
-    return any(v.startswith(voice) for v in candidates)
+    """The next voice of the `%%score` line (without one, the only voice `1`), its clef and names."""
+    return voice_line_allows(value, complete, _next_voice(reader))
+
+
+def _next_voice(reader: BarReader) -> str | None:
+    voices = reader.score_voices if reader.score_voices is not None else ("1",)
+    return voices[len(reader.declared)] if len(reader.declared) < len(voices) else None
 
 
 _KEYS = frozenset(
@@ -540,8 +587,9 @@ def _score_line(text: str, complete: bool) -> bool:
     `{ }`, `( )` groups, `|` between."""
     if not re.fullmatch(r"[\d\s\[\]{}()|]*", text):
         return False
-    voices = re.findall(r"\d+", text if complete else re.sub(r"\d+$", "", text))
-    if len(voices) != len(set(voices)) or (complete and not voices):
+    typing = "" if complete else re.search(r"\d*$", text).group(0)
+    voices = re.findall(r"\d+", text[: len(text) - len(typing)])
+    if (complete and not voices) or not score_line_allows(voices, typing, complete):
         return False
     stack = []
     for char in text:

@@ -47,8 +47,18 @@ ACCIDENTALS = frozenset("^_=")
 OCTAVE_MARKS = frozenset("',")
 DIGITS = frozenset("0123456789")
 DECORATION_SHORTHANDS = frozenset(".~HLMOPSTuv")
+SHORTHAND_NAMES = {".": "staccato", "~": "roll", "H": "fermata", "L": "accent", "M": "lowermordent", "O": "coda",
+                   "P": "uppermordent", "S": "segno", "T": "trill", "u": "upbow", "v": "downbow"}
+"""The decoration each shorthand stands for (ABC 2.1), so that `decorations` names both forms alike."""
 IGNORED = frozenset(" \t`y")
 BARLINE_CHARS = frozenset("|:")
+ANNOTATION = '"'
+"""How `decorations` counts an annotation (it belongs to the next note as decorations do)."""
+PIECE_MARKS = frozenset(("D.C.", "D.S.", "fine", "dacapo", "dacoda", "segno", "coda"))
+"""Jumps and their targets: `marks` records on which body line they were written."""
+SPAN_STARTS = {"<(": "<", "crescendo(": "<", ">(": ">", "diminuendo(": ">", "ped": "ped"}
+SPAN_ENDS = {"<)": "<", "crescendo)": "<", ">)": ">", "diminuendo)": ">", "ped-up": "ped"}
+"""Decorations that open and close a hairpin or a pedal: `spans` holds those open per voice."""
 EOS_CHAR = "\x02"
 BOS_CHAR = "\x01"
 
@@ -186,8 +196,6 @@ class BarReader:
         self.buffer = ""  # header line, field text, tuplet spec, bar line, ending being read
         self.field = ""  # the inline field's name
         self.closer = ""  # the char that ends a decoration
-        self.quote_prev = ""  # previous char inside an annotation
-        self.quote_length = 0  # chars inside the annotation so far
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
         self.header_metre: Fraction | None = Fraction(1)
         self.header_unit: Fraction | None = None
@@ -207,11 +215,15 @@ class BarReader:
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
         self.ending_closes = False  # the ending number follows a closing bar line (not `[1`)
         self.shortest = WHOLE  # the shortest written length outside tuplets read so far (the piece's finest unit)
+        self.marks: frozenset[tuple[str, int]] = frozenset()  # (decoration, body line) of the piece's jumps and marks
+        self.spans: frozenset[tuple[str, str]] = frozenset()  # (voice, "<" ">" or "ped") hairpins and pedals open
+        self.slurs: dict[str, int] = {}  # open slurs per voice (replaced, never mutated: copies share it)
         self._reset_bar()
 
     def _reset_bar(self) -> None:
         self.pos = Fraction(0)
         self.started = False  # an element (or a left bar line) was read in this voice's bar
+        self.decorations: tuple[str, ...] = ()  # decorations and annotations (`ANNOTATION`) for the next element
         self.element: str | None = None
         self.accidentals = ""  # of the note being read
         self.length = Length()
@@ -444,6 +456,7 @@ class BarReader:
             self.tuplet_left -= 1
         self.started = True
         self.can_break = False
+        self.decorations = ()
 
     def _element_value(self) -> Fraction:
         """Length (whole notes) of the open element with its current suffix, before broken rhythm."""
@@ -562,13 +575,19 @@ class BarReader:
         if char == "-":  # a tie belongs to its note: `g-<c` is a broken pair
             self.can_break = can_break
             return True
-        if char in IGNORED or char in DECORATION_SHORTHANDS or char == ")":
+        if char in DECORATION_SHORTHANDS:
+            self._add_decoration(SHORTHAND_NAMES[char])
+            return True
+        if char == ")":
+            self.slurs = {**self.slurs, self.voice: max(self.slur_depth() - 1, 0)}
+            return True
+        if char in IGNORED:
             return True
         if char == "(":
             self.mode = PAREN
             return True
         if char == '"':
-            self.mode, self.quote_prev, self.quote_length = QUOTE, "", 0
+            self.mode, self.buffer = QUOTE, ""
             return True
         if char in "!+":
             self.mode, self.closer, self.buffer = DECORATION, char, ""
@@ -601,12 +620,14 @@ class BarReader:
 
     # -------------------------------------------------------------------- skipped constructs
     def _quote(self, char: str) -> bool:
+        """Inside `"..."`: `buffer` holds the text so far."""
         if char == "\n":
             return False
         if char == '"':
             self.mode = MUSIC
-        self.quote_prev = char
-        self.quote_length += 1
+            self._add_decoration(ANNOTATION)
+        else:
+            self.buffer += char
         return True
 
     def _decoration(self, char: str) -> bool:
@@ -614,9 +635,23 @@ class BarReader:
             return False
         if char == self.closer:
             self.mode = MUSIC
+            self._add_decoration(self.buffer)
             return bool(self.buffer)
         self.buffer += char
         return True
+
+    def _add_decoration(self, name: str) -> None:
+        self.decorations += (name,)
+        if name in PIECE_MARKS:
+            self.marks = self.marks | {(name, self.body_line)}
+        if name in SPAN_STARTS:
+            self.spans = self.spans | {(self.voice, SPAN_STARTS[name])}
+        elif name in SPAN_ENDS:
+            self.spans = self.spans - {(self.voice, SPAN_ENDS[name])}
+
+    def slur_depth(self) -> int:
+        """Slurs open in the current voice."""
+        return self.slurs.get(self.voice, 0)
 
     def _grace(self, char: str) -> bool:
         """Inside `{...}`: nothing lasts; anything but a bar line, a brace or a newline is skipped."""
@@ -633,6 +668,7 @@ class BarReader:
         if char in DIGITS and char != "0":
             self.mode, self.buffer = TUPLET, char
             return True
+        self.slurs = {**self.slurs, self.voice: self.slur_depth() + 1}
         return self._music(char)  # a slur
 
     def _tuplet(self, char: str) -> bool:
@@ -664,6 +700,8 @@ class BarReader:
         self.mode, self.buffer = BARLINE, text
         if not self.started:  # a left bar line: `[V:1]|:abc|`
             return True
+        if ANNOTATION in self.decorations:  # a text direction at the bar's end ("M.D.C."): a piece mark
+            self.marks = self.marks | {(ANNOTATION, self.body_line)}
         self.line_voices += ((self.voice, self.pos),)
         if self.record:
             self.bars.append(VoiceBar(self.body_line, self.voice, self.pos, self.metre))

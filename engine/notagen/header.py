@@ -160,6 +160,14 @@ def ensembles_for(prompt: Prompt | None, table: Path = ENSEMBLE_TABLE) -> list[E
     return ensembles
 
 
+def ensemble_part_names(table: Path = ENSEMBLE_TABLE) -> list[str]:
+    """Every part name and short name of the fine-tuning pieces' ensembles (the words the decoder lets the
+    model name parts with, `engine.notagen.written_subset`)."""
+    computed = json.loads(table.read_text(encoding="utf-8")) if table.is_file() else {}
+    listed = [e for group in ("prompts", "instrumentations") for es in computed.get(group, {}).values() for e in es]
+    return [text for ensemble in listed for part in ensemble["parts"] for text in (part["name"], part.get("short", "")) if text]
+
+
 def default_ensemble(prompt: PromptLike) -> Ensemble:
     """The ensemble of a header whose ensemble neither the user nor the model's own header gave: the
     prompt's first, else a piano."""

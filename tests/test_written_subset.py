@@ -1,0 +1,172 @@
+"""What the decoder lets NotaGen say beyond durations (engine/notagen/written_subset.py, through BarConstraint):
+annotations, decorations per note, jumps, header voice lines."""
+from __future__ import annotations
+
+import pytest
+
+from engine.notagen.bar_constraint import BarConstraint
+from engine.notagen.bar_reader import EOS_CHAR, BarReader
+from engine.notagen.written_subset import annotation_allows, part_name_allowed, voice_line_allows
+
+HEADER = "L:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n"
+FIRST_LINE = "[r:0/6][V:1]c8|[V:2]C8|\n"
+
+
+def reader_after(text: str, header: str = HEADER) -> BarReader:
+    reader = BarReader()
+    reader.feed_text(header + text)
+    return reader
+
+
+def allowed(body: str) -> set[str]:
+    """Allowed chars after a first full bar line and `body` (on the second body line)."""
+    return BarConstraint().allowed_chars(reader_after(FIRST_LINE + body))
+
+
+def writable(body: str, text: str) -> bool:
+    """Whether the constraint lets `text` be written, char by char, after `body`."""
+    reader, constraint = reader_after(FIRST_LINE + body), BarConstraint()
+    for char in text:
+        if not constraint.allows_char(reader, char) or char not in constraint.allowed_chars(reader):
+            return False
+        reader.feed(char)
+    return True
+
+
+def typed(text: str) -> bool:
+    """Whether annotation `text` (with its closing quote) can be typed char by char."""
+    return all(annotation_allows(text[:i], text[i]) for i in range(len(text)))
+
+
+# ------------------------------------------------------------------------------------------ annotations
+@pytest.mark.parametrize("text", ['_cresc."', '^a tempo"', '^ad lib."', "^L'istesso\"", '^SEGUE"', '_sempre poco a poco cresc."', '^pizz."', '^4"', '^1st"',
+                                  '^(dolce)"', '^M. D."', '^m.v."', '^8va"', 'G7"', 'Am"', 'Bbm/F"', 'F#m7/C#"',
+                                  'Cmaj7"', 'Esus4"'])
+def test_real_annotations_and_chord_symbols_can_be_written(text):
+    assert typed(text)
+
+
+@pytest.mark.parametrize("text", ['4 c2 B2- A2 F2"', '^4 c2 B2- A2 F2"', '_as e4- d4- c2"', '^e d c"', '^c2|d2"', '^"', '"',
+                                  'Cma7"', 'C/"', 'E76"', 'A4"', '^Blle no snm^"', "^" + "cresc " * 6 + '"',
+                                  '^cB AA BA GGE"', '_A, F, D, E,"', '^c\'c\'b"', '>dolce"'])
+def test_annotations_that_look_like_music_or_run_on_are_refused(text):
+    assert not typed(text)
+
+
+def test_an_annotation_can_always_be_finished():
+    """The length limit leaves room for what a word needs to be whole (no dead end at the limit)."""
+    text = "^" + "poco " * 5 + "(t-"  # 28 chars of words: the last needs a letter and `)` to be whole
+    assert all(annotation_allows(text[:i], text[i]) for i in range(len(text)))
+    assert annotation_allows(text, "o") and not annotation_allows(text, '"') and not annotation_allows(text + "o", "p")
+    assert annotation_allows(text + "o", ")") and not annotation_allows(text + "o", '"')  # `(` needs its `)`
+    assert annotation_allows(text + "o)", '"') and not annotation_allows("^dolce", ")")
+
+
+def test_annotations_in_the_decoder():
+    assert writable("[r:1/5][V:1]", '"^dolce"c8|') and writable("[r:1/5][V:1]", '"G7"c8|')
+    assert not writable("[r:1/5][V:1]c4", '"^dolce"|')  # it needs its note...
+    assert writable("[r:1/5][V:1]c8", '"^M.D.C."||') and not writable("[r:1/5][V:1]c8", '"^M.D.C."|[')  # ...or is a jump
+    assert not writable("[r:1/5][V:1]", '"^dolce""') and writable("[r:1/5][V:1]", '"^dolce"!p!c8|')  # one a note
+    assert not writable("[r:1/5][V:1]", '"^c2 d2"')
+    assert allowed('[r:1/5][V:1]c4 "^c') == {chr(i) for i in range(ord("a"), ord("z") + 1)} | set(" .'-,\"")
+
+
+# ------------------------------------------------------------------------------------------ decorations
+def test_each_decoration_once_per_note_and_a_few_at_most():
+    assert not writable("[r:1/5][V:1]", "!fermata!!fermata!")
+    assert not writable("[r:1/5][V:1]", "!accent!!>!")  # aliases count as one
+    assert not writable("[r:1/5][V:1]", "!p!!f!")  # one dynamic
+    assert writable("[r:1/5][V:1]", "!p!!accent!!fermata!c8|")
+    assert not writable("[r:1/5][V:1]", "!p!!accent!!fermata!!tenuto!")
+    assert not writable("[r:1/5][V:1]", "..")  # shorthands too
+    assert writable("[r:1/5][V:1]", ".Tc8|") and not writable("[r:1/5][V:1]", "T!trill!")
+
+
+def test_note_decorations_wait_for_a_note_and_never_dangle_before_a_bar_line():
+    assert "!" in allowed("[r:1/5][V:1]c8")  # `!fine!`, a hairpin end... may still come
+    assert not writable("[r:1/5][V:1]c8", "!fermata!") and not writable("[r:1/5][V:1]c8", "!p!")
+    assert not writable("[r:1/5][V:1]c4 ", "!fermata!|")
+
+
+def test_hairpins_and_pedals_end_only_after_they_began():
+    assert not writable("[r:1/5][V:1]c8", "!<)!")
+    assert writable("[r:1/5][V:1]", "!<(!c8!<)!|") and writable("[r:1/5][V:1]", "!ped!c8!ped-up!|")
+    assert not writable("[r:1/5][V:1]", "!<(!c4!<(!")
+
+
+def test_jumps_stand_once_right_before_a_double_final_or_repeat_bar_line():
+    assert writable("[r:1/5][V:1]c8", "!D.C.!||") and writable("[r:1/5][V:1]c8", "!fine!:|")
+    assert not writable("[r:1/5][V:1]c8", "!D.C.!|[") and not writable("[r:1/5][V:1]c4", "!D.C.!")
+    assert not writable("[r:1/5][V:1]c8", "!D.C.! ")
+    first = BarConstraint().allowed_chars(reader_after("[r:0/6][V:1]c8!"))
+    assert "D" not in first and "f" not in first  # never in the first bar line (the piece's start)
+    later = "[r:1/5][V:1]c8!D.C.!||[V:2]C8"
+    assert writable(later, "!D.C.!||")  # the other voices of that bar line may repeat it
+    assert not writable(later + "||\n[r:2/4][V:1]c8", "!D.C.!")  # but no later bar line
+    assert not writable("[r:1/5][V:1]c8", "!D.S.!")  # D.S. goes back to a segno
+    assert writable("[r:1/5][V:1]!segno!c8|[V:2]C8|\n[r:2/4][V:1]c8", "!D.S.!|]")
+    assert not writable("[r:1/5][V:1]c4", "!segno!") and not writable("[r:1/5][V:1]c4", "S")  # a segno starts a bar
+    assert not writable(later + "||\n[r:2/4][V:1]c8", "!fine!")  # no jump after the jump back
+    assert writable("[r:1/5][V:1]c8!fine!||[V:2]C8||\n[r:2/4][V:1]c8", "!D.C.!|]")
+
+
+def test_no_heavy_bar_line_for_a_stray_bracket():
+    """Real scores close bars with `| || |] :| :: |:`; `[` in a full bar has nothing to open (no `[|`)."""
+    assert "[" not in allowed("[r:1/5][V:1]c8") and not writable("[r:1/5][V:1]c4", "[|")
+    assert writable("[r:1/5][V:1]", "[K:D]c8|") and writable("[r:1/5][V:1]c4", "[ce]4|")
+
+
+def test_ties_follow_a_note_and_slurs_close_only_when_open():
+    assert writable("[r:1/5][V:1]", "c4-c4|") and writable("[r:1/5][V:1]", "[ce]4-[ce]4|")
+    assert not writable("[r:1/5][V:1]c4", "--") and not writable("[r:1/5][V:1]c4 ", "-")
+    assert not writable("[r:1/5][V:1]z4", "-") and not writable("[r:1/5][V:1]!p!", "-")
+    assert not writable("[r:1/5][V:1]c4", ")") and writable("[r:1/5][V:1]", "(c4 d4)|")
+
+
+# --------------------------------------------------------------------------------------------- header
+def header_reader(text: str) -> BarReader:
+    """A reader of header lines as the model writes them (each line's patch ends with EOS)."""
+    reader = BarReader()
+    reader.feed_text(text.replace("\n", "\n" + EOS_CHAR))
+    return reader
+
+
+def header_allowed(text: str) -> set[str]:
+    return BarConstraint().allowed_chars(header_reader(text))
+
+
+def header_writable(prefix: str, text: str) -> bool:
+    reader, constraint = header_reader(prefix), BarConstraint()
+    for char in text:
+        if char not in constraint.allowed_chars(reader):
+            return False
+        reader.feed(char)
+        if char == "\n":
+            reader.feed(EOS_CHAR)
+    return True
+
+
+def test_voices_are_numbered_as_the_score_line_declares_them():
+    score = "%%score { 1 | 2 } 3\nL:1/8\nM:4/4\nK:C\n"
+    assert header_allowed(score + "V:") == {"1"}
+    assert header_allowed(score + "V:1\nV:") == {"2"}
+    assert not header_writable(score, "V:416") and not header_writable(score, "V:2")
+    assert header_writable("L:1/8\nM:4/4\nK:C\n", "V:1 treble\n") and "V" not in header_allowed("K:C\nV:1\n")
+    assert not header_writable("", "%%score 1 416\n") and not header_writable("", "%%score 1 3\n")
+    assert header_writable("", "%%score { ( 1 4 ) | ( 2 3 ) }\n")  # numbered 1..N, in any order
+    assert "3" not in header_allowed("%%score 1 2 3 4 | ")  # a number that could only repeat one: no dead end
+
+
+def test_header_fields_are_those_of_the_training_data_and_can_be_finished():
+    assert not header_allowed("") & set("XTC") and {"%", "L", "M", "K", "Q", "V"} <= header_allowed("")
+    assert not header_writable("", "M:/4") and not header_writable("", "M:0/4") and header_writable("", "M:12/8\n")
+    assert not header_writable("", "Q:/4") and header_writable("", "Q:1/4=96\n")
+
+
+def test_part_names_are_made_of_real_names():
+    assert voice_line_allows('1 treble nm="Violin I" snm="Vln. I"', True, "1")
+    assert voice_line_allows("1 treble ", True, "1") and voice_line_allows('1 bass nm="Chant\\nVoice"', True, "1")
+    assert not voice_line_allows('1 treble nm="Blle no"', True, "1") and not part_name_allowed("Blle", False)
+    assert not voice_line_allows("1 trebble", True, "1") and not voice_line_allows('1 snm="S." nm="Soprano"', True, "1")
+    assert part_name_allowed("Sopr", False) and not part_name_allowed("Soprano ", True)
+    assert header_writable("L:1/8\nM:4/4\nK:C\n", 'V:1 treble-8 nm="Tenor" snm="T."\n')
