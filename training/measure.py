@@ -40,6 +40,7 @@ from engine.measure.instruments import class_vocabulary, row_instruments
 from engine.measure.model import MeasureConfig
 from engine.measure.representation import MeasureScore, from_score, transpose
 from training import kit
+from training.measure_data import Piece, load_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data" / "measure" / "chorales.pkl"
@@ -69,15 +70,6 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Piece:
-    name: str
-    work: str
-    split: str
-    grid: MeasureScore
-    kind: str = "chorale"  # training.measure_data.KINDS for pieces of the whole corpus
 
 
 def chorale_work(name: str) -> str:
@@ -139,8 +131,6 @@ def load_training_pieces(data: str) -> list[Piece]:
     if data == "chorales":
         return load_pieces()
     if data == "corpus":
-        from training.measure_data import load_corpus
-
         pieces = load_corpus()
         if not pieces:
             raise SystemExit("no measure grids read yet: run python -m training.measure_data build")

@@ -19,9 +19,10 @@ import signal
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from training.measure import Piece
+from engine.measure.cells import MeasureScore
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "data" / "measure" / "grids"
@@ -64,6 +65,17 @@ def load_corpus(kinds: tuple[str, ...] = KINDS, directory: Path | None = None) -
         for path in sorted((directory or GRIDS).glob(f"{kind}-*.pkl")):
             pieces += read_pieces(path)
     return pieces
+
+
+@dataclass
+class Piece:
+    """One score's grid, for training the measure model."""
+
+    name: str
+    work: str
+    split: str
+    grid: MeasureScore
+    kind: str = "chorale"  # one of KINDS for the grids built here; the chorale data set's pieces are "chorale"
 
 
 class _Timeout(Exception):
