@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help='measures to keep: "1-4,9" (all parts) or "2:5-8" (part 2); repeatable')
     inpaint.add_argument("--out", type=Path, required=True, help="output file; the extension chooses the format")
     inpaint.add_argument("--seed", type=int, default=0)
-    inpaint.add_argument("--temperature", type=float, default=1.0)
+    inpaint.add_argument("--temperature", type=float, default=None,
+                         help="sampling temperature (default: the measure model's, engine.measure.inpaint.DEFAULT_TEMPERATURE)")
     inpaint.add_argument("--sweeps", type=int, default=0, help="refinement sweeps after the first pass")
     inpaint.add_argument("--refine-fraction", type=float, default=0.25)
     inpaint.add_argument("--order", choices=("random", "left-to-right"), default="random")
@@ -339,8 +340,9 @@ def run_inpaint(args: argparse.Namespace) -> None:
     composer = _composer(args, measure=args.checkpoint or SHIPPED)
     document = composer.open_file(args.input)
     locked = parse_lock_spec(args.lock, document.grid)
+    sampling = {} if args.temperature is None else {"temperature": args.temperature}
     result = composer.inpaint(
-        document, locked, seed=args.seed, temperature=args.temperature, sweeps=args.sweeps,
+        document, locked, seed=args.seed, sweeps=args.sweeps, **sampling,
         refine_fraction=args.refine_fraction, order=args.order, time_budget_s=args.time_budget,
         constrained=not args.unconstrained,
     )

@@ -39,6 +39,9 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "measure"
 #: 8 columns and its relative attention clips distances at 16, so farther columns tell it nothing it
 #: learnt to use, while the whole score would make every fill cost quadratic in the score's length.
 CONTEXT_COLUMNS = 8
+#: Sampling temperature of inpainting and generation: at 0.8 the corpus model's inpainted measures keep
+#: their key as the real ones do (training.measure_fit, docs/measure_model.md); at 1 it strays.
+DEFAULT_TEMPERATURE = 0.8
 
 
 @lru_cache(maxsize=4)
@@ -127,7 +130,7 @@ def _order(positions: list[tuple[int, int]], order: str, rng: random.Random) -> 
 
 
 def run_algorithm1(model: MeasureLM, grid: MeasureScore, tokens: list[str], free: list[tuple[int, int]], *,
-                   seed: int = 0, temperature: float = 1.0, sweeps: int = 0, refine_fraction: float = 0.25,
+                   seed: int = 0, temperature: float = DEFAULT_TEMPERATURE, sweeps: int = 0, refine_fraction: float = 0.25,
                    order: str = "random", time_budget_s: float | None = None, constrained: bool = True,
                    on_progress: Callable[[int, int], None] | None = None) -> MeasureScore:
     """Algorithm 1 on `grid`: mask `free`, fill one by one, then refinement sweeps."""
@@ -173,7 +176,7 @@ def context_windows(columns: list[int], n_columns: int, context: int = CONTEXT_C
 
 
 def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | None = None,
-            checkpoint: str | Path | None = None, seed: int = 0, temperature: float = 1.0, sweeps: int = 0,
+            checkpoint: str | Path | None = None, seed: int = 0, temperature: float = DEFAULT_TEMPERATURE, sweeps: int = 0,
             refine_fraction: float = 0.25, order: str = "random", time_budget_s: float | None = None,
             constrained: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Rewritten:
     """`document` with every cell not in `locked_cells` (part index, column index, both 0-based)
@@ -209,7 +212,7 @@ def inpaint(document, locked_cells: set[tuple[int, int]], *, model: MeasureLM | 
 
 def generate(instruments: list[str], n_measures: int, time_signature: str = "4/4", *,
              model: MeasureLM | None = None, checkpoint: str | Path | None = None, seed: int = 0,
-             temperature: float = 1.0, sweeps: int = 0, refine_fraction: float = 0.25,
+             temperature: float = DEFAULT_TEMPERATURE, sweeps: int = 0, refine_fraction: float = 0.25,
              order: str = "left-to-right", key_sharps: int | None = None, title: str = "",
              constrained: bool = True, time_budget_s: float | None = None):
     """A new ScoreDocument of `n_measures` measures for `instruments` (names such as 'soprano',
