@@ -289,7 +289,11 @@ def test_stream_stops_on_cancel_from_another_thread(random_model):
     events = list(random_model.stream(HAYDN, n=2, cancel=cancel, seed=3))
     assert time.monotonic() - started < 30
     finals = [e for e in events if e.kind in ("done", "failed")]
-    assert {e.index for e in finals} == {0, 1} and {e.stop for e in finals} == {STOP_CANCEL}
+    # a piece may end on its own before the cancel (the bar-exact random model sometimes does in 0.5 s on
+    # an idle machine); every piece still running then stops as cancelled, with no retry
+    assert {e.index for e in finals} == {0, 1} and STOP_CANCEL in {e.stop for e in finals}
+    assert {e.stop for e in finals} <= {STOP_CANCEL, STOP_END}
+    assert all(not e.will_retry for e in finals if e.stop == STOP_CANCEL)
 
 
 def test_stream_stops_at_the_time_limit(random_model):
