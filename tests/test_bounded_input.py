@@ -196,9 +196,10 @@ def test_audio_stopped_by_the_time_budget_leaves_no_files(monkeypatch, tmp_path)
     """FluidSynth runs in the render worker's process group: killed with it, and its folder removed."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the workers' temp folder
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    composer = Composer(output_dir=tmp_path / "exports", render_budget=RenderBudget(time_s=3))
-    with pytest.raises(ScoreError, match="rendering the WAV audio of this score took longer than the 3 s render"):
-        composer.export(ScoreDocument(musicxml(400), "long"), "wav")  # 800 s of audio
+    composer = Composer(output_dir=tmp_path / "exports", render_budget=RenderBudget(time_s=1))
+    # 2,000 s of audio: FluidSynth on an idle core renders 800 s in under 3 s, so the budget must be far below
+    with pytest.raises(ScoreError, match="rendering the WAV audio of this score took longer than the 1 s render"):
+        composer.export(ScoreDocument(musicxml(1000), "long"), "wav")
     assert [p.name for p in tmp_path.iterdir()] == []
     assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
                 .splitlines() if line.startswith("fluidsynth") and str(tmp_path) in line]
