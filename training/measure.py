@@ -140,10 +140,8 @@ def load_training_pieces(data: str) -> list[Piece]:
 
 def interleaved_kinds(pieces: list[Piece]) -> list[Piece]:
     """Pieces in turn by kind (a fixed order), so that the first n of them hold every kind."""
-    by_kind: dict[str, list[Piece]] = {}
-    for piece in sorted(pieces, key=lambda p: p.name):
-        by_kind.setdefault(piece.kind, []).append(piece)
-    rows = [by_kind[kind] for kind in sorted(by_kind)]
+    groups = by_kind(sorted(pieces, key=lambda p: p.name))
+    rows = [groups[kind] for kind in sorted(groups)]
     return [row[i] for i in range(max(map(len, rows), default=0)) for row in rows if i < len(row)]
 
 
@@ -248,15 +246,21 @@ def kind_weights(pieces: list[Piece]) -> dict[str, float]:
     return {kind: math.sqrt(n) for kind, n in sorted(columns.items())}
 
 
-def training_grids(pieces: list[Piece], train: TrainConfig, rng: random.Random) -> list[MeasureScore]:
-    by_kind: dict[str, list[Piece]] = {}
+def by_kind(pieces: list[Piece]) -> dict[str, list[Piece]]:
+    """The pieces of each kind, in their order."""
+    groups: dict[str, list[Piece]] = {}
     for piece in pieces:
-        by_kind.setdefault(piece.kind, []).append(piece)
-    weights = kind_weights(pieces)
+        groups.setdefault(piece.kind, []).append(piece)
+    return groups
+
+
+def training_grids(groups: dict[str, list[Piece]], weights: dict[str, float], train: TrainConfig,
+                   rng: random.Random) -> list[MeasureScore]:
+    """One batch of crops: a kind drawn by `weights` (`kind_weights`), then a piece of it (`by_kind`)."""
     kinds = list(weights)
     grids = []
     for _ in range(train.batch_size):
-        piece = rng.choice(by_kind[rng.choices(kinds, [weights[k] for k in kinds])[0]])
+        piece = rng.choice(groups[rng.choices(kinds, [weights[k] for k in kinds])[0]])
         g = piece.grid
         length = min(train.max_columns, g.n_columns)
         start = rng.randrange(g.n_columns - length + 1)
@@ -422,10 +426,11 @@ def train(config_path: str, run_root: Path = ROOT / "runs", fresh: bool = False,
     budget, wall_at_start = kit.Budget(tc.max_minutes), progress.wall  # the limit is per invocation: a rerun goes on
     bar = kit.progress_bar(tc.steps, progress.step, tc.name)
     order = batch_order(config)
+    groups, weights = by_kind(train_pieces), kind_weights(train_pieces)  # once, not per batch
     clock = time.perf_counter()
     while progress.step < tc.steps:
         model.train()
-        batch = grid_batch(training_grids(train_pieces, tc, rng), config, rng, order=order)
+        batch = grid_batch(training_grids(groups, weights, tc, rng), config, rng, order=order)
         out = loss_of(model, batch, generator)
         norm, lr = progress.advance(out["loss"], tc.grad_clip)
         step = progress.step
