@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.notagen.bar_constraint import BarConstraint
+from engine.notagen.bar_check import full_inner_lines
+from engine.notagen.bar_constraint import BarConstraint, logits_mask
 from engine.notagen.bar_reader import EOS_CHAR, BarReader
 from engine.notagen.config import NotagenConfig
 from engine.notagen.finish import finish_generated
@@ -16,7 +17,9 @@ from engine.notagen.generate import NotagenGenerator
 from engine.notagen.header import Ensemble, HeaderChoice
 from engine.notagen.model import NotagenModel
 from engine.notagen.patchilizer import BOS_ID, EOS_ID
+from engine.notagen.options import SamplingOptions
 from engine.notagen.prompts import Prompt
+from engine.notagen.sampling import filtered_probs, masked_probs
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "notagen"
 WALK_HEADER = '%%score { 1 | 2 }\nL:1/8\nM:3/4\nK:D\nV:1 treble nm="Violin"\nV:2 bass nm="Cello"\n[r:0/2]'
@@ -36,7 +39,7 @@ def test_greedy_bars_that_fit_are_decoded_as_without_the_constraint(trained):
 
 
 def test_a_random_model_under_the_constraint_writes_whole_bars_that_convert():
-    """Random weights write anything; under the constraint all 50 pieces end and convert."""
+    """Random weights write anything; under the constraint all 50 pieces end, convert and fill their inner bars."""
     torch.manual_seed(0)
     config = NotagenConfig(patch_length=64, patch_num_layers=1, char_num_layers=1, hidden_size=64, num_heads=1)
     generator = NotagenGenerator(NotagenModel(config).eval(), name="random")
@@ -47,6 +50,8 @@ def test_a_random_model_under_the_constraint_writes_whole_bars_that_convert():
     assert len(result.pieces) == 50
     for piece in result.pieces:
         assert piece.bars >= 1 and piece.document.n_parts == 2
+        inner, full = full_inner_lines(piece.text)
+        assert full == inner, piece.text  # every voice of every bar line but the first and last lasts its metre
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -103,3 +108,25 @@ def test_bar_ends_are_not_filled_with_runs_of_tiny_notes(one_torch_thread):
             checked += len(bars)
             assert max(runs, default=0) < 3, piece.text
     assert checked >= 20
+
+
+@pytest.mark.parametrize("options", [SamplingOptions(top_k=9, top_p=0.9, temperature=1.2), SamplingOptions(top_k=0, top_p=0.9, temperature=1.6),
+                                     SamplingOptions(top_k=5, top_p=1.0, temperature=1.0), SamplingOptions(top_k=1)])
+def test_the_masked_distribution_found_id_by_id_is_the_full_masks(options):
+    """`masked_probs` (ids tested from the likeliest down until the filters' choice is known) gives the
+    distribution the whole mask gives, or None when it needs more tests than allowed."""
+    generator, decided = torch.Generator().manual_seed(0), 0
+    for trial in range(300):
+        logits = torch.randn(128, generator=generator) * (1 + trial % 4)
+        size = (1, 2, 5, 20, 100)[trial % 5]
+        allowed = set(torch.randperm(128, generator=generator)[:size].tolist())
+        expected = filtered_probs(logits.masked_fill(~logits_mask([allowed])[0], float("-inf")).unsqueeze(0), options)[0]
+        if options.greedy:
+            expected = torch.nn.functional.one_hot(expected.argmax(), 128).double()
+        for limit in (8, 32, 128):
+            probs = masked_probs(logits, options, allowed.__contains__, limit)
+            assert probs is not None or limit < 128
+            if probs is not None:
+                decided += limit == 8
+                assert torch.allclose(probs, expected, atol=1e-9), (trial, limit)
+    assert decided > 0  # a few tests can decide

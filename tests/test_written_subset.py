@@ -123,6 +123,23 @@ def test_ties_follow_a_note_and_slurs_close_only_when_open():
     assert not writable("[r:1/5][V:1]c4", ")") and writable("[r:1/5][V:1]", "(c4 d4)|")
 
 
+# ---------------------------------------------------------------------------------------------- pitches
+def test_pitches_stay_in_a_written_range():
+    """Capitals take up to 4 commas, small letters up to 3 apostrophes, never the other mark (xml2abc's
+    spelling): a model that repeats `,` gets a note it can play, not `B,,,,,,,,`."""
+    body = "[r:1/5][V:1]"
+    assert writable(body, "C,,,,2") and not writable(body, "C,,,,,") and not writable(body, "C'")
+    assert writable(body, "b'''2") and not writable(body, "b''''") and not writable(body, "c,")
+
+
+def test_a_chord_holds_six_notes_at_most_and_can_always_close():
+    six = "[r:1/5][V:1][C,E,G,CEG"
+    assert writable(six, "]2")
+    assert not writable(six, "c") and not writable(six, "^c") and not writable(six, "=")
+    assert writable("[r:1/5][V:1]", "[C,E,G,CE^G]2")  # the sixth note's own accidental
+    assert "]" in allowed(six)
+
+
 # --------------------------------------------------------------------------------------------- header
 def header_reader(text: str) -> BarReader:
     """A reader of header lines as the model writes them (each line's patch ends with EOS)."""

@@ -121,6 +121,24 @@ def check_score(name: str, score, result: CheckResult, mask: bool = False) -> No
         check_mask(name, text, reader.bars, result)
 
 
+def full_inner_lines(text: str) -> tuple[int, int]:
+    """(inner bar lines, those whose every voice lasts its metre) of interleaved text: the bar lines other than
+    the first and the last (a pickup and a short ending may be shorter). A line the reader does not reach
+    (it refuses the text before it) counts as not full."""
+    lines = [line for line in text.splitlines() if line.startswith("[")]
+    reader = BarReader(record=True)
+    try:
+        reader.feed_text(text if text.endswith("\n") else text + "\n")
+    except AbcRefused:
+        pass
+    by_line: dict[int, list[VoiceBar]] = {}
+    for bar in reader.bars:
+        by_line.setdefault(bar.line, []).append(bar)
+    full = sum(1 for line in range(1, len(lines) - 1)
+               if by_line.get(line) and all(bar.metre is not None and bar.length == bar.metre for bar in by_line[line]))
+    return max(len(lines) - 2, 0), full
+
+
 def valid_line(bars: list[VoiceBar]) -> bool:
     """The bar rule: the first voice at most its metre, every other voice as long as the first. (The mask
     also keeps to what the BAE's bar durations can read: `check_mask` counts only lines they read.)"""

@@ -19,7 +19,8 @@ the BAE uses, add the two written lengths); tuplets `(p`, `(p:q`, `(p:q:r` with 
 and not inside a broken pair; ties right after a note or chord; slurs closed only when open; `!...!`
 decorations and the shorthands `.MOPSTuv`; the bar lines `| || |] |: :| ::` (those NotaGen's patchilizer
 splits on, but `[|`, which real scores do not write) with a one-digit ending; no left bar lines, no `[1`
-endings; inline `[K:]`, `[M:]`, `[L:]` only at a voice bar's start; voices only as declared in the header,
+endings; inline `[K:]`, `[L:]` only at a voice bar's start, no inline `[M:]` (a metre change
+written in one voice would give the parts of one bar different metres; the header's `M:` holds); voices only as declared in the header,
 in their order; `[r:i/j]` with j one less than the previous line's. What annotations, decorations and
 header voice lines may say: `engine.notagen.written_subset`.
 
@@ -34,7 +35,7 @@ body line (not while `[r:i/j]` announces more lines; required after `[r:i/0]`'s 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
@@ -56,7 +57,8 @@ _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
 _TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
 _SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
-_MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), tuple(sorted(br.OCTAVE_MARKS)), _SHORTHANDS)
+_MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), _SHORTHANDS)
+_MUSIC_SET = frozenset(_MUSIC_CHARS)
 _MUSIC_SINGLES = tuple(char for char in _MUSIC_CHARS if not any(char in chars for chars in _MUSIC_CLASSES))
 _CONTINUING = br.DIGITS | br.ACCIDENTALS | br.NOTE_LETTERS | br.OCTAVE_MARKS | {"/"}
 """Chars that may continue an open element; every other char commits it."""
@@ -67,10 +69,16 @@ _BARLINES = tuple(barline for barline in BARLINES if barline != "[|")
 """The closing bar lines real scores write (xml2abc never writes `[|`; the model took it for a stray `[`)."""
 _DENOMINATORS = ("2", "4", "8", "16", "32", "64")
 _TUPLET_SPEC = re.compile(r"^3$")  # triplets only: abctoolkit's bar durations read no other tuplet
+CHORD_NOTES = 6
+"""The most notes a chord may hold (the fine-tuning corpus: 6 in six of 306,000 chords, none more): a model
+that lost track of an open `[` would otherwise stack notes without end."""
+OCTAVE_COMMAS, OCTAVE_APOSTROPHES = 4, 3
+"""Octave marks a pitch may take: from `C,,,,` (C0) to `b'''` (B7), about a piano's range; capitals take only
+commas and small letters only apostrophes, as xml2abc writes them (the corpus: 4 commas, 2 apostrophes at most)."""
 HEADER_LINE_CHARS = 200
 """The longest header line the model may write (a runaway line would fill the context)."""
 _HEADER_FIELDS = frozenset("QLMKV")  # those of the training data (it drops X, T, C: no garbled titles)
-_FIELD_NAMES_IN_BAR = "KML"
+_FIELD_NAMES_IN_BAR = "KL"  # no `[M:]`: see the module docstring
 
 
 @lru_cache(maxsize=4096)
@@ -178,6 +186,30 @@ class BarConstraint:
             return barline_next and self._eos_allowed(reader)
         return 0 <= token < 128 and self.allows_char(reader, chr(token))
 
+    def id_tester(self, reader: BarReader) -> Callable[[int], bool]:
+        """`allows_id(reader, token) and musical(reader, token)` for the many tokens a refused row's redraw
+        tests one by one: in the music the note letters share one test (as in `allowed_chars`), and the
+        chars that end the open element are tested on it committed once (`_music_tester`)."""
+        if reader.mode != br.MUSIC or not reader.in_body:
+            return lambda token: self.allows_id(reader, token) and self.musical(reader, token)
+        allows, memo = self._music_tester(reader), {}
+
+        def test(token: int) -> bool:
+            if not 3 <= token < 128:  # PAD, BOS, EOS
+                return self.allows_id(reader, token) and self.musical(reader, token)
+            char = chr(token)
+            key = "A" if char in br.NOTE_LETTERS else char
+            if key not in memo:
+                if char not in _MUSIC_SET:
+                    memo[key] = False
+                elif char in _SHORTHANDS:
+                    memo[key] = _shorthand_allowed(reader, reader.decorations, char) and allows(char) and self.musical(reader, token)
+                else:
+                    memo[key] = allows(key) and self.musical(reader, ord(key))
+            return memo[key]
+
+        return test
+
     def allows_char(self, reader: BarReader, char: str) -> bool:
         """`char in allowed_chars(reader)`, for one char."""
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
@@ -261,10 +293,15 @@ class BarConstraint:
                 return False
             if clone.pair_closed and clone.last_written != clone.broken_base:
                 return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
+        if (reader.chord_stage and reader.stage != 1 and (char in br.NOTE_LETTERS or char in br.ACCIDENTALS)
+                and reader.chord_notes >= CHORD_NOTES):
+            return False  # no new note (nor its accidentals) in a full chord
         if char in br.ACCIDENTALS and clone.stage == 1 and reader.mode != br.GRACE:
             return clone.accidentals in ("^", "^^", "_", "__", "=")  # one accidental (doubled at most)
         if reader.element == "chord" and reader.chord_stage and not (char in "]^_=',-" or char in br.NOTE_LETTERS):
             return False  # chords hold notes only
+        if reader.mode == br.MUSIC and char in br.OCTAVE_MARKS and clone.stage == 2 and not _pitch_allowed(clone.pitch):
+            return False
         if reader.mode == br.QUOTE:
             return annotation_allows(reader.buffer, char)
         if reader.mode == br.MUSIC and reader.last == "!" and reader.decorations and reader.decorations[-1] in JUMPS:
@@ -342,7 +379,10 @@ class BarConstraint:
     def _permitted_decorations(self, reader: BarReader) -> list[str]:
         """The decorations that may be written now (`reader` reads a `!...!` name; see `written_subset`):
         a jump only where the bar may end right after it, the others where a note can still follow (or, for
-        `BAR_END` ones, the bar line)."""
+        `BAR_END` ones, the bar line). Kept on the reader while the name is typed: the chars of a name
+        change nothing else, and this is the costliest test of a char in a name."""
+        if reader.mode == br.DECORATION and reader.decoration_names is not None:
+            return reader.decoration_names
         after = reader.copy()
         after.mode = br.MUSIC  # as after the name's closing `!`
         candidates = permitted_decorations(reader.decorations, reader.started or reader.element is not None,
@@ -354,8 +394,10 @@ class BarConstraint:
                 fits[char] = self._allows(after, char)
             return fits[char]
 
-        return [name for name in candidates if (fit("|") if name in JUMPS else
-                                                fit("c") or (name in BAR_END and fit("|")))]
+        names = [name for name in candidates if (fit("|") if name in JUMPS else fit("c") or (name in BAR_END and fit("|")))]
+        if reader.mode == br.DECORATION:
+            reader.decoration_names = names
+        return names
 
     def _field_allowed(self, reader: BarReader, clone: BarReader) -> bool:
         if not reader.segment_open:
@@ -494,6 +536,14 @@ def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[s
                 and (raw >= shortest or end == target or (end * beat).denominator == 1)):
             return True
     return False
+
+
+def _pitch_allowed(pitch: str) -> bool:
+    """Whether a letter with its octave marks (`C,,`, `c'`) stays in the written range (`OCTAVE_COMMAS`)."""
+    letter, marks = pitch[0], pitch[1:]
+    if letter.isupper():
+        return set(marks) <= {","} and len(marks) <= OCTAVE_COMMAS
+    return set(marks) <= {"'"} and len(marks) <= OCTAVE_APOSTROPHES
 
 
 def _open_kinds(reader: BarReader) -> frozenset[str]:

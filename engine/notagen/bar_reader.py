@@ -218,6 +218,7 @@ class BarReader:
         self.marks: frozenset[tuple[str, int]] = frozenset()  # (decoration, body line) of the piece's jumps and marks
         self.spans: frozenset[tuple[str, str]] = frozenset()  # (voice, "<" ">" or "ped") hairpins and pedals open
         self.slurs: dict[str, int] = {}  # open slurs per voice (replaced, never mutated: copies share it)
+        self.decoration_names: list[str] | None = None  # the constraint's cache: names it allows in the open `!...!`
         self._reset_bar()
 
     def _reset_bar(self) -> None:
@@ -226,6 +227,8 @@ class BarReader:
         self.decorations: tuple[str, ...] = ()  # decorations and annotations (`ANNOTATION`) for the next element
         self.element: str | None = None
         self.accidentals = ""  # of the note being read
+        self.pitch = ""  # letter and octave marks of the note being read (`C,,`, `c'`)
+        self.chord_notes = 0  # notes read in the open chord
         self.length = Length()
         self.stage = 0  # note: 0 none, 1 accidentals read, 2 letter read (octave marks), 3 length
         self.chord_stage = 0  # 0 outside a chord, 1 inside before its first note's end, 2 later notes
@@ -383,6 +386,7 @@ class BarReader:
                 return False
             self._start_element("chord")
             self.chord_stage = 1
+            self.chord_notes = 0
             self.mode = MUSIC
             return self._music(char)
         if char.isalpha():
@@ -525,8 +529,11 @@ class BarReader:
             return True
         if self.stage <= 1 and char in NOTE_LETTERS:
             self.stage = 2
+            self.pitch = char
+            self.chord_notes += self.chord_stage > 0
             return True
         if self.stage == 2 and char in OCTAVE_MARKS:
+            self.pitch += char
             return True
         if self.stage >= 2 and self.length.accepts(char):
             self.stage = 3
@@ -552,7 +559,7 @@ class BarReader:
         if char in ACCIDENTALS or char in NOTE_LETTERS:
             return self._note_char(char)
         if char in "!+":  # a decoration on a chord note: back in the chord after it
-            self.mode, self.closer, self.buffer = DECORATION, char, ""
+            self.mode, self.closer, self.buffer, self.decoration_names = DECORATION, char, "", None
             return True
         return char in " -" or char in DECORATION_SHORTHANDS  # ties and decorations on chord notes
 
@@ -590,7 +597,7 @@ class BarReader:
             self.mode, self.buffer = QUOTE, ""
             return True
         if char in "!+":
-            self.mode, self.closer, self.buffer = DECORATION, char, ""
+            self.mode, self.closer, self.buffer, self.decoration_names = DECORATION, char, "", None
             return True
         if char == "{":
             self.mode, self.buffer = GRACE, ""

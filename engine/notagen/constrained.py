@@ -2,10 +2,12 @@
 
 `ConstrainedChooser` is a `TokenChooser` for one `NotagenModel.decode_patch` call. Each call of it is one
 char step of the patch for every row; each row follows the text with its own copy of the row's
-`BarReader`. The row's sampler draws first; only when its choice is refused is the whole mask built and
-the char drawn again from the masked logits (with the same top-k / top-p / temperature). Where the mask
-leaves one id (after a newline, inside a decoration name...) that id is taken without sampling, but the
-row's generator still advances by the one uniform a draw uses, so the row's later draws are unchanged.
+`BarReader`. The row's sampler draws first; only when its choice is refused is the char drawn again from
+the masked logits (with the same top-k / top-p / temperature): `sampling.masked_probs` tests ids from the
+likeliest down until the filters' choice is known (a handful of tests), and only where that takes more
+than `WALK` tests is the whole mask built. Where the mask leaves one id (after a newline, inside a
+decoration name...) that id is taken without sampling, but the row's generator still advances by the one
+uniform a draw uses, so the row's later draws are unchanged.
 Greedy decoding picks the likeliest allowed char either way, so a bar that already fits is decoded exactly
 as without the constraint. Sampled, a refused draw is replaced by a draw from the filtered, masked distribution.
 
@@ -24,9 +26,11 @@ from torch import Tensor
 from engine.notagen.bar_constraint import BarConstraint, logits_mask
 from engine.notagen.bar_reader import BOS_CHAR, EOS_CHAR, BarReader
 from engine.notagen.patchilizer import BOS_ID, EOS_ID, PAD_ID
-from engine.notagen.sampling import Sampler
+from engine.notagen.sampling import Sampler, draw, masked_probs
 
 _SPECIAL_CHARS = {EOS_ID: EOS_CHAR, BOS_ID: BOS_CHAR}
+WALK = 32
+"""The most ids a refused row tests one by one before the whole mask is built."""
 
 
 def reader_for(context_ids: Sequence[Sequence[int]]) -> BarReader | None:
@@ -63,14 +67,20 @@ class ConstrainedChooser:
         refused = [row for row, reader in enumerate(self.readers) if not self.ended[row]
                    and not (constraint.allows_id(reader, chosen[row]) and constraint.musical(reader, chosen[row]))]
         redraw = {}
+        greedy = self.sampler.options.greedy
         for row in refused:
-            allowed = constraint.allowed_ids(self.readers[row])
-            allowed = constraint.musical_ids(self.readers[row], allowed) if allowed else allowed
+            reader = self.readers[row]
+            probs = masked_probs(logits[row], self.sampler.options, constraint.id_tester(reader), WALK)
+            if probs is not None:
+                chosen[row] = int(probs.argmax()) if greedy else int(draw(probs.unsqueeze(0), [self.generators[row]])[0])
+                continue
+            allowed = constraint.allowed_ids(reader)
+            allowed = constraint.musical_ids(reader, allowed) if allowed else allowed
             if not allowed:
                 self.readers[row], self.ended[row] = None, True  # nothing can follow: leave the row unconstrained
             elif len(allowed) == 1:  # what the sampler draws from a one-id mask, and the draw it uses up
                 chosen[row] = allowed[0]
-                if not self.sampler.options.greedy:
+                if not greedy:
                     self.generators[row].random()
             else:
                 redraw[row] = allowed

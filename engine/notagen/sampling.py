@@ -21,7 +21,7 @@ same maths, vectorised over the batch in float64. Differences from the official 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,63 @@ def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
         sorted_probs = sorted_probs ** (1.0 / options.temperature)
         sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool], limit: int) -> Tensor | None:
+    """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, found by
+    testing ids from the likeliest down, or None where more than `limit` tests would be needed.
+
+    Why: testing an id costs the constraint far more than the model's step, and the filters need only the
+    top of the masked distribution. Top-k keeps the k likeliest allowed ids; top-p keeps the likeliest of
+    those up to the one whose cumulative share crosses p. Where fewer than k allowed ids have been found, the
+    share's denominator is bounded by the untested mass (each untested id is at most as likely as the last
+    tested), and the crossing is known once it is the same for every denominator in the bounds. Equal to
+    the full mask's `filtered_probs` up to float rounding (its ids are the same; greedy: the first allowed id)."""
+    probs = torch.softmax(logits.float(), dim=-1).double()
+    sorted_probs, order = probs.sort(descending=True, stable=True)
+    sorted_list, order_list = sorted_probs.tolist(), order.tolist()
+    keep = 1 if options.greedy else options.top_k
+    found: list[int] = []
+    found_mass: list[float] = []
+    tested_mass = 0.0
+    for tested, (token, mass) in enumerate(zip(order_list[:limit], sorted_list), start=1):
+        tested_mass += mass
+        if allowed(token):
+            found.append(token)
+            found_mass.append(mass)
+        if not found:
+            continue
+        complete = (keep and len(found) >= keep) or tested == len(order_list)
+        items = found_mass[:keep] if keep and len(found) >= keep else found_mass
+        lowest = sum(items)
+        if complete:
+            highest = lowest
+        else:
+            untested = max(1.0 - tested_mass, 0.0)
+            highest = lowest + (min(untested, (keep - len(found)) * mass) if keep else untested)
+        kept = _top_p_crossing(items, options.top_p, lowest, highest) if options.top_p < 1.0 else (len(items) if complete else None)
+        if kept is None:
+            continue
+        result = torch.zeros_like(probs)
+        weights = torch.tensor(found_mass[:kept], dtype=probs.dtype)
+        if options.temperature != 1.0 and not options.greedy:
+            weights = weights ** (1.0 / options.temperature)
+        result[found[:kept]] = weights / weights.sum()
+        return result
+    return None
+
+
+def _top_p_crossing(items: list[float], top_p: float, lowest: float, highest: float) -> int | None:
+    """How many of `items` (probabilities, likeliest first) top-p keeps for every total in [lowest, highest]
+    (the id that crosses p is kept), or None where that depends on the total or lies past the items."""
+    cumulative = 0.0
+    for index, mass in enumerate(items):
+        if cumulative > top_p * lowest:
+            return None  # an earlier id may have crossed for some total
+        cumulative += mass
+        if cumulative > top_p * highest:
+            return index + 1
+    return None
 
 
 def draw(probs: Tensor, generators: Sequence[np.random.Generator]) -> Tensor:
