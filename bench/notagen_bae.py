@@ -1,23 +1,35 @@
-"""Bar alignment (BAE) and conversion rate of generated pieces: free decoding, bar resampling, bar-exact decoding.
+"""Bar-exact generation measured: free decoding against the duration constraint, with and without header control.
 
-    .venv/bin/python bench/notagen_bae.py [--checkpoint PATH] [--pieces 100] [--max-bars 8] [--write docs/performance.md]
+    .venv/bin/python bench/notagen_bae.py [--checkpoint PATH] [--pieces 100] [--batch 8] [--cost-pieces 24]
+        [--max-bars 8] [--write docs/performance.md]
 
-Default model: the reference fixtures' `tiny_notagen_trained_fp16.pth` (2+1 layers, hidden 64, context 64
-patches, overfit on one Bach chorale excerpt): the only trained NotaGen weights at hand. Its pieces are
-short and mostly echo that chorale, so the figures say how the resampling and conversion machinery
-behaves, not how good NotaGen-X is. Prompts cycle over four conditions (the chorale's own prompt, two
-unseen ones, unconditional); the released sampling settings (top-k 9, top-p 0.9, temperature 1.2) and a
-hotter setting (temperature 1.6, no top-k/top-p) are both measured. Each setting runs the same seeds
-three ways: free (the model's own choices), with bar resampling, and bar-exact (the constraint, no resampling). One attempt per piece (`max_attempts=1`), so a piece that does not convert
-counts as a failure here instead of being sampled again. The char decoder's CPU time per patch is
-measured for each decoding; "cost" is bar-exact (or resampling) decoding's time per patch over free
-decoding's, the constraint's price.
+Model: the shipped one (assets/notagen) unless `--checkpoint` names another. Prompts: the model's fine-tuning
+prompts (its prompts.txt) cycled, one per batch. Sampling: the released settings (top-k 9, top-p 0.9,
+temperature 1.2; `--sampling hot` for temperature 1.6 without top-k / top-p). One attempt per piece
+(`max_attempts=1`): a piece that does not convert counts here, where the app would sample it again.
+
+Rows: the constraint off (the model's own choices, as the official code samples) and on, each with the model
+writing its header and with header control (the header written by the app from the prompt's most common
+ensemble, `default_ensemble`; key, metre and tempo taken from a header the model writes first, a probe
+decoded at batch 1 and counted in the decoding time). Columns:
+  * returned: first attempts that return a piece (it converts);
+  * BAE: misaligned bar lines over bar lines of the returned pieces (`engine.score.bae`);
+  * inner bars full: bar lines other than a piece's first and last whose every voice lasts its metre
+    (`engine.notagen.bar_check.full_inner_lines`);
+  * parts match: returned pieces whose header's parts match the prompt's instrumentation
+    (`engine.scoring.instrumentation`; pieces of instrumentations it does not judge are left out);
+  * decode ms / bar and ms / patch: CPU time of this process spent decoding (patch and char decoders,
+    sampling and the constraint; converting finished pieces not counted), per generated bar and per patch;
+  * cost: bar-exact decoding's ms / patch over free decoding's in the same setting.
+CPU time, not wall time: on a shared machine the wall time mostly measures the other jobs. The cost table
+repeats the two decodings at batch 1 (`--cost-pieces` pieces), where the model's share per row is largest.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,125 +38,157 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from engine.notagen.generate import NotagenGenerator  # noqa: E402
-from engine.notagen.prompts import Prompt  # noqa: E402
-from engine.score.bae import BarAlignment, bar_alignment  # noqa: E402
+from engine.notagen import batch_engine  # noqa: E402
+from engine.notagen.bar_check import full_inner_lines  # noqa: E402
+from engine.notagen.generate import NotagenGenerator, resolve_checkpoint  # noqa: E402
+from engine.notagen.header import HeaderChoice, default_ensemble  # noqa: E402
+from engine.notagen.prompts import Prompt, prompts_for_checkpoint  # noqa: E402
+from engine.score.bae import BarAlignment  # noqa: E402
+from engine.scoring.instrumentation import header_part_names, matches_instrumentation  # noqa: E402
 
-DEFAULT_CHECKPOINT = ROOT.parent / "shared" / "fixtures" / "notagen_reference" / "tiny_notagen_trained_fp16.pth"
-PROMPTS = [
-    Prompt("Baroque", "Bach, Johann Sebastian", "Choral"),
-    Prompt("Classical", "Haydn, Joseph", "Chamber"),
-    Prompt("Romantic", "Chopin, Frederic", "Keyboard"),
-    None,
-]
 SETTINGS = {
-    "released (k 9, p 0.9, T 1.2)": dict(top_k=9, top_p=0.9, temperature=1.2),
-    "hot (k off, p off, T 1.6)": dict(top_k=0, top_p=1.0, temperature=1.6),
+    "released": dict(top_k=9, top_p=0.9, temperature=1.2),
+    "hot": dict(top_k=0, top_p=1.0, temperature=1.6),
 }
-
-
-DECODING = {
-    "free": dict(bae_resample=False, constrain=False),
-    "bar resampling (3 retries)": dict(bae_resample=True, constrain=False),
-    "bar-exact": dict(bae_resample=False, constrain=True),
+ROWS = {  # name: (constrain, header control)
+    "free, model's header": (False, False),
+    "bar-exact, model's header": (True, False),
+    "free, header control": (False, True),
+    "bar-exact, header control": (True, True),
 }
 
 
 class DecodeClock:
-    """Times the char decoder's patches (`NotagenModel.decode_patch`, where the constraint runs): seconds and
-    row-patches, so decodings are compared per patch, apart from conversion and from how long pieces get.
-    CPU time of this process, not wall time: on a shared machine the wall time mostly measures the others."""
+    """CPU time spent decoding: `BatchEngine.advance` without the conversions (`_finish`) it calls, and the
+    patches it decoded (rows x steps)."""
 
-    def __init__(self, generator: NotagenGenerator) -> None:
+    def __init__(self) -> None:
         self.seconds, self.patches = 0.0, 0
-        decode_patch = generator.model.decode_patch
+        advance, finish = batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish
+        clock = self
 
-        def timed(hidden, *args, **kwargs):
+        def timed_advance(engine, groups):
+            clock.patches += sum(len(group.rows) for group in groups)
             started = time.process_time()
-            result = decode_patch(hidden, *args, **kwargs)
-            self.seconds += time.process_time() - started
-            self.patches += hidden.shape[0]
+            result = advance(engine, groups)
+            clock.seconds += time.process_time() - started
             return result
 
-        generator.model.decode_patch = timed
+        def untimed_finish(engine, *args, **kwargs):
+            started = time.process_time()
+            finish(engine, *args, **kwargs)
+            clock.seconds -= time.process_time() - started
+
+        batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish = timed_advance, untimed_finish
+
+    def reset(self) -> None:
+        self.seconds, self.patches = 0.0, 0
 
 
-def measure(generator: NotagenGenerator, clock: DecodeClock, pieces: int, batch: int, max_bars: int, sampling: dict,
-            decoding: dict) -> dict:
-    converted, total, alignment_all, alignment_ok, resampled, reasons = 0, 0, BarAlignment(0, 0), BarAlignment(0, 0), 0, {}
-    started, clock.seconds, clock.patches = time.perf_counter(), 0.0, 0
-    calls = (pieces + batch - 1) // batch
+@dataclass
+class Row:
+    """Totals of one row."""
+
+    pieces: int = 0
+    returned: int = 0
+    alignment: BarAlignment = BarAlignment(0, 0)
+    inner_bars: int = 0
+    inner_full: int = 0
+    judged: int = 0
+    matched: int = 0
+    bars: int = 0
+    seconds: float = 0.0
+    patches: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ms_per_patch(self) -> float:
+        return 1000 * self.seconds / max(self.patches, 1)
+
+
+def measure(generator: NotagenGenerator, clock: DecodeClock, prompts: list[Prompt], pieces: int, batch: int,
+            max_bars: int, sampling: dict, constrain: bool, header_control: bool) -> Row:
+    row, calls = Row(), (pieces + batch - 1) // batch
+    clock.reset()
     for call in range(calls):
-        prompt = PROMPTS[call % len(PROMPTS)]
-        n = min(batch, pieces - call * batch)
-        for event in generator.stream(prompt, n=n, seed=1000 + call, max_bars=max_bars, max_attempts=1,
-                                      **decoding, **sampling):
-            if event.kind not in ("done", "failed"):
-                continue
-            total += 1
-            alignment_all = alignment_all + bar_alignment(event.text)
-            if event.kind == "done":
-                converted += 1
-                alignment_ok = alignment_ok + event.piece.alignment
-                resampled += event.piece.resampled_bars
-            else:
-                key = event.reason.split(":")[0]
-                reasons[key] = reasons.get(key, 0) + 1
-    return dict(pieces=total, converted=converted, alignment_all=alignment_all, alignment_ok=alignment_ok,
-                resampled=resampled, reasons=reasons, seconds=time.perf_counter() - started,
-                ms_per_patch=1000 * clock.seconds / max(clock.patches, 1))
+        prompt = prompts[call % len(prompts)]
+        header = HeaderChoice(ensemble=default_ensemble(prompt)) if header_control else None
+        result = generator.generate(prompt, n=min(batch, pieces - call * batch), seed=1000 + call, max_bars=max_bars,
+                                    max_attempts=1, bae_resample=False, constrain=constrain, header=header, **sampling)
+        row.pieces += len(result.pieces) + len(result.failures)
+        for failure in result.failures:
+            key = failure.reason.split(":")[0]
+            row.failures[key] = row.failures.get(key, 0) + 1
+        for piece in result.pieces:
+            row.returned += 1
+            row.alignment = row.alignment + piece.alignment
+            row.bars += piece.bars
+            inner, full = full_inner_lines(piece.text)
+            row.inner_bars, row.inner_full = row.inner_bars + inner, row.inner_full + full
+            match = matches_instrumentation(prompt.instrumentation, header_part_names(piece.text))
+            if match is not None:
+                row.judged, row.matched = row.judged + 1, row.matched + int(match)
+    row.seconds, row.patches = clock.seconds, clock.patches
+    return row
 
 
-def report(results: list[tuple[str, bool, dict]], args: argparse.Namespace, checkpoint: Path, seconds: float) -> str:
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} % ({part}/{whole})" if whole else "-"
+
+
+def report(rows: dict[str, Row], cost_rows: dict[str, Row], args: argparse.Namespace, seconds: float) -> str:
+    free = {name: rows[name.replace("bar-exact", "free")].ms_per_patch for name in rows}
     lines = [
         f"Run: `nice -n 10 .venv/bin/python bench/notagen_bae.py --checkpoint {args.checkpoint} --pieces {args.pieces} "
-        f"--max-bars {args.max_bars} --batch {args.batch} --threads {args.threads}"
-        + (f" --decodings '{args.decodings}'" if args.decodings != ",".join(DECODING) else "") + "` "
-        f"({seconds:.0f} s in all, {args.threads} thread(s)). Model: `{checkpoint.name}`. "
-        "BAE = misaligned bars / bars (a bar line whose voices do not last equally long, `engine.score.bae`). "
-        "ms / patch: the char decoder's CPU time per generated patch and row (model and constraint, not conversion); "
-        "cost: that time over free decoding's with the same sampling.",
+        f"--batch {args.batch} --cost-pieces {args.cost_pieces} --max-bars {args.max_bars} --sampling {args.sampling} "
+        f"--threads {args.threads}` ({seconds:.0f} s in all). Model `{args.checkpoint}`, {args.sampling} sampling, "
+        f"{len(args.prompts)} fine-tuning prompts cycled, batches of {args.batch}, one attempt per piece.",
         "",
-        "| sampling | decoding | pieces converted | BAE, converted pieces | BAE, all pieces | bars resampled (converted pieces) | failures (first words of the reason) | seconds | ms / patch | cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| decoding, header | returned (first attempts) | BAE | inner bars full | parts match the prompt | failures | decode ms / bar | ms / patch | cost |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    free = {setting: r["ms_per_patch"] for setting, decoding, r in results if decoding == "free"}
-    for setting, decoding, r in results:
-        failures = "; ".join(f"{key} ({count})" for key, count in sorted(r["reasons"].items())) or "-"
+    for name, row in rows.items():
+        failures = "; ".join(f"{key} ({count})" for key, count in sorted(row.failures.items())) or "-"
         lines.append(
-            f"| {setting} | {decoding} | {r['converted']}/{r['pieces']} "
-            f"({100 * r['converted'] / max(r['pieces'], 1):.0f} %) | {100 * r['alignment_ok'].rate:.2f} % "
-            f"({r['alignment_ok'].misaligned}/{r['alignment_ok'].bars}) | {100 * r['alignment_all'].rate:.2f} % "
-            f"({r['alignment_all'].misaligned}/{r['alignment_all'].bars}) | {r['resampled']} | {failures} | {r['seconds']:.0f} "
-            f"| {r['ms_per_patch']:.1f} | {100 * (r['ms_per_patch'] / free[setting] - 1):+.0f} % |"
-        )
+            f"| {name} | {_share(row.returned, row.pieces)} | {100 * row.alignment.rate:.2f} % "
+            f"({row.alignment.misaligned}/{row.alignment.bars}) | {_share(row.inner_full, row.inner_bars)} "
+            f"| {_share(row.matched, row.judged)} | {failures} | {1000 * row.seconds / max(row.bars, 1):.0f} "
+            f"| {row.ms_per_patch:.2f} | {100 * (row.ms_per_patch / free[name] - 1):+.0f} % |")
+    lines += ["", f"Constraint cost by batch size (model's header; batch 1: {args.cost_pieces} pieces, batch {args.batch}: "
+              "the rows above):", "", "| batch | free ms / patch | bar-exact ms / patch | cost |", "| --- | --- | --- | --- |"]
+    for batch, (off, on) in ((1, (cost_rows["free"], cost_rows["bar-exact"])),
+                             (args.batch, (rows["free, model's header"], rows["bar-exact, model's header"]))):
+        lines.append(f"| {batch} | {off.ms_per_patch:.2f} | {on.ms_per_patch:.2f} | {100 * (on.ms_per_patch / off.ms_per_patch - 1):+.0f} % |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", default="assets/notagen")
     parser.add_argument("--pieces", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--cost-pieces", type=int, default=24, help="pieces per decoding at batch 1")
     parser.add_argument("--max-bars", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--sampling", choices=SETTINGS, default="released")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", type=Path, default=None)
-    parser.add_argument("--decodings", default=",".join(DECODING), help="comma-separated, of: " + ", ".join(DECODING))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    generator = NotagenGenerator.load(args.checkpoint)
-    clock = DecodeClock(generator)
-    started = time.perf_counter()
-    results = []
-    for setting, sampling in SETTINGS.items():
-        for decoding in args.decodings.split(","):
-            options = DECODING[decoding]
-            result = measure(generator, clock, args.pieces, args.batch, args.max_bars, sampling, options)
-            results.append((setting, decoding, result))
-            print(f"{setting}, {decoding}: {result['converted']}/{result['pieces']} converted, "
-                  f"BAE {100 * result['alignment_ok'].rate:.2f} % (converted) / {100 * result['alignment_all'].rate:.2f} % (all), "
-                  f"{result['resampled']} bars resampled, {result['seconds']:.0f} s, {result['ms_per_patch']:.1f} ms/patch", flush=True)
-    text = report(results, args, args.checkpoint, time.perf_counter() - started)
+    checkpoint = resolve_checkpoint(ROOT / args.checkpoint if not Path(args.checkpoint).is_absolute() else args.checkpoint)
+    generator = NotagenGenerator.load(checkpoint)
+    args.prompts = prompts_for_checkpoint(checkpoint)
+    if not args.prompts:
+        sys.exit(f"{checkpoint} lists no fine-tuning prompts (prompts.txt)")
+    clock, sampling, started = DecodeClock(), SETTINGS[args.sampling], time.perf_counter()
+    rows, cost_rows = {}, {}
+    for name, (constrain, header_control) in ROWS.items():
+        rows[name] = measure(generator, clock, args.prompts, args.pieces, args.batch, args.max_bars, sampling, constrain, header_control)
+        print(f"{name}: {rows[name].returned}/{rows[name].pieces} returned, BAE {100 * rows[name].alignment.rate:.2f} %, "
+              f"{rows[name].ms_per_patch:.2f} ms/patch", flush=True)
+    for name, constrain in (("free", False), ("bar-exact", True)):
+        cost_rows[name] = measure(generator, clock, args.prompts, args.cost_pieces, 1, args.max_bars, sampling, constrain, False)
+        print(f"batch 1, {name}: {cost_rows[name].ms_per_patch:.2f} ms/patch", flush=True)
+    text = report(rows, cost_rows, args, time.perf_counter() - started)
     print()
     print(text)
     if args.write:
