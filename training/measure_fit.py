@@ -1,18 +1,22 @@
 """Musical fit of inpainted measures against the real measures they replace, per kind of piece.
 
-    nice -n 10 .venv/bin/python -m training.measure_fit --pieces 10 [--checkpoint assets/measure]
+    nice -n 10 .venv/bin/python -m training.measure_fit --pieces 10 [--checkpoint assets/measure] [--temperature 0.8]
 
 Held-out pieces of each kind (the test split of `training.corpus.split_of`, then the validation
 split; `--splits` changes that): voice + piano (shared/corpora/openscore-lieder), string quartets
 (shared/corpora/openscore-quartets), piano (the music21 corpus's keyboard pieces) and Bach chorales.
-In each piece `--holes` holes of `--width` whole columns are blanked at seeded places and inpainted as
-the app does (`run_algorithm1` on the `CONTEXT_COLUMNS` window around the hole, length-constrained),
-then compared with the real measures:
+In each piece `--holes` holes of `--width` whole columns are blanked at seeded places (in the kinds of
+`--every-hole`, by default piano, whose 2 held-out pieces would give a few measures only: every window
+of `--width` columns, side by side) and inpainted as the app does (`run_algorithm1` on the
+`CONTEXT_COLUMNS` window around the hole, length-constrained), then compared with the real measures:
 
 * chromatic share: note onsets whose pitch class is outside the key signature's major scale (the
   same set as its relative minor's natural scale; no signature reads as C);
-* neighbour distance: per part and hole measure, semitones from the measure's mean pitch to the pitch
-  range of the same part in the `NEIGHBOURS` columns either side of the hole (0 inside the range);
+* neighbour distance: per part and hole measure, semitones from the measure's mean pitch to the middle
+  of the pitch range of the same part in the `NEIGHBOURS` columns either side of the hole (the locked
+  context a composer hears the hole against: every part of a hole column is regenerated). The real
+  measures move a few semitones from it; a line an octave off its neighbours moves about 12. (The
+  distance to the range's nearest edge was about 0 for the real measures, so no ratio could be read.)
 * onset density: note onsets (chord events with a new note) per beat of the measure, summed over a
   part's voices;
 * NLL (nats per masked measure, the real measures under the hole mask) and length accuracy (hole
@@ -88,7 +92,7 @@ class Tally:
     onsets: int = 0
     beats: float = 0.0
     distance: float = 0.0
-    measured: int = 0  # part-measures with notes and neighbours with notes
+    measured: int = 0  # part-measures with notes whose part has notes in the neighbouring columns
 
     def add(self, cell: Cell, scale: set[int], neighbours: tuple[int, int] | None) -> None:
         pitches = []
@@ -103,8 +107,7 @@ class Tally:
                 self.outside += sum((STEP_SEMITONES[n.pitch.step] + n.pitch.alter) % 12 not in scale for n in new)
                 pitches += [note.pitch.midi for note in event.chord]
         if pitches and neighbours is not None:
-            mean = sum(pitches) / len(pitches)
-            self.distance += max(0.0, neighbours[0] - mean, mean - neighbours[1])
+            self.distance += abs(sum(pitches) / len(pitches) - (neighbours[0] + neighbours[1]) / 2)
             self.measured += 1
 
     def figures(self) -> dict[str, float]:
@@ -115,6 +118,7 @@ class Tally:
 @dataclass
 class KindReport:
     pieces: int = 0
+    holes: int = 0
     measures: int = 0
     nll_sum: float = 0.0
     length_right: float = 0.0
@@ -157,20 +161,29 @@ def fit_hole(model: MeasureLM, grid: MeasureScore, hole: list[int], report: Kind
     length = evaluate_length(model, [(batch, masked)], max_cells=len(free), seed=seed)
     report.nll_sum += nll["nll"] * nll["measures"]
     report.length_right += length["length_accuracy"] * length["length_measures"]
+    report.holes += 1
     report.measures += len(free)
+
+
+def hole_starts(n_columns: int, holes: int, width: int, seed: int) -> list[int]:
+    """First columns of the holes of `width` columns in a piece: `holes` seeded places, or (`holes`
+    0) every window side by side; the first and the last column always stay as context."""
+    if n_columns < width + 2:
+        raise ValueError(f"{n_columns} measures leave no room for a hole")
+    if holes == 0:
+        return list(range(1, n_columns - width, width))
+    rng = random.Random(seed)
+    return sorted(rng.sample(range(1, n_columns - width), min(holes, n_columns - width - 1)))
 
 
 def fit_piece(model: MeasureLM, path: str, holes: int, width: int, report: KindReport, seed: int,
               temperature: float = 1.0) -> None:
+    """Inpaint `holes` holes of `width` columns in the piece at `path` (0: every window) into `report`."""
     from engine.score.formats import read_score_file
 
     document = read_score_file(path)
     n_columns = document.n_measures
-    if n_columns < width + 2:
-        raise ValueError(f"{n_columns} measures leave no room for a hole")
-    rng = random.Random(seed)
-    starts = sorted(rng.sample(range(1, n_columns - width), min(holes, n_columns - width - 1)))
-    for index, start in enumerate(starts):
+    for index, start in enumerate(hole_starts(n_columns, holes, width, seed)):
         hole = list(range(start, start + width))
         window = context_windows(hole, n_columns)[0]
         grid = from_document(document, columns=window)
@@ -183,16 +196,16 @@ def _ratio(new: float, real: float) -> str:
 
 
 def table(reports: dict[str, KindReport]) -> str:
-    lines = ["| kind | pieces | hole measures | NLL | length accuracy | chromatic share real / inpainted (x) "
-             "| neighbour distance real / inpainted (semitones) | onsets per beat real / inpainted (x) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| kind | pieces | holes | hole measures | NLL | length accuracy | chromatic share real / inpainted (x) "
+             "| neighbour distance real / inpainted (semitones, x) | onsets per beat real / inpainted (x) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for kind, r in reports.items():
         real, new = r.real.figures(), r.inpainted.figures()
         n = max(r.measures, 1)
         lines.append(
-            f"| {kind} | {r.pieces} | {r.measures} | {r.nll_sum / n:.1f} | {r.length_right / n:.0%} "
+            f"| {kind} | {r.pieces} | {r.holes} | {r.measures} | {r.nll_sum / n:.1f} | {r.length_right / n:.0%} "
             f"| {real['chromatic']:.1%} / {new['chromatic']:.1%} ({_ratio(new['chromatic'], real['chromatic'])}) "
-            f"| {real['distance']:.1f} / {new['distance']:.1f} "
+            f"| {real['distance']:.1f} / {new['distance']:.1f} ({_ratio(new['distance'], real['distance'])}) "
             f"| {real['density']:.2f} / {new['density']:.2f} ({_ratio(new['density'], real['density'])}) |")
     return "\n".join(lines)
 
@@ -201,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--pieces", type=int, default=10, help="pieces per kind")
-    parser.add_argument("--holes", type=int, default=2, help="holes per piece")
+    parser.add_argument("--holes", type=int, default=2, help="holes per piece (0: every window of --width columns)")
+    parser.add_argument("--every-hole", default="piano",
+                        help="kinds whose every window of --width columns is a hole (piano: 2 held-out pieces)")
     parser.add_argument("--width", type=int, default=2, help="columns per hole")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--splits", default="test,validation", help="held-out splits, in order of preference")
@@ -212,12 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.checkpoint)
     reports: dict[str, KindReport] = {}
+    every_hole = set(args.every_hole.split(","))
     for kind in args.kinds.split(","):
         report = reports[kind] = KindReport()
+        holes = 0 if kind in every_hole else args.holes
         for index, (name, path) in enumerate(held_out(kind, args.pieces, tuple(args.splits.split(",")), args.seed)):
             started = time.time()
             try:
-                fit_piece(model, path, args.holes, args.width, report, args.seed + index, args.temperature)
+                fit_piece(model, path, holes, args.width, report, args.seed + index, args.temperature)
             except Exception as exc:  # a piece the grid cannot hold is listed and skipped
                 report.skipped.append(f"{name}: {type(exc).__name__}: {exc}")
                 print(f"skipped {kind} {name}: {exc}", file=sys.stderr, flush=True)
@@ -228,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in report.skipped:
             print(f"skipped ({kind}) {line}")
     if args.json:
-        Path(args.json).write_text(json.dumps({kind: {"pieces": r.pieces, "measures": r.measures,
+        Path(args.json).write_text(json.dumps({kind: {"pieces": r.pieces, "holes": r.holes, "measures": r.measures,
                                                       "nll": r.nll_sum / max(r.measures, 1),
                                                       "length_accuracy": r.length_right / max(r.measures, 1),
                                                       "real": r.real.figures(), "inpainted": r.inpainted.figures(),
