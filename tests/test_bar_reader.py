@@ -159,11 +159,11 @@ def test_bar_line_only_when_the_bar_is_full():
 
 def test_digits_only_when_the_length_fits():
     chars = allowed("[r:1/5][V:1]c4 d3 e")
-    assert {"1", "2", "3", "/"} <= chars and "9" not in chars  # e1, e2/, e3/4 fit; e9/16 is off the 1/64 grid
-    after = allowed("[r:1/5][V:1]c4 d3 e2")
-    assert "/" in after and not after & {" ", "|", "c"}  # e2 itself overflows: e2/, e20/32 ... still fit
+    assert {"1", "3", "/"} <= chars and not chars & {"2", "9"}  # e1, e/, e3/4 fit; e2 overflows and e2/4 is spelt e/2; e9/16 is off the 1/64 grid
+    after = allowed("[r:1/5][V:1]c4 d3 e3")
+    assert "/" in after and not after & {" ", "|", "c"}  # e3 itself overflows: e3/4 still fits
     assert "2" in allowed("[r:1/5][V:1]c4 d2 e/")  # e/2 fits
-    assert "9" in allowed("[r:1/5][V:1]c") and "9" not in allowed("[r:1/5][V:1]c9")  # c9/2 fits, c99... not
+    assert "7" in allowed("[r:1/5][V:1]c") and "9" not in allowed("[r:1/5][V:1]c")  # c7 is a double-dotted half; c9, c9/2 ... no single note
 
 
 def test_voice_switch_and_second_voice_length():

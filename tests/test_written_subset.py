@@ -132,6 +132,15 @@ def test_pitches_stay_in_a_written_range():
     assert writable(body, "b'''2") and not writable(body, "b''''") and not writable(body, "c,")
 
 
+def test_lengths_are_note_values():
+    """Plain, dotted or double-dotted values (L:1/8 here): `c5` or `c11/8` would be tied notes in the score,
+    which is how bars the model fell short of got filled with odd lengths."""
+    body = "[r:1/5][V:1]"
+    assert all(writable(body, f"c{length} ") for length in ("", "2", "3", "4", "6", "7", "8", "/", "3/2", "/4", "3/8"))
+    assert not any(writable(body, f"c{length} ") for length in ("5", "9", "11/8", "88/64", "5/4"))
+    assert writable(body, "c4 z3 c|") and not writable(body, "c4 z5")
+
+
 def test_a_chord_holds_six_notes_at_most_and_can_always_close():
     six = "[r:1/5][V:1][C,E,G,CEG"
     assert writable(six, "]2")
