@@ -2,6 +2,8 @@
 annotations, decorations per note, jumps, header voice lines."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from engine.notagen.bar_constraint import BarConstraint
@@ -181,6 +183,26 @@ def test_voices_are_numbered_as_the_score_line_declares_them():
     assert not header_writable("", "%%score 1 416\n") and not header_writable("", "%%score 1 3\n")
     assert header_writable("", "%%score { ( 1 4 ) | ( 2 3 ) }\n")  # numbered 1..N, in any order
     assert "3" not in header_allowed("%%score 1 2 3 4 | ")  # a number that could only repeat one: no dead end
+
+
+def test_a_score_line_is_well_formed_and_can_always_be_finished():
+    """Groups two deep at most, none empty, `|` only between voices or groups, single spaces; and a random
+    walk over the allowed chars never reaches a line it cannot finish (the model once wrote 190 chars of
+    `((([({` and was left with no allowed char)."""
+    assert header_writable("", "%%score [ ( 1 2 ) ( 3 4 ) ] | { 5 | 6 }\n")
+    for bad in ("%%score ((( 1", "%%score ( ) 1", "%%score | 1", "%%score 1 | | 2", "%%score 1  2", "%%score [ 1 | ]"):
+        assert not header_writable("", bad)
+    constraint, rng = BarConstraint(), random.Random(0)
+    for _ in range(40):
+        reader = header_reader("%Classical\n")
+        reader.feed_text("%%score")
+        for _ in range(400):
+            allowed = constraint.allowed_chars(reader)
+            assert allowed, reader.buffer
+            if allowed == {"\n"} or ("\n" in allowed and rng.random() < 0.01):
+                break
+            reader.feed(rng.choice(sorted(allowed - {"\n"})))
+        assert len(reader.buffer) <= 200 and "\n" in constraint.allowed_chars(reader), reader.buffer
 
 
 def test_header_fields_are_those_of_the_training_data_and_can_be_finished():

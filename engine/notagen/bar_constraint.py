@@ -42,6 +42,7 @@ from typing import Literal
 
 from engine.notagen import bar_reader as br
 from engine.notagen.bar_reader import BarReader
+from engine.notagen.header import MAX_VOICES
 from engine.notagen.patchilizer import BARLINES, BOS_ID, EOS_ID
 from engine.notagen.written_subset import (
     BAR_END, BARLINES_AFTER_JUMP, JUMPS, annotation_allows, decoration_allowed, ends_at_barline, permitted_decorations,
@@ -53,8 +54,7 @@ SIXTEENTH = Fraction(1, 16)
 WHOLE_NOTE = Fraction(1)
 ShortBars = Literal["edges", "anywhere"]
 
-_PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)
-_TEXT_CHARS = _PRINTABLE + ("\t",)  # header lines may hold tabs (xml2abc copies them from names)
+_PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)  # no tab: the finisher refuses control characters
 _SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
 _MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), _SHORTHANDS)
@@ -146,7 +146,7 @@ class BarConstraint:
             return set()  # after a newline the patch ends (EOS) unless it is full
         # Shortcuts that give what `_allows` gives char by char, without copying the reader for each char:
         if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):  # only a newline is read at once
-            return {char for char in _TEXT_CHARS if _header_allows(reader, char)
+            return {char for char in _PRINTABLE if _header_allows(reader, char)
                     and (char != "\n" or reader.mode != br.HEADER or reader.copy().step(char))}
         if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
             # the name so far leaves the bar's duration state as it was
@@ -156,9 +156,9 @@ class BarConstraint:
             allowed = {name[len(prefix)] for name in names if name.startswith(prefix) and len(name) > len(prefix)}
             return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
         if reader.mode == br.QUOTE:  # annotation text lasts nothing: only its own rules apply
-            return {char for char in _TEXT_CHARS if annotation_allows(reader.buffer, char)}
+            return {char for char in _PRINTABLE if annotation_allows(reader.buffer, char)}
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
-            return {char for char in _TEXT_CHARS if self._allows(reader, char)}
+            return {char for char in _PRINTABLE if self._allows(reader, char)}
         if reader.mode != br.MUSIC:
             return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
         # in the music the reader treats the chars of each class alike: one test per class
@@ -230,7 +230,7 @@ class BarConstraint:
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
             return False
         if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
-            return char in _TEXT_CHARS and self._allows(reader, char)
+            return char in _PRINTABLE and self._allows(reader, char)
         if reader.mode != br.MUSIC:
             return char in _MUSIC_CHARS and self._allows(reader, char)
         if char in _MUSIC_SINGLES:
@@ -651,20 +651,34 @@ _FIELD_VALUES = {"K": _key_value, "M": _metre_value, "L": _unit_value, "Q": _tem
 
 def _score_line(text: str, complete: bool) -> bool:
     """A `%%score` voice list (typed so far, or `complete`): voice numbers, each once, in balanced `[ ]`,
-    `{ }`, `( )` groups, `|` between."""
-    if not re.fullmatch(r"[\d\s\[\]{}()|]*", text):
+    `{ }`, `( )` groups at most two deep, `|` between voices or groups, single spaces; typed so far, it can
+    still be finished inside the header line's `HEADER_LINE_CHARS` (its groups closed, the voice numbers it
+    skipped added), so a long line never leaves the decoder without a way on."""
+    if not re.fullmatch(r"[\d \[\]{}()|]*", text) or "  " in text:
         return False
     typing = "" if complete else re.search(r"\d*$", text).group(0)
     voices = re.findall(r"\d+", text[: len(text) - len(typing)])
     if (complete and not voices) or not score_line_allows(voices, typing, complete):
         return False
-    stack = []
-    for char in text:
+    stack, previous = [], ""
+    for char in text.replace(" ", ""):
         if char in "[{(":
+            if len(stack) == 2:
+                return False
             stack.append("]})"["[{(".index(char)])
-        elif char in "]})" and (not stack or stack.pop() != char):
-            return False
-    return not stack or not complete
+        elif char in "]})":
+            if not stack or stack.pop() != char or previous in "[{(|":
+                return False  # unbalanced, or an empty group
+        elif char == "|" and (not previous or previous in "[{(|"):
+            return False  # a bar between two voices or groups
+        previous = char
+    if complete:
+        return not stack and previous not in "|"
+    numbers = {int(voice) for voice in voices} | ({int(typing)} if typing else set())
+    if previous in "[{(|" and previous and len(numbers) >= MAX_VOICES:
+        return False  # a group or a bar line that no voice could follow
+    missing = sum(len(str(n)) + 1 for n in range(1, max(numbers, default=0) + 1) if n not in numbers)
+    return len("%%score") + len(text) + len(stack) + missing + 3 <= HEADER_LINE_CHARS
 
 
 def _tuplet_defaults(spec: str) -> tuple[int, int, int]:
