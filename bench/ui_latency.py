@@ -130,12 +130,13 @@ def wait_for_app(url: str, app: subprocess.Popen) -> None:
 
 
 def wait_for(page, expression: str, seconds: float, what: str):
-    """The value of `expression` once it is truthy (checked every frame); SystemExit saying `what` did not
-    happen within `seconds` and what the status line said."""
+    """The value of `expression` once it is truthy; SystemExit saying `what` did not happen within `seconds`
+    and what the status line said. Checked every 100 ms, not every frame, so that the check takes little CPU
+    from the app (the page keeps its own times)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        return page.wait_for_function(f"() => {expression}", polling="raf", timeout=seconds * 1000).json_value()
+        return page.wait_for_function(f"() => {expression}", polling=100, timeout=seconds * 1000).json_value()
     except PlaywrightTimeout:
         status = page.locator("#status").inner_text()
         raise SystemExit(f"{what} within {seconds:.0f} s; the status line said: {status!r}") from None
