@@ -5,7 +5,7 @@
 Time to first bars is measured in headless Chromium against the real app, by the page's own clock: from
 the click event on Generate to the first frame drawn with an engraved measure in the score view (a
 MutationObserver sees the measure, the next animation frame draws it). Playwright's `wait_for_selector`
-is not the clock: after its first few tries it looks only every 500 ms, which added up to half a second.
+is not the clock: after its first few tries it looks only every 500 ms, which added up to 0.7 s.
 Each run then presses Stop and waits for the piece to end (no longer than `STOP_WAIT_S`), so the next
 run starts on an idle server. Re-engraving is the engine call each new version makes
 (verovio layout + SVG of every page + timemap), on a fresh engraver cache, for the first 32 measures of
