@@ -148,8 +148,11 @@ class Composer:
     examples = tuple(EXAMPLES)
 
     def warm_up(self) -> None:
-        """Start a file reader worker now, so that the first upload does not wait for it (about 1 s)."""
+        """Start a file reader worker and an engraving worker now, so that the first upload does not wait
+        for one (about 1 s), nor the first score shown (a generated piece's first bar) for the other
+        (0.2-0.5 s)."""
         self._sandbox.warm()
+        self._engraver.warm()
 
     def open_file(self, path: str | Path) -> ScoreDocument:
         path = Path(path)

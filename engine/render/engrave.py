@@ -42,6 +42,10 @@ class Engraver:
         as its music, as a screen wants."""
         return Engraving(pages=self._call("pages", musicxml, page_width, scale, page_height))
 
+    def warm(self) -> None:
+        """Start a worker now (without waiting for it), so that the first engraving does not pay for it."""
+        self._pool.warm()
+
     def measure_onsets(self, musicxml: str, page_width: int = 2100, scale: int = 40) -> tuple[tuple[float, str], ...]:
         """(time in ms, measure id) at each measure start in playback order, at tempo factor 1.
 
