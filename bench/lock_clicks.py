@@ -135,10 +135,13 @@ def score_clicks(browser, url: str, path: Path, far: bool) -> dict:
     with page.expect_file_chooser() as chooser:
         page.locator("#upload").click()
     chooser.value.set_files(str(path))
-    page.wait_for_selector(MEASURES)
-    page.wait_for_function("() => /parts, \\d+ measures/.test(document.querySelector('#status').innerText)")
+    page.wait_for_function("() => /parts, \\d+ measures|error/i.test(document.querySelector('#status').innerText)")
     opened_s = time.perf_counter() - started
     n = page.locator(MEASURES).count()
+    if not n:
+        shot = Path(tempfile.gettempdir()) / f"lock_clicks_{path.stem}.png"
+        page.screenshot(path=str(shot))
+        raise RuntimeError(f"{path.name} was not engraved: {page.locator('#status').inner_text()!r} (see {shot})")
     groups = {"first page": [1, 2, 3, 4, 5]}
     if far:
         groups["far down"] = [n // 2, (3 * n) // 4, n - 2]
