@@ -6,8 +6,9 @@ the score, and with every other measure locked. In the page a probe records, on 
 clock: the click (the pointerup's time stamp), the moment the measure shows as locked or unlocked (its
 class and highlight box, seen by a MutationObserver), the start and the end of the next frame after
 that (a requestAnimationFrame callback, then a task queued from it: the frame's style, layout and paint
-are done by then, so this is when the change is on screen), and the server's answer (the lock summary changing); and whether the engraved SVG is still the same element afterwards
-(no re-engraving).
+are done by then, so this is when the change is on screen), and the server's answer (the lock summary changing); whether the engraved SVG is still the same element afterwards
+(no re-engraving); and, from Chromium's own counters (CDP `Performance.getMetrics`), the style
+recalculation and script time the page spent from the click to its answer.
 """
 from __future__ import annotations
 
@@ -72,11 +73,11 @@ def click_latency(record: dict) -> dict:
 
 
 def summarize(clicks: list[dict]) -> dict:
-    """Median and max of each latency over `clicks` (`click_latency` results), clicks whose moment was
+    """Median and max of each latency and page cost over `clicks` (`click` results), clicks whose moment was
     not seen counted apart, and whether every click left the engraved SVG in place."""
     out: dict = {"clicks": len(clicks), "svg_kept": all(c["svg_kept"] for c in clicks)}
-    for key in ("shown_ms", "frame_ms", "painted_ms", "ack_ms"):
-        values = [c[key] for c in clicks if c[key] is not None]
+    for key in ("shown_ms", "frame_ms", "painted_ms", "ack_ms", "style_ms", "script_ms"):
+        values = [c[key] for c in clicks if c.get(key) is not None]
         out[key] = {"median": round(statistics.median(values), 1) if values else None,
                     "max": max(values) if values else None, "missing": len(clicks) - len(values)}
     return out
@@ -105,14 +106,22 @@ def start_app(port: int) -> subprocess.Popen:
     raise RuntimeError(f"the app did not answer in 4 minutes; see {log.name}")
 
 
-def click(page, column: int) -> dict:
-    """Click the middle of measure `column` once it is scrolled into view; the probe's latencies."""
+def page_costs(cdp) -> dict:
+    """Chromium's running totals for the page, in ms: style recalculation and script."""
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return {"style_ms": metrics["RecalcStyleDuration"] * 1000, "script_ms": metrics["ScriptDuration"] * 1000}
+
+
+def click(page, cdp, column: int) -> dict:
+    """Click the middle of measure `column` once it is scrolled into view; the probe's latencies and the
+    page's style and script time until the answer."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     target = page.locator(MEASURES).nth(column)
     target.scroll_into_view_if_needed()
     page.wait_for_timeout(300)  # the scroll settles: only the click is timed
     page.evaluate(PROBE_JS, column)
+    before = page_costs(cdp)
     box = target.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for moment in ("painted", "ack"):
@@ -121,7 +130,8 @@ def click(page, column: int) -> dict:
         except PlaywrightTimeout:  # not seen in 2 minutes: reported as missing
             pass
     page.wait_for_timeout(300)  # anything the answer re-renders has happened
-    return click_latency(page.evaluate(RESULT_JS))
+    after = page_costs(cdp)
+    return {**click_latency(page.evaluate(RESULT_JS)), **{k: round(after[k] - before[k], 1) for k in after}}
 
 
 def score_clicks(browser, url: str, path: Path, far: bool) -> dict:
@@ -138,6 +148,8 @@ def score_clicks(browser, url: str, path: Path, far: bool) -> dict:
     page.wait_for_function("() => /parts, \\d+ measures|error/i.test(document.querySelector('#status').innerText)")
     opened_s = time.perf_counter() - started
     n = page.locator(MEASURES).count()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
     if not n:
         shot = Path(tempfile.gettempdir()) / f"lock_clicks_{path.stem}.png"
         page.screenshot(path=str(shot))
@@ -145,10 +157,10 @@ def score_clicks(browser, url: str, path: Path, far: bool) -> dict:
     groups = {"first page": [1, 2, 3, 4, 5]}
     if far:
         groups["far down"] = [n // 2, (3 * n) // 4, n - 2]
-    results = {group: [click(page, c) for c in columns] for group, columns in groups.items()}
+    results = {group: [click(page, cdp, c) for c in columns] for group, columns in groups.items()}
     page.locator("#lock-all").click()
     page.wait_for_function(f"() => document.querySelector('#lock-summary').innerText.includes('{n} measures locked')")
-    results["all locked, unlock one"] = [click(page, c) for c in (2, n // 2, n - 3)]
+    results["all locked, unlock one"] = [click(page, cdp, c) for c in (2, n // 2, n - 3)]
     page.context.close()
     return {"measures": n, "open_and_engrave_s": round(opened_s, 1),
             "groups": {group: summarize(clicks) for group, clicks in results.items()},
@@ -179,7 +191,8 @@ def report_line(name: str, result: dict) -> str:
         return f"{stats['median']}/{stats['max']}"
 
     groups = "; ".join(f"{group}: changed {pair(s['shown_ms'])}, on screen {pair(s['painted_ms'])}, "
-                       f"answer {pair(s['ack_ms'])}" for group, s in result["groups"].items())
+                       f"answer {pair(s['ack_ms'])} (style {pair(s['style_ms'])}, script {pair(s['script_ms'])})"
+                       for group, s in result["groups"].items())
     kept = "SVG kept" if result["all"]["svg_kept"] else "SVG REPLACED (re-engraved)"
     return (f"{name} ({result['measures']} measures, opened and engraved in {result['open_and_engrave_s']} s), "
             f"lock click ms median/max: {groups}; {kept}")
