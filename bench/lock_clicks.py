@@ -113,11 +113,12 @@ def page_costs(cdp) -> dict:
 
 
 def click(page, cdp, column: int) -> dict:
-    """Click the middle of measure `column` once it is scrolled into view; the probe's latencies and the
-    page's style and script time until the answer."""
+    """Click the middle of measure `column` (of its clickable area: a measure's own box can reach into its
+    neighbours with a slur) once it is scrolled into view; the probe's latencies and the page's style and
+    script time until the answer."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    target = page.locator(MEASURES).nth(column)
+    target = page.locator(f'#score-view rect.hit[data-column="{column}"]:not([data-part])')
     target.scroll_into_view_if_needed()
     page.wait_for_timeout(300)  # the scroll settles: only the click is timed
     page.evaluate(PROBE_JS, column)
