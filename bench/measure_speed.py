@@ -1,17 +1,22 @@
-"""Inpainting latency of the measure model on the CPU: a short chorale and a long string quartet.
+"""Inpainting and lock-click latency on the CPU: a short chorale and a long string quartet.
 
     python bench/measure_speed.py [--checkpoint assets/measure] [--repeats 3] [--quartet FILE]
+                                  [--browser [--skip-inpaint]]
 
 For each score: a hole of `--hole` measures in every part in the middle of the score, everything
 else locked, timed as the app runs it (the document is already open, so its MusicXML is parsed once
 before timing: "parse" is reported on its own). Wall time and the process's CPU time (one thread:
-what the wall time is on an idle core). Prints one line per score and a JSON summary.
+what the wall time is on an idle core). With `--browser`, also the lock clicks in headless Chromium
+against the real app at 1280x720 (`bench/lock_clicks.py`): click to on screen, and to the server's
+answer. Prints one line per score and a JSON summary.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import tempfile
 import statistics
 import sys
 import time
@@ -22,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import music21  # noqa: E402
 import torch  # noqa: E402
 
+from bench.lock_clicks import lock_click_latency, report_line  # noqa: E402
 from engine.measure.inpaint import CONTEXT_COLUMNS, inpaint, load_model  # noqa: E402
 from engine.score.document import ScoreDocument  # noqa: E402
 from engine.score.formats import read_score_file, score_to_musicxml  # noqa: E402
@@ -59,18 +65,36 @@ def main(argv=None) -> int:
     parser.add_argument("--hole", type=int, default=4, help="measures in the hole")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--browser", action="store_true", help="also time lock clicks in the app in Chromium")
+    parser.add_argument("--skip-inpaint", action="store_true", help="with --browser: only the lock clicks")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint)
-    results = {"chorale": time_score(args.chorale, ScoreDocument(score_to_musicxml(music21.corpus.parse(args.chorale)),
-                                                                 args.chorale), model, args.hole, args.repeats)}
-    if args.quartet.is_file():
-        results["quartet"] = time_score(args.quartet.stem, read_score_file(args.quartet), model, args.hole, args.repeats)
-    else:
-        print(f"{args.quartet} not found: the long-score timing is skipped")
-    summary = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "hole": args.hole,
-               "context_columns": CONTEXT_COLUMNS, "parameters": sum(p.numel() for p in model.parameters()),
-               "results": results}
+    chorale_xml = score_to_musicxml(music21.corpus.parse(args.chorale))
+    if not args.quartet.is_file():
+        print(f"{args.quartet} not found: the long-score timings are skipped")
+    summary = {"threads": args.threads, "cpu": platform.processor() or platform.machine(),
+               "load_average_before": round(os.getloadavg()[0], 1)}
+    if not args.skip_inpaint:
+        model = load_model(args.checkpoint)
+        results = {"chorale": time_score(args.chorale, ScoreDocument(chorale_xml, args.chorale), model, args.hole,
+                                         args.repeats)}
+        if args.quartet.is_file():
+            results["quartet"] = time_score(args.quartet.stem, read_score_file(args.quartet), model, args.hole,
+                                            args.repeats)
+        summary.update({"hole": args.hole, "context_columns": CONTEXT_COLUMNS,
+                        "parameters": sum(p.numel() for p in model.parameters()), "results": results})
+    if args.browser:
+        with tempfile.TemporaryDirectory() as folder:
+            chorale = Path(folder) / f"{args.chorale.replace('/', '_')}.musicxml"
+            chorale.write_text(chorale_xml, encoding="utf-8")
+            scores = {"chorale": (chorale, False)}
+            if args.quartet.is_file():
+                scores["quartet"] = (args.quartet, True)
+            clicks = lock_click_latency(scores)
+        for name, result in clicks.items():
+            print(report_line(name, result))
+        summary["lock_clicks"] = clicks
+    summary["load_average_after"] = round(os.getloadavg()[0], 1)
     print(json.dumps(summary, indent=2))
     return 0
 
