@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.notagen import batch_engine
 from engine.notagen.bar_check import full_inner_lines
 from engine.notagen.bar_constraint import BarConstraint, logits_mask
 from engine.notagen.bar_reader import EOS_CHAR, BarReader
@@ -17,7 +18,8 @@ from engine.notagen.generate import NotagenGenerator
 from engine.notagen.header import Ensemble, HeaderChoice
 from engine.notagen.model import NotagenModel
 from engine.notagen.patchilizer import BOS_ID, EOS_ID
-from engine.notagen.options import SamplingOptions
+from engine.notagen.batch_engine import DEAD_END_RETRIES
+from engine.notagen.options import STOP_DEAD_END, SamplingOptions
 from engine.notagen.prompts import Prompt
 from engine.notagen.sampling import filtered_probs, masked_probs
 
@@ -130,3 +132,36 @@ def test_the_masked_distribution_found_id_by_id_is_the_full_masks(options):
                 decided += limit == 8
                 assert torch.allclose(probs, expected, atol=1e-9), (trial, limit)
     assert decided > 0  # a few tests can decide
+
+
+class _StuckInBarTwo(BarConstraint):
+    """Allows nothing once the second bar line has begun: a gap in the written subset's rules."""
+
+    @staticmethod
+    def _stuck(reader) -> bool:
+        return reader.in_body and reader.body_line >= 1 and reader.voice is not None
+
+    def allows_id(self, reader, token):
+        return not self._stuck(reader) and super().allows_id(reader, token)
+
+    def id_tester(self, reader):
+        return (lambda token: False) if self._stuck(reader) else super().id_tester(reader)
+
+    def allowed_ids(self, reader):
+        return [] if self._stuck(reader) else super().allowed_ids(reader)
+
+
+def test_a_dead_end_resamples_the_bar_then_stops_at_the_last_whole_bar(monkeypatch):
+    """Where the constraint allows no char the row never goes on unconstrained: its bar is sampled again
+    (3 times), then the piece ends with its whole bars."""
+    monkeypatch.setattr(batch_engine, "BarConstraint", _StuckInBarTwo)
+    torch.manual_seed(0)
+    config = NotagenConfig(patch_length=64, patch_num_layers=1, char_num_layers=1, hidden_size=64, num_heads=1)
+    generator = NotagenGenerator(NotagenModel(config).eval(), name="random")
+    header = HeaderChoice(ensemble=Ensemble.parse("Violin:treble,Cello:bass"), key="D", metre="3/4")
+    result = generator.generate(None, n=4, seed=0, max_bars=3, header=header, max_attempts=1, bae_resample=False,
+                                max_patches=60)
+    assert len(result.pieces) == 4, [failure.reason for failure in result.failures]
+    for piece in result.pieces:
+        assert piece.stop_reason == STOP_DEAD_END and piece.bars == 1 and piece.resampled_bars == DEAD_END_RETRIES
+        assert piece.alignment.misaligned == 0

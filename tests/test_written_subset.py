@@ -218,3 +218,20 @@ def test_part_names_are_made_of_real_names():
     assert not voice_line_allows("1 trebble", True, "1") and not voice_line_allows('1 snm="S." nm="Soprano"', True, "1")
     assert part_name_allowed("Sopr", False) and not part_name_allowed("Soprano ", True)
     assert header_writable("L:1/8\nM:4/4\nK:C\n", 'V:1 treble-8 nm="Tenor" snm="T."\n')
+
+
+def test_random_annotations_never_reach_a_dead_end():
+    """A random walk over the allowed chars of an annotation can always go on or close it (the model once
+    wrote `_cermatassto.G, z (B,`, after which nothing was allowed)."""
+    rng = random.Random(1)
+    chars = [chr(i) for i in range(32, 127)]
+    for _ in range(300):
+        text = rng.choice("^_")
+        while True:
+            allowed = [char for char in chars if annotation_allows(text, char)]
+            assert allowed, text
+            tricky = [char for char in allowed if char in "aBz (),.-'"]  # single letters, groups, marks
+            char = rng.choice(tricky if tricky and rng.random() < 0.8 else allowed)
+            if char == '"':
+                break
+            text += char

@@ -43,6 +43,7 @@ from engine.notagen.options import (
     STOP_BARS,
     STOP_CANCEL,
     STOP_CONTEXT,
+    STOP_DEAD_END,
     STOP_END,
     STOP_LENGTH,
     STOP_PATCHES,
@@ -60,7 +61,11 @@ _NO_BAR_REASONS = {
     STOP_CANCEL: "cancelled before a bar was complete",
     STOP_LENGTH: "no bar was complete within the character limit",
     STOP_PATCHES: "no bar was complete within the patch limit",
+    STOP_DEAD_END: "bar-exact decoding found no allowed character before a bar was complete",
 }
+DEAD_END_RETRIES = 3
+"""Times a bar is sampled again after bar-exact decoding found no allowed char in it (a gap in the written
+subset's rules): the row never goes on unconstrained; after these the piece stops at its last whole bar."""
 
 
 @dataclass
@@ -100,6 +105,7 @@ class _Row:
         self.snapshot: _Snapshot | None = None
         self.snapshot_pending = self.body_started  # resuming a body: bar 1 starts at the given context
         self.retries_left = 0
+        self.dead_ends_left = DEAD_END_RETRIES
         self.appended: list[int] = []
         self.rollback = False
         self.stop: str | None = None
@@ -266,8 +272,12 @@ class BatchEngine:
                                          len(row.text), len(row.body), row.bars, False, len(row.text), row.reader)
                 row.body_started = True
                 row.line_start = len(row.text)
+            lost = row.reader is not None and readers[i] is None and self.constraint is not None
             row.reader = readers[i]
-            self._take(row, predicted[i])
+            if lost:
+                self._dead_end(row)
+            else:
+                self._take(row, predicted[i])
 
         return self._regroup(groups)
 
@@ -286,6 +296,18 @@ class BatchEngine:
             predicted[i] = row_chars
             if self.constraint is not None:
                 readers[i] = chooser.readers[position]
+
+    def _dead_end(self, row: _Row) -> None:
+        """The constraint found no allowed char in this patch: sample the bar again from its start, or stop
+        the piece at its last whole bar (the patch is dropped either way)."""
+        row.patches += 1
+        if row.snapshot is not None and row.dead_ends_left > 0:
+            row.dead_ends_left -= 1
+            self.resampled_total[row.index] += 1
+            row.rollback = True
+            return
+        row.stop = STOP_DEAD_END
+        self._finish(row)
 
     def _take(self, row: _Row, predicted: list[int]) -> None:
         """Apply one predicted patch to a row (text, limits, bar checks)."""
@@ -315,6 +337,7 @@ class BatchEngine:
                 row.rollback = True
                 return
             row.retries_left = self.bar_retries
+            row.dead_ends_left = DEAD_END_RETRIES
             row.line_start = position
             row.snapshot_pending = True
             for end in ends:  # one event per bar, also when a patch completes two lines

@@ -25,6 +25,7 @@ STOP_CANCEL = "cancel"  # the cancel event was set
 STOP_LENGTH = "length"  # the piece's text passed `max_chars`
 STOP_PATCHES = "patches"  # the attempt generated `max_patches` patches
 STOP_CONTEXT = "context"  # the context filled and could not be shortened (no complete body line, or one line fills it)
+STOP_DEAD_END = "dead end"  # bar-exact decoding found no allowed char, again after resampling the bar
 
 
 @dataclass(frozen=True)

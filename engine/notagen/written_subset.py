@@ -143,9 +143,12 @@ def _words_allowed(text: str, complete: bool) -> bool:
     last_complete = complete or text.endswith(" ") or _final(words[-1])
     whole_words = words if last_complete else words[:-1]
     singles = sum(_single_letter(word) for word in whole_words)
-    if singles > 1:
+    closing = not last_complete and words[-1].startswith("(") and words[-1].endswith(",")
+    if closing and not _word_allowed(words[-1] + ")", True):
+        return False  # `(B,` can only close, so it must be a word once closed
+    if singles + (closing and _single_letter(words[-1])) > 1:
         return False  # one `a` (a tempo), not `A, F, D`
-    to_finish = max(_to_finish(text), int(singles == 1 and not last_complete and _single_letter(words[-1])))
+    to_finish = _to_finish(text, sum(_single_letter(word) for word in words[:-1]))
     if len(text) + to_finish > ANNOTATION_CHARS:
         return False
     for index, word in enumerate(words):
@@ -182,10 +185,12 @@ def _word_allowed(word: str, whole: bool) -> bool:
     return not (whole and len(letters) > 1 and set(letters) <= _NOTE_NAMES and core.lower().rstrip(".,") not in _NOTE_WORDS)
 
 
-def _to_finish(text: str) -> int:
-    """The fewest chars that make `text`'s last word whole (the length limit leaves room for them)."""
+def _to_finish(text: str, singles: int) -> int:
+    """The fewest chars that make `text`'s last word whole (the length limit leaves room for them); after
+    `singles` single-letter words, not another one."""
     last = text.rsplit(" ", 1)[-1]
-    return next((len(tail) for tail in ("", ")", "h", "h)", "H", "H)") if _word_allowed(last + tail, True)), 2)
+    return next((len(tail) for tail in ("", ")", "h", "h)", "H", "H)", "hh", "hh)")
+                 if _word_allowed(last + tail, True) and not (singles and _single_letter(last + tail))), ANNOTATION_CHARS)
 
 
 # ----------------------------------------------------------------------------------------- voice lines
