@@ -40,14 +40,19 @@ def test_greedy_bars_that_fit_are_decoded_as_without_the_constraint(trained):
 
 
 
-def test_a_random_model_under_the_constraint_writes_whole_bars_that_convert():
-    """Random weights write anything; under the constraint all 50 pieces end, convert and fill their inner bars."""
+def _random_model_pieces(n: int):
+    """`n` bar-exact pieces of 3 bars of a random-weight model for violin and cello in D, 3/4, one attempt each."""
     torch.manual_seed(0)
     config = NotagenConfig(patch_length=64, patch_num_layers=1, char_num_layers=1, hidden_size=64, num_heads=1)
     generator = NotagenGenerator(NotagenModel(config).eval(), name="random")
     header = HeaderChoice(ensemble=Ensemble.parse("Violin:treble,Cello:bass"), key="D", metre="3/4")
-    result = generator.generate(None, n=50, seed=0, max_bars=3, header=header, max_attempts=1, bae_resample=False,
-                                max_patches=60)
+    return generator.generate(None, n=n, seed=0, max_bars=3, header=header, max_attempts=1, bae_resample=False,
+                              max_patches=60)
+
+
+def test_a_random_model_under_the_constraint_writes_whole_bars_that_convert():
+    """Random weights write anything; under the constraint all 50 pieces end, convert and fill their inner bars."""
+    result = _random_model_pieces(50)
     assert not result.failures, [failure.reason for failure in result.failures]
     assert len(result.pieces) == 50
     for piece in result.pieces:
@@ -155,12 +160,7 @@ def test_a_dead_end_resamples_the_bar_then_stops_at_the_last_whole_bar(monkeypat
     """Where the constraint allows no char the row never goes on unconstrained: its bar is sampled again
     (3 times), then the piece ends with its whole bars."""
     monkeypatch.setattr(batch_engine, "BarConstraint", _StuckInBarTwo)
-    torch.manual_seed(0)
-    config = NotagenConfig(patch_length=64, patch_num_layers=1, char_num_layers=1, hidden_size=64, num_heads=1)
-    generator = NotagenGenerator(NotagenModel(config).eval(), name="random")
-    header = HeaderChoice(ensemble=Ensemble.parse("Violin:treble,Cello:bass"), key="D", metre="3/4")
-    result = generator.generate(None, n=4, seed=0, max_bars=3, header=header, max_attempts=1, bae_resample=False,
-                                max_patches=60)
+    result = _random_model_pieces(4)
     assert len(result.pieces) == 4, [failure.reason for failure in result.failures]
     for piece in result.pieces:
         assert piece.stop_reason == STOP_DEAD_END and piece.bars == 1 and piece.resampled_bars == DEAD_END_RETRIES
