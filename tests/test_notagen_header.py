@@ -4,6 +4,7 @@ Header text is checked against the official data's headers (the reference fixtur
 generation uses the fixtures' tiny trained model (it writes the 4-voice Bach chorale of input 2).
 """
 import json
+from pathlib import Path
 
 import music21
 import pytest
@@ -15,12 +16,14 @@ from engine.notagen.header import (
     Ensemble,
     HeaderChoice,
     Part,
+    default_ensemble,
     ensembles_for,
     find_ensemble,
     read_header,
     write_header,
 )
-from engine.notagen.prompts import OFFICIAL_PROMPTS, Prompt, read_prompts
+from engine.notagen.prompts import OFFICIAL_PROMPTS, Prompt, prompts_for_checkpoint, read_prompts
+from engine.scoring.instrumentation import matches_instrumentation
 from training.ensembles import ensemble_table, labelled_headers
 from webui import compose_handlers as compose
 from webui.session import Session
@@ -180,3 +183,14 @@ def test_compose_fields_follow_the_prompt_and_stay_with_the_tab():
     header = compose.header_choice(HAYDN, "string quartet", "D major", "3/4", 90.0)
     assert (header.ensemble, header.key, header.metre, header.tempo) == (QUARTET, "D", "3/4", 90)
     assert not compose.header_choice(HAYDN, compose.MODELS_CHOICE, compose.MODELS_CHOICE, compose.MODELS_CHOICE, None).chosen
+
+
+def test_the_default_ensemble_of_every_shipped_prompt_is_its_instrumentation():
+    """Some fine-tuning pieces name their parts `P1` or not at all; the default skips their ensembles."""
+    from engine.notagen.prompts import prompts_for_checkpoint
+    
+    prompts = prompts_for_checkpoint(Path(__file__).resolve().parents[1] / "assets" / "notagen")
+    assert len(prompts) > 20
+    for prompt in prompts:
+        names = [part.name for part in default_ensemble(prompt).parts]
+        assert matches_instrumentation(prompt.instrumentation, names) is not False, (prompt, names)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.errors import ScoreError
 from engine.notagen.prompts import Prompt, PromptLike
+from engine.scoring.instrumentation import matches_instrumentation
 
 ENSEMBLE_TABLE = Path(__file__).resolve().parents[2] / "assets" / "notagen" / "ensembles.json"
 
@@ -170,9 +171,12 @@ def ensemble_part_names(table: Path = ENSEMBLE_TABLE) -> list[str]:
 
 def default_ensemble(prompt: PromptLike) -> Ensemble:
     """The ensemble of a header whose ensemble neither the user nor the model's own header gave: the
-    prompt's first, else a piano."""
+    prompt's first whose parts are its instrumentation (some fine-tuning pieces name their parts `P1`, or
+    not at all), else a piano."""
     offered = ensembles_for(prompt) if isinstance(prompt, Prompt) else []
-    return offered[0] if offered else STANDARD_ENSEMBLES["Keyboard"][0]
+    fitting = [ensemble for ensemble in offered
+               if matches_instrumentation(prompt.instrumentation, [part.name for part in ensemble.parts]) is not False]
+    return (fitting or offered or STANDARD_ENSEMBLES["Keyboard"])[0]
 
 
 def find_ensemble(name_or_spec: str, prompt: Prompt | None) -> Ensemble:
