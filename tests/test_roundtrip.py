@@ -1,5 +1,6 @@
 """Scores through NotaGen's notation and back: the repairs of xml2abc (each on a small real excerpt), the
 one-line warning where something is lost (`notation_losses`) and the round-trip survey's bookkeeping."""
+import gc
 from pathlib import Path
 
 import music21
@@ -14,7 +15,8 @@ from engine.score.notagen_abc import xml_to_abc
 from engine.score.notation_losses import abc_round_trip, changed_measures, measure_notes, notation_losses
 from engine.score.splice import measure_texts
 from engine.service import Composer
-from training.roundtrip import failure_class, summary
+from training.corpus import PieceRef
+from training.roundtrip import check_score, check_with_timeout, failure_class, prepare_workers, summary
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -193,6 +195,29 @@ def test_survey_summary_counts_and_classes():
     assert "part-measures intact: 19 of 20 (95.00 %)" in text
     assert "part 1 measure 3" in text
     assert failure_class("round trip: abc2xml cannot convert the ABC: x 12") == "round trip: abc2xml cannot convert the ABC: x N"
+
+
+
+@pytest.fixture
+def prepared_workers():
+    prepare_workers()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("official_pipeline", "prepared_workers")
+def test_the_survey_s_child_process_gives_the_records_of_the_plain_check():
+    """The survey's speed-ups (the conversion path imported and frozen in the parent, rare garbage
+    collections in each score's child) change no figure: the same records as `check_score` in this process,
+    on real excerpts, one of them with a part-measure the official pipeline changes."""
+    expected = {"tie_without_start": (4, 3), "typographic_quote": (4, 4), "inexact_divisions": (1, 1)}
+    for name, (measures, intact) in expected.items():
+        ref = PieceRef(id=name, source="tests", path=str(DATA / f"{name}.musicxml"), kind="file", work="",
+                       split="", title=name)
+        record = check_with_timeout(ref, 120)
+        assert record.pop("seconds") > 0
+        assert record == check_score(ref)
+        assert (record["measures"], record["intact"]) == (measures, intact), name
 
 
 @pytest.fixture(scope="module")
