@@ -158,6 +158,19 @@ def test_percussion_notes_count_by_their_display_pitch():
     assert measure_notes(abc_round_trip(document)) == [before]
 
 
+def test_only_a_declared_transposition_is_applied():
+    """OpenScore Lieder, Berlioz, "Villanelle", bars 1-4 (voice): the part's instrument is named "Clarinet"
+    (MIDI program 72), with no `<transpose>`; music21 assumes a B-flat clarinet, abc2xml writes no
+    instrument, and every bar of the part (108 of the score's 393 part-measures) compared a tone off."""
+    document = excerpt("undeclared_transposition")
+    assert measure_notes(document)[0][2:] == [((69.0, 0.0, 1.5), (71.0, 1.5, 0.5)), ((73.0, 0.0, 2.0),)]
+    assert notation_losses(document, abc_round_trip(document)) == []
+    transpose = "<transpose><diatonic>-1</diatonic><chromatic>-2</chromatic></transpose>"
+    declared = ScoreDocument(document.musicxml.replace("</clef>", "</clef>" + transpose, 1), "in B-flat")
+    assert measure_notes(declared)[0][2:] == [((67.0, 0.0, 1.5), (69.0, 1.5, 0.5)), ((71.0, 0.0, 2.0),)]
+    assert notation_losses(declared, abc_round_trip(declared)) == []
+
+
 def test_changed_measures_compares_sounding_notes():
     document = excerpt("tie_from_another_voice")
     notes = measure_notes(document)
