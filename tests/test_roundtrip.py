@@ -109,6 +109,32 @@ def test_a_valid_score_xml2abc_refused_now_round_trips(name, monkeypatch):
         ScoreDocument(document.musicxml, name).abc
 
 
+def test_a_voice_crossing_to_a_staff_without_a_voice_takes_it_as_its_own(monkeypatch):
+    """OpenScore Lieder, Boulton, "Truant Wings", bars 63-65 (piano): an arpeggio voice from the left hand
+    into the right with most of its notes in the right hand, whose own voice sounds only in bar 65; xml2abc
+    put both voices on the right hand's staff and wrote no left-hand staff, so every note came back on one."""
+    document = excerpt("voice_crossing_to_a_staff_of_its_own")
+    assert document.interleaved_abc.startswith("%%score { 1 | 2 }")
+    assert "[V:1]x6|[V:2]!ped! (G,,/ D,/ A,/[I:staff -1] C/ D/ F/)" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "locStaffMap", notagen_repairs._original_locStaffMap)
+    official = ScoreDocument(document.musicxml, "boulton")
+    assert official.interleaved_abc.startswith("%%score ( 1 2 )")
+    (line,) = notation_losses(official, abc_round_trip(official))
+    assert "6 of 6 part-measures changed" in line
+
+
+def test_a_direction_on_a_staff_without_notes_keeps_the_staff(monkeypatch):
+    """OpenScore Lieder, Brahms, Op. 43 No. 3, bars 1-2 (piano): both voices are written on the left hand's
+    staff and the right hand's holds only a dynamic; xml2abc raised KeyError and refused the score."""
+    document = excerpt("direction_on_a_staff_without_notes")
+    assert "[V:1]!p![I:staff +1] [D,F,B,]8|[V:2]B,,8|" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc.Parser, "locStaffMap", notagen_repairs._original_locStaffMap)
+    with pytest.raises(ScoreError, match="KeyError"):
+        ScoreDocument(document.musicxml, "brahms").abc
+
+
 def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
     "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""

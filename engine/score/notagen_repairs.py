@@ -215,6 +215,7 @@ def plain_quotes(root) -> None:
             words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
 
 
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
@@ -228,3 +229,48 @@ def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
 
 _mkTitle.original = _original_mkTitle  # type: ignore[attr-defined]
 _xml2abc.Parser.mkTitle = _mkTitle
+
+
+# ---------------------------------------------------------------------------------------------
+# A staff without a voice of its own: xml2abc puts each voice on the staff of most of its notes and writes
+# no staff that none is put on. A voice crossing to such a staff kept its `[I:staff +1]` moves, abc2xml
+# had no staff to move to, and the piano's two staves came back as one (OpenScore Lieder, Boulton,
+# "Truant Wings": an arpeggio voice with more notes in the right hand, 180 of 273 part-measures); a
+# direction on such a staff made xml2abc raise KeyError (Brahms, Op. 43 No. 3: the right hand's staff
+# holds only a dynamic). Such a staff takes a voice from a staff that keeps another one.
+# ---------------------------------------------------------------------------------------------
+
+_original_locStaffMap = getattr(_xml2abc.Parser.locStaffMap, "original", _xml2abc.Parser.locStaffMap)
+
+
+def _locStaffMap(parser, part, measures):  # noqa: N802 - xml2abc's name and signature
+    _original_locStaffMap(parser, part, measures)
+    staves = max((int(e.text) for e in part.iter("staves") if (e.text or "").strip().isdigit()), default=1)
+    counts: dict[int, dict[int, int]] = {}  # voice -> staff -> notes, as xml2abc numbers voices
+    sounding = set()  # the voices xml2abc writes: those with a note that is neither a rest nor invisible
+    for note in part.findall("measure/note"):
+        staff = int(note.findtext("staff", "1"))
+        voice = int(note.findtext("voice", "1")) + (100 * staff if parser.isSib else 0)
+        counts.setdefault(voice, {}).setdefault(staff, 0)
+        counts[voice][staff] += 1
+        if note.find("rest") is None and note.get("print-object") != "no":
+            sounding.add(voice)
+    used = {int(e.findtext("staff", "1")) for measure in measures for e in measure if e.tag in ("note", "direction")}
+    homes = parser.stfMap
+    for staff in range(1, staves + 1):
+        if any(voice in sounding for voice in homes.get(staff, ())):
+            continue
+        if staff not in used and not any(home > staff and voices for home, voices in homes.items()):
+            continue  # a last staff with nothing on it may go
+        homes.setdefault(staff, [])
+        donors = [voice for home, voices in homes.items() if home != staff
+                  and sum(voice in sounding for voice in voices) > 1 for voice in voices if voice in sounding]
+        if donors:
+            voice = max(donors, key=lambda v: (counts[v].get(staff, 0), -abs(parser.vce2stf[v] - staff), -v))
+            homes[parser.vce2stf[voice]].remove(voice)
+            homes[staff].append(voice)
+            parser.vce2stf[voice] = parser.curStf[voice] = staff
+
+
+_locStaffMap.original = _original_locStaffMap  # type: ignore[attr-defined]
+_xml2abc.Parser.locStaffMap = _locStaffMap
