@@ -197,6 +197,16 @@ def test_only_a_declared_transposition_is_applied():
     assert notation_losses(declared, abc_round_trip(declared)) == []
 
 
+def test_a_chord_symbol_is_not_a_sounding_note():
+    """OpenScore Lieder, Bizet, "Berceuse", bar 118 (voice): a chord symbol "C" of kind `none` (music21: N.C.,
+    no pitches), which the ABC writes as "C" and abc2xml reads back as a C major chord symbol; music21 counts
+    chord symbols among a measure's notes, so its C, E and G compared as three notes gained."""
+    document = excerpt("chord_symbol_without_a_chord")
+    assert '[V:1]"C"!p! B2 c B2 _A|' in document.interleaved_abc
+    assert measure_notes(document) == [[((68.0, 2.5, 0.5), (70.0, 0.0, 1.0), (70.0, 1.5, 1.0), (72.0, 1.0, 0.5))]]
+    assert notation_losses(document, abc_round_trip(document)) == []
+
+
 def test_changed_measures_compares_sounding_notes():
     document = excerpt("tie_from_another_voice")
     notes = measure_notes(document)
