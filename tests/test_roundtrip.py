@@ -135,6 +135,20 @@ def test_a_direction_on_a_staff_without_notes_keeps_the_staff(monkeypatch):
         ScoreDocument(document.musicxml, "brahms").abc
 
 
+def test_grace_notes_after_a_bar_s_last_note_close_their_group_at_the_bar_line(monkeypatch):
+    """OpenScore Lieder, Arne, "Celia's Complaint", bars 16-17 (voice): grace notes D and E-flat after the
+    bar's last note, and an E-flat grace before the next bar's first; the official text opens the group in
+    one bar and closes it in the next, `c2{de|e} d4`, which abc2xml reads as eighth notes."""
+    document = excerpt("grace_notes_after_the_last_note")
+    assert "[V:1]f2 B2 c2{de}|\n[V:1]{e} d4 (f _A)|" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(notagen_repairs, "grace_groups_closed_at_bar_lines", lambda parser: None)
+    official = ScoreDocument(document.musicxml, "arne")
+    assert "[V:1]f2 B2 c2{de|\n[V:1]e} d4 (f _A)|" in official.interleaved_abc
+    (line,) = notation_losses(official, abc_round_trip(official))
+    assert "2 of 2 part-measures changed" in line
+
+
 def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
     "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""

@@ -215,6 +215,20 @@ def plain_quotes(root) -> None:
             words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
 
 
+def grace_groups_closed_at_bar_lines(parser) -> None:
+    """A grace group still open at a bar line (grace notes after a bar's last note) is closed there: xml2abc
+    closes a group before the next main note, in the next bar, and abc2xml read `c2{de|e} d4` as real
+    notes, moving the rest of both bars (OpenScore Lieder, Arne, "Celia's Complaint", bars 16-17)."""
+    add_bar = parser.msc.addBar
+
+    def _add_bar(line_break, measure) -> None:
+        if parser.ingrace:
+            parser.ingrace = 0
+            parser.msc.lastnote.after += "}"
+        add_bar(line_break, measure)
+
+    parser.msc.addBar = _add_bar
+
 
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
@@ -224,6 +238,7 @@ def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
     for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
                    numbered_lyrics, unbroken_lyrics, plain_quotes):
         repair(root)
+    grace_groups_closed_at_bar_lines(parser)
     return _original_mkTitle(parser, tree)
 
 
