@@ -87,7 +87,8 @@ _abc2xml.MusicXml.mkPitch = _mkPitch
 
 
 # ---------------------------------------------------------------------------------------------
-# Repairs of the MusicXML tree xml2abc reads, made where it first gets the tree (`Parser.mkTitle`).
+# Repairs made where xml2abc first gets the MusicXML tree (`Parser.mkTitle`): of the tree, and of the
+# grace groups it writes.
 # ---------------------------------------------------------------------------------------------
 
 #: The types xml2abc's direction code knows; any other valid one (MusicXML's pedal `discontinue`,
