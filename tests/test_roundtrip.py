@@ -149,6 +149,20 @@ def test_grace_notes_after_a_bar_s_last_note_close_their_group_at_the_bar_line(m
     assert "2 of 2 part-measures changed" in line
 
 
+def test_a_grace_group_over_both_staves_is_split_at_the_staff_move(monkeypatch):
+    """OpenScore Lieder, Chaminade, "Chanson de neige", bars 2-3 (piano): arpeggios of grace notes from the
+    left hand's staff up into the right's; abc2xml reads no staff move inside a grace group, and the
+    official `{F,,C,F,A,CF[I:staff -1]Acf}` came back as real notes on one staff."""
+    document = excerpt("grace_notes_over_both_staves")
+    assert '[V:1]"^m. g."[I:staff +1]{F,,C,F,A,CF}[I:staff -1]{Acf} c\'3' in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(notagen_repairs, "grace_groups_split_at_staff_moves", lambda parser: None)
+    official = ScoreDocument(document.musicxml, "chaminade")
+    assert "{F,,C,F,A,CF[I:staff -1]Acf}" in official.interleaved_abc
+    (line,) = notation_losses(official, abc_round_trip(official))
+    assert "4 of 4 part-measures changed" in line
+
+
 def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
     "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""

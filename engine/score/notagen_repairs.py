@@ -231,6 +231,27 @@ def grace_groups_closed_at_bar_lines(parser) -> None:
     parser.msc.addBar = _add_bar
 
 
+def grace_groups_split_at_staff_moves(parser) -> None:
+    """A grace group whose notes move to another staff is split at the move, `{F,,C,F}[I:staff -1]{Acf}`:
+    abc2xml reads no staff move inside a group and took every note of `{F,,C,F[I:staff -1]Acf}` for a real
+    one (OpenScore Lieder, Chaminade, "Chanson de neige", bar 2: an arpeggio of grace notes up both staves)."""
+    append_note = parser.msc.appendNote
+    slashed = [False]  # whether the open group is of acciaccaturas (`{/...}`)
+
+    def _append_note(voice, note, text) -> None:
+        records = parser.msc.voices[voice]
+        if "{" in note.before:
+            slashed[0] = "/" in note.before
+        elif (note.grace and len(records) > 1 and isinstance(records[-1], _xml2abc.Elem)
+              and records[-1].str.startswith("[I:staff") and getattr(records[-2], "grace", 0)
+              and not records[-2].after.endswith("}")):
+            records[-2].after += "}"
+            note.before[:0] = ["{", "/"] if slashed[0] else ["{"]
+        append_note(voice, note, text)
+
+    parser.msc.appendNote = _append_note
+
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
@@ -240,6 +261,7 @@ def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
                    numbered_lyrics, unbroken_lyrics, plain_quotes):
         repair(root)
     grace_groups_closed_at_bar_lines(parser)
+    grace_groups_split_at_staff_moves(parser)
     return _original_mkTitle(parser, tree)
 
 
