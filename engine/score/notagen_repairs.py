@@ -286,6 +286,7 @@ def _locStaffMap(parser, part, measures):  # noqa: N802 - xml2abc's name and sig
     staves = max((int(e.text) for e in part.iter("staves") if (e.text or "").strip().isdigit()), default=1)
     counts: dict[int, dict[int, int]] = {}  # voice -> staff -> notes, as xml2abc numbers voices
     sounding = set()  # the voices xml2abc writes: those with a note that is neither a rest nor invisible
+    used = {int(e.findtext("staff", "1")) for measure in measures for e in measure.findall("direction")}
     for note in part.findall("measure/note"):
         staff = int(note.findtext("staff", "1"))
         voice = int(note.findtext("voice", "1")) + (100 * staff if parser.isSib else 0)
@@ -293,13 +294,14 @@ def _locStaffMap(parser, part, measures):  # noqa: N802 - xml2abc's name and sig
         counts[voice][staff] += 1
         if note.find("rest") is None and note.get("print-object") != "no":
             sounding.add(voice)
-    used = {int(e.findtext("staff", "1")) for measure in measures for e in measure if e.tag in ("note", "direction")}
+            used.add(staff)
     homes = parser.stfMap
     for staff in range(1, staves + 1):
         if any(voice in sounding for voice in homes.get(staff, ())):
             continue
-        if staff not in used and not any(home > staff and voices for home, voices in homes.items()):
-            continue  # a last staff with nothing on it may go
+        later = any(home > staff and sounding.intersection(voices) for home, voices in homes.items())
+        if staff not in used and not later:
+            continue  # a last staff without notes or directions may go, as officially
         homes.setdefault(staff, [])
         donors = [voice for home, voices in homes.items() if home != staff
                   and sum(voice in sounding for voice in voices) > 1 for voice in voices if voice in sounding]
