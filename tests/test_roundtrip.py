@@ -163,6 +163,20 @@ def test_a_grace_group_over_both_staves_is_split_at_the_staff_move(monkeypatch):
     assert "4 of 4 part-measures changed" in line
 
 
+def test_a_tuplet_inside_a_tuplet_of_the_same_ratio_is_not_written(monkeypatch):
+    """OpenScore Lieder, Chaminade, "Le Noel des oiseaux", bar 34 (piano): a nonuplet (9:4) of sixteenths
+    shown as three bracketed triplets that change no duration; the official `(9:4:9(1:1:3D/ F/ A/ ...`
+    came back from abc2xml as plain sixteenths."""
+    document = excerpt("tuplets_inside_a_nonuplet")
+    assert "(9:4:9D/ F/ A/ d/ f/ a/ d'/ f'/ a'/)" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(xml2abc, "insTup", notagen_repairs._original_insTup)
+    official = ScoreDocument(document.musicxml, "chaminade")
+    assert "(9:4:9(1:1:3D/ F/ A/ (1:1:3d/" in official.interleaved_abc
+    (line,) = notation_losses(official, abc_round_trip(official))
+    assert "part 1 measure 34" in line
+
+
 def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
     "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""

@@ -314,3 +314,25 @@ def _locStaffMap(parser, part, measures):  # noqa: N802 - xml2abc's name and sig
 
 _locStaffMap.original = _original_locStaffMap  # type: ignore[attr-defined]
 _xml2abc.Parser.locStaffMap = _locStaffMap
+
+
+# ---------------------------------------------------------------------------------------------
+# A tuplet inside a tuplet of the same time modification (MuseScore's nonuplet shown as three bracketed
+# triplets: every note 9:4, the inner brackets 3:3): xml2abc writes the inner ones as `(1:1:3`, and abc2xml
+# then loses the outer ratio, `(9:4:9(1:1:3D/F/A/...` coming back as plain sixteenths (OpenScore Lieder,
+# Chaminade, "Le Noel des oiseaux", bar 34). An inner tuplet that changes no duration is not written.
+# ---------------------------------------------------------------------------------------------
+
+_original_insTup = getattr(_xml2abc.insTup, "original", _xml2abc.insTup)
+_NO_TIME_CHANGE = re.compile(r"^\(1:1:\d+")
+
+
+def _insTup(ix, notes, fact):  # noqa: N802 - xml2abc's name and signature
+    result = _original_insTup(ix, notes, fact)
+    if tuple(fact) != (1, 1):  # a nested tuplet
+        notes[ix].tupabc = _NO_TIME_CHANGE.sub("", notes[ix].tupabc)
+    return result
+
+
+_insTup.original = _original_insTup  # type: ignore[attr-defined]
+_xml2abc.insTup = _insTup
