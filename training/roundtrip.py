@@ -28,6 +28,9 @@ from training.data import _read_document as read_document  # the data builder's 
 
 DEFAULT_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 EXAMPLES_PER_CLASS = 3
+CHILD_GC_THRESHOLDS = (50_000, 50, 50)
+"""A score's child process collects cyclic garbage rarely: music21's parse allocates millions of objects and
+frees little until the process ends (about 15 % of a song's time went to collections)."""
 
 
 def compare(before: list[list[Notes]], after: list[list[Notes]]) -> tuple[int, int, list[str]]:
@@ -68,11 +71,6 @@ def check_score(ref: PieceRef) -> dict:
 def _worker(ref: PieceRef, connection) -> None:
     gc.set_threshold(*CHILD_GC_THRESHOLDS)
     connection.send(check_score(ref))
-
-
-CHILD_GC_THRESHOLDS = (50_000, 50, 50)
-"""A score's child process collects cyclic garbage rarely: music21's parse allocates millions of objects and
-frees little until the process ends (about 15 % of a song's time went to collections)."""
 
 
 def prepare_workers() -> None:
