@@ -177,6 +177,19 @@ def test_a_tuplet_inside_a_tuplet_of_the_same_ratio_is_not_written(monkeypatch):
     assert "part 1 measure 34" in line
 
 
+def test_grace_notes_of_another_voice_start_a_group_of_their_own(monkeypatch):
+    """OpenScore Lieder, Somervell, "Think no more, lad", bars 15-16 (piano): grace notes E and F after the
+    right hand's last chord of bar 15 and a grace D before the left hand's first note; xml2abc kept one
+    group open from one voice into the other, `{ef|` ... `D,,} D,3/2`."""
+    document = excerpt("grace_notes_of_two_voices")
+    assert "T[cf]2{ef}|[V:2]{D,,} D,3/2 G,/4" in document.interleaved_abc
+    assert notation_losses(document, abc_round_trip(document)) == []
+    monkeypatch.setattr(notagen_repairs, "grace_groups_split_at_staff_moves", lambda parser: None)
+    official = ScoreDocument(document.musicxml, "somervell")
+    assert "T[cf]2{ef|[V:2]D,,} D,3/2 G,/4" in official.interleaved_abc
+    assert notation_losses(official, abc_round_trip(official))
+
+
 def test_a_line_break_in_a_syllable_becomes_a_space(monkeypatch):
     """OpenScore Lieder, Hensel, "Sehnsucht", bars 1-2 (voice): the first syllable is "1.<newline>" and
     "  Fern<newline>"; the official text reads the rest of the `w:` line as bars of notes."""

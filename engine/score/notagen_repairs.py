@@ -234,19 +234,26 @@ def grace_groups_closed_at_bar_lines(parser) -> None:
 def grace_groups_split_at_staff_moves(parser) -> None:
     """A grace group whose notes move to another staff is split at the move, `{F,,C,F}[I:staff -1]{Acf}`:
     abc2xml reads no staff move inside a group and took every note of `{F,,C,F[I:staff -1]Acf}` for a real
-    one (OpenScore Lieder, Chaminade, "Chanson de neige", bar 2: an arpeggio of grace notes up both staves)."""
+    one (OpenScore Lieder, Chaminade, "Chanson de neige", bar 2: an arpeggio of grace notes up both staves).
+    Grace notes of another voice start a group of their own: xml2abc keeps one group open across voices, and
+    the right hand's grace notes at the end of a bar ended in the left hand's, `{ef|` and `D,,} D,3/2`
+    (Somervell, "Think no more, lad", bar 15)."""
     append_note = parser.msc.appendNote
-    slashed = [False]  # whether the open group is of acciaccaturas (`{/...}`)
+    group = {"voice": None, "slashed": False}  # the open group's voice, and whether of acciaccaturas
 
     def _append_note(voice, note, text) -> None:
         records = parser.msc.voices[voice]
         if "{" in note.before:
-            slashed[0] = "/" in note.before
+            group.update(voice=voice, slashed="/" in note.before)
+        elif note.grace and parser.ingrace and voice != group["voice"]:
+            parser.msc.lastnote.after += "}"
+            note.before[:0] = ["{"]
+            group.update(voice=voice, slashed=False)
         elif (note.grace and len(records) > 1 and isinstance(records[-1], _xml2abc.Elem)
               and records[-1].str.startswith("[I:staff") and getattr(records[-2], "grace", 0)
               and not records[-2].after.endswith("}")):
             records[-2].after += "}"
-            note.before[:0] = ["{", "/"] if slashed[0] else ["{"]
+            note.before[:0] = ["{", "/"] if group["slashed"] else ["{"]
         append_note(voice, note, text)
 
     parser.msc.appendNote = _append_note
