@@ -87,7 +87,8 @@ _abc2xml.MusicXml.mkPitch = _mkPitch
 
 
 # ---------------------------------------------------------------------------------------------
-# Repairs of the MusicXML tree xml2abc reads, made where it first gets the tree (`Parser.mkTitle`).
+# Repairs made where xml2abc first gets the MusicXML tree (`Parser.mkTitle`): of the tree, and of the
+# grace groups it writes.
 # ---------------------------------------------------------------------------------------------
 
 #: The types xml2abc's direction code knows; any other valid one (MusicXML's pedal `discontinue`,
@@ -215,6 +216,49 @@ def plain_quotes(root) -> None:
             words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
 
 
+def grace_groups_closed_at_bar_lines(parser) -> None:
+    """A grace group still open at a bar line (grace notes after a bar's last note) is closed there: xml2abc
+    closes a group before the next main note, in the next bar, and abc2xml read `c2{de|e} d4` as real
+    notes, moving the rest of both bars (OpenScore Lieder, Arne, "Celia's Complaint", bars 16-17)."""
+    add_bar = parser.msc.addBar
+
+    def _add_bar(line_break, measure) -> None:
+        if parser.ingrace:
+            parser.ingrace = 0
+            parser.msc.lastnote.after += "}"
+        add_bar(line_break, measure)
+
+    parser.msc.addBar = _add_bar
+
+
+def grace_groups_split_at_staff_moves(parser) -> None:
+    """A grace group whose notes move to another staff is split at the move, `{F,,C,F}[I:staff -1]{Acf}`:
+    abc2xml reads no staff move inside a group and took every note of `{F,,C,F[I:staff -1]Acf}` for a real
+    one (OpenScore Lieder, Chaminade, "Chanson de neige", bar 2: an arpeggio of grace notes up both staves).
+    Grace notes of another voice start a group of their own: xml2abc keeps one group open across voices, and
+    the right hand's grace notes at the end of a bar ended in the left hand's, `{ef|` and `D,,} D,3/2`
+    (Somervell, "Think no more, lad", bar 15)."""
+    append_note = parser.msc.appendNote
+    group = {"voice": None, "slashed": False}  # the open group's voice, and whether of acciaccaturas
+
+    def _append_note(voice, note, text) -> None:
+        records = parser.msc.voices[voice]
+        if "{" in note.before:
+            group.update(voice=voice, slashed="/" in note.before)
+        elif note.grace and parser.ingrace and voice != group["voice"]:
+            parser.msc.lastnote.after += "}"
+            note.before[:0] = ["{"]
+            group.update(voice=voice, slashed=False)
+        elif (note.grace and len(records) > 1 and isinstance(records[-1], _xml2abc.Elem)
+              and records[-1].str.startswith("[I:staff") and getattr(records[-2], "grace", 0)
+              and not records[-2].after.endswith("}")):
+            records[-2].after += "}"
+            note.before[:0] = ["{", "/"] if group["slashed"] else ["{"]
+        append_note(voice, note, text)
+
+    parser.msc.appendNote = _append_note
+
+
 _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser.mkTitle)
 
 
@@ -223,8 +267,79 @@ def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
     for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
                    numbered_lyrics, unbroken_lyrics, plain_quotes):
         repair(root)
+    grace_groups_closed_at_bar_lines(parser)
+    grace_groups_split_at_staff_moves(parser)
     return _original_mkTitle(parser, tree)
 
 
 _mkTitle.original = _original_mkTitle  # type: ignore[attr-defined]
 _xml2abc.Parser.mkTitle = _mkTitle
+
+
+# ---------------------------------------------------------------------------------------------
+# A staff without a voice of its own: xml2abc puts each voice on the staff of most of its notes and writes
+# no staff that none is put on. A voice crossing to such a staff kept its `[I:staff +1]` moves, abc2xml
+# had no staff to move to, and the piano's two staves came back as one (OpenScore Lieder, Boulton,
+# "Truant Wings": an arpeggio voice with more notes in the right hand, 180 of 273 part-measures); a
+# direction on such a staff made xml2abc raise KeyError (Brahms, Op. 43 No. 3: the right hand's staff
+# holds only a dynamic). Such a staff takes a voice from a staff that keeps another one.
+# ---------------------------------------------------------------------------------------------
+
+_original_locStaffMap = getattr(_xml2abc.Parser.locStaffMap, "original", _xml2abc.Parser.locStaffMap)
+
+
+def _locStaffMap(parser, part, measures):  # noqa: N802 - xml2abc's name and signature
+    _original_locStaffMap(parser, part, measures)
+    staves = max((int(e.text) for e in part.iter("staves") if (e.text or "").strip().isdigit()), default=1)
+    counts: dict[int, dict[int, int]] = {}  # voice -> staff -> notes, as xml2abc numbers voices
+    sounding = set()  # the voices xml2abc writes: those with a note that is neither a rest nor invisible
+    used = {int(e.findtext("staff", "1")) for measure in measures for e in measure.findall("direction")}
+    for note in part.findall("measure/note"):
+        staff = int(note.findtext("staff", "1"))
+        voice = int(note.findtext("voice", "1")) + (100 * staff if parser.isSib else 0)
+        counts.setdefault(voice, {}).setdefault(staff, 0)
+        counts[voice][staff] += 1
+        if note.find("rest") is None and note.get("print-object") != "no":
+            sounding.add(voice)
+            used.add(staff)
+    homes = parser.stfMap
+    for staff in range(1, staves + 1):
+        if any(voice in sounding for voice in homes.get(staff, ())):
+            continue
+        later = any(home > staff and sounding.intersection(voices) for home, voices in homes.items())
+        if staff not in used and not later:
+            continue  # a last staff without notes or directions may go, as officially
+        homes.setdefault(staff, [])
+        donors = [voice for home, voices in homes.items() if home != staff
+                  and sum(voice in sounding for voice in voices) > 1 for voice in voices if voice in sounding]
+        if donors:
+            voice = max(donors, key=lambda v: (counts[v].get(staff, 0), -abs(parser.vce2stf[v] - staff), -v))
+            homes[parser.vce2stf[voice]].remove(voice)
+            homes[staff].append(voice)
+            parser.vce2stf[voice] = parser.curStf[voice] = staff
+
+
+_locStaffMap.original = _original_locStaffMap  # type: ignore[attr-defined]
+_xml2abc.Parser.locStaffMap = _locStaffMap
+
+
+# ---------------------------------------------------------------------------------------------
+# A tuplet inside a tuplet of the same time modification (MuseScore's nonuplet shown as three bracketed
+# triplets: every note 9:4, the inner brackets 3:3): xml2abc writes the inner ones as `(1:1:3`, and abc2xml
+# then loses the outer ratio, `(9:4:9(1:1:3D/F/A/...` coming back as plain sixteenths (OpenScore Lieder,
+# Chaminade, "Le Noel des oiseaux", bar 34). An inner tuplet that changes no duration is not written.
+# ---------------------------------------------------------------------------------------------
+
+_original_insTup = getattr(_xml2abc.insTup, "original", _xml2abc.insTup)
+_NO_TIME_CHANGE = re.compile(r"^\(1:1:\d+")
+
+
+def _insTup(ix, notes, fact):  # noqa: N802 - xml2abc's name and signature
+    result = _original_insTup(ix, notes, fact)
+    if tuple(fact) != (1, 1):  # a nested tuplet
+        notes[ix].tupabc = _NO_TIME_CHANGE.sub("", notes[ix].tupabc)
+    return result
+
+
+_insTup.original = _original_insTup  # type: ignore[attr-defined]
+_xml2abc.insTup = _insTup

@@ -26,17 +26,22 @@ MAX_NAMED = 3
 def measure_notes(document: ScoreDocument) -> list[list[Notes]]:
     """Per part (row), per measure: the sounding notes.
 
-    The part's transposition is applied, so a transposing instrument written either way compares equal;
-    a tied note counts once per measure it is written in, as it is engraved; an unpitched (percussion)
-    note counts by its display pitch, the line it is written on."""
+    The transposition the part declares (`<transpose>`) is applied, so a transposing instrument written
+    either way compares equal; one music21 only assumes from the instrument's name or MIDI program is not
+    (a part named "Clarinet" and written at sounding pitch would compare a tone off after its instrument
+    is lost); a tied note counts once per measure it is written in, as it is engraved; an unpitched
+    (percussion) note counts by its display pitch, the line it is written on; a chord symbol, which music21
+    counts among a measure's notes, is not one (it does not sound)."""
     rows = []
     for part, measures in zip(document.layout.parts, document.layout.measures):
-        instrument = part.getInstrument(returnDefault=False)
-        interval = getattr(instrument, "transposition", None)
-        shift = interval.semitones if interval is not None else 0
+        shift = 0
+        if part.atSoundingPitch is False:  # music21 sets it so when the part has a <transpose>
+            interval = getattr(part.getInstrument(returnDefault=False), "transposition", None)
+            shift = interval.semitones if interval is not None else 0
         rows.append([
             tuple(sorted((ps + shift, float(note.getOffsetInHierarchy(measure)), float(note.quarterLength))
-                         for note in measure.recurse().notes for ps in _sounding(note)))
+                         for note in measure.recurse().notes if not isinstance(note, music21.harmony.Harmony)
+                         for ps in _sounding(note)))
             for measure in measures
         ])
     return rows
