@@ -20,7 +20,11 @@ decoded at batch 1 and counted in the decoding time). Columns:
     (`engine.scoring.instrumentation`; pieces of instrumentations it does not judge are left out);
   * decode ms / bar and ms / patch: CPU time of this process spent decoding (patch and char decoders,
     sampling and the constraint; converting finished pieces not counted), per generated bar and per patch;
-  * cost: bar-exact decoding's ms / patch over free decoding's in the same setting.
+  * cost: bar-exact decoding's ms / patch over free decoding's in the same setting (different pieces, so
+    noisy: their chars differ);
+  * constraint's own time: the CPU time inside the constraint (checks, masks and redraws; not the
+    sampler's first draw, which free decoding makes too) per patch, and over the rest of the same pieces'
+    decoding time: the constraint's price measured on the same pieces.
 CPU time, not wall time: on a shared machine the wall time mostly measures the other jobs. The cost table
 repeats the two decodings at batch 1 (`--cost-pieces` pieces), where the model's share per row is largest.
 """
@@ -38,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from engine.notagen import batch_engine  # noqa: E402
+from engine.notagen import batch_engine, constrained  # noqa: E402
 from engine.notagen.bar_check import full_inner_lines  # noqa: E402
 from engine.notagen.generate import NotagenGenerator, resolve_checkpoint  # noqa: E402
 from engine.notagen.header import HeaderChoice, default_ensemble  # noqa: E402
@@ -60,12 +64,34 @@ ROWS = {  # name: (constrain, header control)
 
 class DecodeClock:
     """CPU time spent decoding: `BatchEngine.advance` without the conversions (`_finish`) it calls, and the
-    patches it decoded (rows x steps)."""
+    patches it decoded (rows x steps); and of that, the constraint's own time: `ConstrainedChooser` calls
+    without the sampler's first draw, which free decoding makes too."""
 
     def __init__(self) -> None:
-        self.seconds, self.patches = 0.0, 0
+        self.seconds, self.patches, self.constraint = 0.0, 0, 0.0
         advance, finish = batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish
+        choose, init = constrained.ConstrainedChooser.__call__, constrained.ConstrainedChooser.__init__
         clock = self
+
+        def timed_choose(chooser, logits):
+            started = time.process_time()
+            result = choose(chooser, logits)
+            clock.constraint += time.process_time() - started
+            return result
+
+        def timed_init(chooser, *args, **kwargs):
+            init(chooser, *args, **kwargs)
+            first_draw = chooser._choose
+
+            def untimed_first_draw(logits):
+                started = time.process_time()
+                result = first_draw(logits)
+                clock.constraint -= time.process_time() - started
+                return result
+
+            chooser._choose = untimed_first_draw
+
+        constrained.ConstrainedChooser.__call__, constrained.ConstrainedChooser.__init__ = timed_choose, timed_init
 
         def timed_advance(engine, groups):
             clock.patches += sum(len(group.rows) for group in groups)
@@ -82,7 +108,7 @@ class DecodeClock:
         batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish = timed_advance, untimed_finish
 
     def reset(self) -> None:
-        self.seconds, self.patches = 0.0, 0
+        self.seconds, self.patches, self.constraint = 0.0, 0, 0.0
 
 
 @dataclass
@@ -99,11 +125,17 @@ class Row:
     bars: int = 0
     seconds: float = 0.0
     patches: int = 0
+    constraint: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def ms_per_patch(self) -> float:
         return 1000 * self.seconds / max(self.patches, 1)
+
+    @property
+    def constraint_share(self) -> float:
+        """The constraint's time over the rest of the decoding time of the same pieces."""
+        return self.constraint / max(self.seconds - self.constraint, 1e-9)
 
 
 def measure(generator: NotagenGenerator, clock: DecodeClock, prompts: list[Prompt], pieces: int, batch: int,
@@ -128,8 +160,15 @@ def measure(generator: NotagenGenerator, clock: DecodeClock, prompts: list[Promp
             match = matches_instrumentation(prompt.instrumentation, header_part_names(piece.text))
             if match is not None:
                 row.judged, row.matched = row.judged + 1, row.matched + int(match)
-    row.seconds, row.patches = clock.seconds, clock.patches
+    row.seconds, row.patches, row.constraint = clock.seconds, clock.patches, clock.constraint
     return row
+
+
+def _own(row: Row) -> str:
+    """The constraint's own CPU time per patch and as a share of the rest of that decoding ("-" when off)."""
+    if not row.constraint:
+        return "-"
+    return f"{1000 * row.constraint / max(row.patches, 1):.2f} ms = +{100 * row.constraint_share:.0f} %"
 
 
 def _share(part: int, whole: int) -> str:
@@ -144,8 +183,8 @@ def report(rows: dict[str, Row], cost_rows: dict[str, Row], args: argparse.Names
         f"--threads {args.threads}` ({seconds:.0f} s in all). Model `{args.checkpoint}`, {args.sampling} sampling, "
         f"{len(args.prompts)} fine-tuning prompts cycled, batches of {args.batch}, one attempt per piece.",
         "",
-        "| decoding, header | returned (first attempts) | BAE | inner bars full | parts match the prompt | failures | decode ms / bar | ms / patch | cost |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| decoding, header | returned (first attempts) | BAE | inner bars full | parts match the prompt | failures | decode ms / bar | ms / patch | cost | constraint's own time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in rows.items():
         failures = "; ".join(f"{key} ({count})" for key, count in sorted(row.failures.items())) or "-"
@@ -153,12 +192,14 @@ def report(rows: dict[str, Row], cost_rows: dict[str, Row], args: argparse.Names
             f"| {name} | {_share(row.returned, row.pieces)} | {100 * row.alignment.rate:.2f} % "
             f"({row.alignment.misaligned}/{row.alignment.bars}) | {_share(row.inner_full, row.inner_bars)} "
             f"| {_share(row.matched, row.judged)} | {failures} | {1000 * row.seconds / max(row.bars, 1):.0f} "
-            f"| {row.ms_per_patch:.2f} | {100 * (row.ms_per_patch / free[name] - 1):+.0f} % |")
+            f"| {row.ms_per_patch:.2f} | {100 * (row.ms_per_patch / free[name] - 1):+.0f} % | {_own(row)} |")
     lines += ["", f"Constraint cost by batch size (model's header; batch 1: {args.cost_pieces} pieces, batch {args.batch}: "
-              "the rows above):", "", "| batch | free ms / patch | bar-exact ms / patch | cost |", "| --- | --- | --- | --- |"]
+              "the rows above):", "", "| batch | free ms / patch | bar-exact ms / patch | cost | constraint's own time |",
+              "| --- | --- | --- | --- | --- |"]
     for batch, (off, on) in ((1, (cost_rows["free"], cost_rows["bar-exact"])),
                              (args.batch, (rows["free, model's header"], rows["bar-exact, model's header"]))):
-        lines.append(f"| {batch} | {off.ms_per_patch:.2f} | {on.ms_per_patch:.2f} | {100 * (on.ms_per_patch / off.ms_per_patch - 1):+.0f} % |")
+        lines.append(f"| {batch} | {off.ms_per_patch:.2f} | {on.ms_per_patch:.2f} | {100 * (on.ms_per_patch / off.ms_per_patch - 1):+.0f} % "
+                     f"| {_own(on)} |")
     return "\n".join(lines) + "\n"
 
 
