@@ -40,15 +40,38 @@ STORAGE_KEY = "notagen-composer-session"
 STORE_SAVED_JS = f"""(saved) => {{
     if (!saved) return;
     const text = JSON.stringify(saved);
-    try {{ sessionStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
-    try {{ localStorage.setItem('{STORAGE_KEY}', text); }} catch (e) {{}}
+    for (const storage of [sessionStorage, localStorage]) {{
+        try {{ storage.setItem('{STORAGE_KEY}', text); storage.setItem('{STORAGE_KEY}-locks', JSON.stringify(saved.locks)); }}
+        catch (e) {{}}
+    }}
 }}"""
 """Each tab keeps its own work in sessionStorage (per tab, kept across reloads); the newest work of any tab
 also goes to localStorage, only so that a brand-new tab can start from it."""
-LOAD_SAVED_JS = f"""(session, saved) => {{
-    const text = sessionStorage.getItem('{STORAGE_KEY}') || localStorage.getItem('{STORAGE_KEY}');
-    try {{ return [session, text ? JSON.parse(text) : null]; }} catch (e) {{ return [session, null]; }}
+STORE_LOCKS_JS = f"""(locks) => {{
+    if (!locks) return;
+    const text = JSON.stringify(locks);
+    try {{
+        sessionStorage.setItem('{STORAGE_KEY}-locks', text);
+        // localStorage's copy is the newest work of any tab: its locks only if that work is this tab's
+        if (localStorage.getItem('{STORAGE_KEY}') === sessionStorage.getItem('{STORAGE_KEY}')) {{
+            localStorage.setItem('{STORAGE_KEY}-locks', text);
+        }}
+    }} catch (e) {{}}
 }}"""
+"""A lock change stores the locks beside the saved copy (`STORAGE_KEY`-locks, which overrides the copy's
+own on load); the copy stays as it is: on a long score it (every version's MusicXML) is MiBs to send,
+parse and write on each click."""
+LOAD_SAVED_JS = f"""(session, saved) => {{
+    const storage = sessionStorage.getItem('{STORAGE_KEY}') ? sessionStorage : localStorage;
+    const text = storage.getItem('{STORAGE_KEY}'), locks = storage.getItem('{STORAGE_KEY}-locks');
+    try {{
+        const stored = text ? JSON.parse(text) : null;
+        if (stored && locks) stored.locks = JSON.parse(locks);
+        return [session, stored];
+    }} catch (e) {{ return [session, null]; }}
+}}"""
+SHOW_LOCKS_JS = """(locks) => { if (locks) document.dispatchEvent(new CustomEvent('score-locks', {detail: locks})); }"""
+"""The server's locks to the score view's script (webui/score_view.py), which redraws only what changed."""
 FIELD_INPUTS = {"period": "#period input", "composer": "#composer input", "instrumentation": "#instrumentation input",
                 "ensemble": "#ensemble input", "key": "#key input", "metre": "#metre input",
                 "tempo": "#header-tempo input", "max_bars": "#max-bars input", "seed": "#seed input",
@@ -82,15 +105,15 @@ CONFIRM_REWRITE_JS = """(session, sweeps, seed, rewrite) => [session, sweeps, se
 
 GRADIO_CACHE_CLEANUP = (1800, 3 * 3600)
 """Every 30 min Gradio deletes the uploads and served copies of downloads older than 3 h: bounded disk use."""
-VERSION_OUTPUTS = 10 + len(SCORE_DOWNLOADS) + len(REQUESTED_DOWNLOADS)
+VERSION_OUTPUTS = 12 + len(SCORE_DOWNLOADS) + len(REQUESTED_DOWNLOADS)
 
 
 def version_updates(outputs: VersionView | Unchanged) -> list:
-    """session, saved, view, status, lock summary, regenerate-from button, versions, undo, redo, player,
-    downloads (score, then audio and PDF, which every new version clears)."""
+    """session, saved, saved locks, view, locks shown, status, lock summary, regenerate-from button, versions, undo, redo,
+    player, downloads (score, then audio and PDF, which every new version clears)."""
     if isinstance(outputs, Unchanged):
-        return [outputs.session, gr.update(), gr.update(), status_update(outputs),
-                *(gr.update() for _ in range(VERSION_OUTPUTS - 4))]
+        return [outputs.session, gr.update(), gr.update(), gr.update(), gr.update(), status_update(outputs),
+                *(gr.update() for _ in range(VERSION_OUTPUTS - 6))]
     if outputs.downloads is None:  # a preview: its files come with the final version
         downloads = [gr.update(interactive=False) for _ in SCORE_DOWNLOADS]
     else:
@@ -98,7 +121,9 @@ def version_updates(outputs: VersionView | Unchanged) -> list:
     return [
         outputs.session,
         outputs.saved,
-        gr.update(value=outputs.view, locks=outputs.locks),
+        outputs.saved_locks,
+        outputs.view,
+        outputs.locks,
         outputs.status,
         outputs.lock_summary,
         outputs.regenerate_label,
@@ -112,11 +137,10 @@ def version_updates(outputs: VersionView | Unchanged) -> list:
 
 
 def lock_updates(outputs: LockView | Unchanged) -> list:
-    """session, saved, view (its locks), lock summary, regenerate-from button."""
+    """session, saved locks, locks shown, lock summary, regenerate-from button."""
     if isinstance(outputs, Unchanged):
         return [outputs.session, gr.update(), gr.update(), status_update(outputs), gr.update()]
-    return [outputs.session, outputs.saved, gr.update(locks=outputs.locks), outputs.lock_summary,
-            outputs.regenerate_label]
+    return [outputs.session, outputs.saved_locks, outputs.locks, outputs.lock_summary, outputs.regenerate_label]
 
 
 def audio_updates(outputs: Made) -> list:
@@ -192,6 +216,8 @@ def build_app(composer: Composer) -> gr.Blocks:
     with gr.Blocks(title="NotaGen Composer", fill_width=True, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         session_state = gr.State(Session())
         saved = gr.JSON(None, visible=False, elem_id="saved-session")
+        saved_locks = gr.JSON(None, visible=False, elem_id="saved-locks")
+        locks_shown = gr.JSON(None, visible=False, elem_id="locks-shown")
         with gr.Row(elem_id="toolbar", equal_height=True):
             gr.Markdown("## NotaGen Composer", elem_id="app-title")
             upload = gr.UploadButton(
@@ -294,12 +320,14 @@ def build_app(composer: Composer) -> gr.Blocks:
                         gr.Markdown("Inpainting is off: no measure model is loaded "
                                     "(start with `--measure-checkpoint DIR`).", elem_id="inpaint-off")
                 rewrite_all = gr.Checkbox(False, visible=False)
-                view = gr.HTML(EMPTY_VIEW, js_on_load=JS_ON_LOAD, locks={"columns": [], "cells": []},
-                               part_mode=False, elem_id="score-view")
+                view = gr.HTML(EMPTY_VIEW, js_on_load=JS_ON_LOAD, part_mode=False, elem_id="score-view")
 
-        version_outputs = [session_state, saved, view, status, lock_summary, regenerate_button, versions, undo, redo, player,
-                           *score_downloads, *audio_downloads, pdf_download]
-        lock_outputs = [session_state, saved, view, lock_summary, regenerate_button]
+        version_outputs = [session_state, saved, saved_locks, view, locks_shown, status, lock_summary, regenerate_button,
+                           versions, undo, redo, player, *score_downloads, *audio_downloads, pdf_download]
+        # A lock change leaves the view out of its outputs (an update of it restyles a long score: seconds) and
+        # shows no progress: the page has shown the click already, the answer only confirms it. Every event that
+        # changes the locks sets `saved_locks` and `locks_shown`, so they always hold the server's locks.
+        lock_outputs = [session_state, saved_locks, locks_shown, lock_summary, regenerate_button]
         shown = partial(wired, version_updates)
         upload.upload(shown(handlers.open_upload, composer), [session_state, upload], version_outputs)
         open_button.click(shown(handlers.open_example, composer), [session_state, example], version_outputs)
@@ -309,13 +337,15 @@ def build_app(composer: Composer) -> gr.Blocks:
         # Every click goes (Gradio drops clicks while one is pending otherwise) and lock changes run one at
         # a time; each click sends the locks it leaves, so the last one processed is the newest state.
         one_by_one = dict(concurrency_id="locks", concurrency_limit=1)
-        view.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **one_by_one)
-        part_mode.change(lambda on: gr.update(part_mode=on), part_mode, view)
+        quiet = dict(one_by_one, show_progress="hidden")
+        view.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **quiet)
+        locks_shown.change(None, locks_shown, None, js=SHOW_LOCKS_JS)
+        part_mode.change(lambda on: gr.update(part_mode=on), part_mode, view, show_progress="hidden")
         follow.change(None, follow, None, js=FOLLOW_JS)
         zoom.change(None, zoom, None, js=ZOOM_JS)
-        lock_all.click(wired(lock_updates, handlers.lock_all), session_state, lock_outputs, **one_by_one)
-        unlock_all.click(wired(lock_updates, handlers.unlock_all), session_state, lock_outputs, **one_by_one)
-        invert.click(wired(lock_updates, handlers.invert_locks), session_state, lock_outputs, **one_by_one)
+        lock_all.click(wired(lock_updates, handlers.lock_all), session_state, lock_outputs, **quiet)
+        unlock_all.click(wired(lock_updates, handlers.unlock_all), session_state, lock_outputs, **quiet)
+        invert.click(wired(lock_updates, handlers.invert_locks), session_state, lock_outputs, **quiet)
         # The model, audio and PDF actions share one limit (app.py's --concurrency): Gradio counts each
         # event on its own otherwise, so N generations, N inpaintings and N renders could all run at once.
         heavy = dict(concurrency_id="heavy")
@@ -325,6 +355,7 @@ def build_app(composer: Composer) -> gr.Blocks:
                               **heavy)
         demo.load(shown(handlers.restore, composer), [session_state, saved], version_outputs, js=LOAD_SAVED_JS)
         saved.change(None, saved, None, js=STORE_SAVED_JS)
+        saved_locks.change(None, saved_locks, None, js=STORE_LOCKS_JS)
 
         # The fields below a changed one follow it, then the tab's session keeps them all. User changes only
         # (`input`): the fields restored on load must not reset the ones below them.

@@ -15,7 +15,7 @@ import gradio as gr
 from engine.errors import ModelError, ScoreError
 from engine.locks import Locks
 from engine.service import Composer
-from webui.score_view import locks_prop, player_html, score_html, unengraved_html
+from webui.score_view import locks_shown, player_html, score_html, unengraved_html
 from webui.session import Session
 
 SCORE_DOWNLOADS = (("musicxml", "MusicXML"), ("mid", "MIDI"), ("abc", "ABC"), ("svg", "SVG"))
@@ -36,8 +36,13 @@ class LockView:
         return self.session.to_browser()
 
     @property
+    def saved_locks(self) -> list:
+        """The locks alone for the browser's copy: a lock change leaves the versions (MiBs) as they are."""
+        return self.session.saved_locks()
+
+    @property
     def locks(self) -> dict:
-        return locks_prop(self.session.locks)
+        return locks_shown(self.session.locks)
 
     @property
     def lock_summary(self) -> str:
@@ -243,7 +248,7 @@ def invert_locks(session: Session) -> LockView | Unchanged:
 
 def toggle(session: Session, click: dict) -> LockView | Unchanged:
     """A click on the score (the view's `measure_toggle` event data): `locks`, the locks the view shows
-    after it (as `locks_prop` writes them: whole columns and single cells), and the `column` clicked.
+    after it (as `locks_shown` writes them: whole columns and single cells), and the `column` clicked.
 
     The view works the click out itself (a measure, a Shift-click or drag range, one part's cell) so it
     shows at once; sending the result, not the click, keeps the locks right however quick the clicks."""

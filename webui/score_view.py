@@ -2,9 +2,11 @@
 
 A click on a measure (Shift-click or drag: a range of them; Alt-click: one part's cell) changes the
 locks on screen at once (no round trip, no re-engraving) and sends a `measure_toggle` event with the
-column clicked and the locks it leaves to Python, which keeps them and sends them back in the `locks`
-prop; `watch` re-applies those whenever the score or the locks change, because a re-render replaces
-the SVG. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
+column clicked and the locks it leaves to Python, which keeps them and sends them back. Those come
+through a hidden component (webui/app.py `SHOW_LOCKS_JS`, a `score-locks` event), not through this
+view's props: an update of the view restyles every element of a long score (seconds), so a lock
+change touches only the boxes of the measures it changes; a new engraving (`watch` on the value)
+redraws them all. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
 the verovio timemap and the tempo factor carried by the audio element.
 """
 from __future__ import annotations
@@ -43,7 +45,12 @@ CSS = FONT_CSS + """
 JS_ON_LOAD = """
 const view = element;
 const SVG_NS = 'http://www.w3.org/2000/svg';
-function measures() { return [...view.querySelectorAll('g.measure')]; }
+let measureList = [];
+function measures() {
+  // Cached: a long score has thousands; a new engraving replaces them (the first is then detached).
+  if (!measureList.length || !measureList[0].isConnected) measureList = [...view.querySelectorAll('g.measure')];
+  return measureList;
+}
 function staffBox(staff) {
   // The staff's own five lines: slurs, ties and notes far above or below reach into the neighbours.
   const lines = staff.querySelectorAll(':scope > path');
@@ -102,21 +109,34 @@ function addHitAreas() {
   all.forEach((measure, column) => measure.querySelectorAll('g.staff').forEach(
     staff => area(staff, column, Number(staff.getAttribute('data-n')) - 1)));
 }
-let shown = null;  // the locks on screen: the server's, or a click's until the server answers
-function applyLocks(locks) {
-  addHitAreas();
-  shown = locks || props.locks || {columns: [], cells: []};
-  const all = measures();
-  view.querySelectorAll('.locked').forEach(n => n.classList.remove('locked'));
-  view.querySelectorAll('rect.mark-locked').forEach(n => n.remove());
-  for (const column of shown.columns) {
-    const m = all[column];
-    if (m) { m.classList.add('locked'); mark(m, 'locked'); }
-  }
-  for (const [part, column] of shown.cells) {
+let shown = {columns: [], cells: []};  // the locks on screen: the server's, or a click's until it answers
+function lockedGroups(locks) {
+  // The measures (whole columns) and staves (single cells) `locks` highlight, by key.
+  const all = measures(), groups = new Map();
+  for (const column of locks.columns) if (all[column]) groups.set('m' + column, all[column]);
+  for (const [part, column] of locks.cells) {
     const staff = all[column] && all[column].querySelector('g.staff[data-n="' + (part + 1) + '"]');
-    if (staff) { staff.classList.add('locked'); mark(staff, 'locked'); }
+    if (staff) groups.set(part + ',' + column, staff);
   }
+  return groups;
+}
+function unlock(group) {
+  group.classList.remove('locked');
+  group.querySelectorAll(':scope > rect.mark-locked').forEach(r => r.remove());
+}
+function lock(group) { group.classList.add('locked'); mark(group, 'locked'); }
+function applyLocks(locks) {
+  // Only the measures whose lock changed are touched: a long score has thousands, each box a getBBox.
+  const before = lockedGroups(shown), after = lockedGroups(locks);
+  shown = locks;
+  for (const [key, group] of before) if (!after.has(key)) unlock(group);
+  for (const [key, group] of after) if (!before.has(key)) lock(group);
+}
+function redraw() {
+  // A new engraving: its hit areas, and every lock on screen drawn on it.
+  addHitAreas();
+  view.querySelectorAll('.locked').forEach(unlock);
+  for (const group of lockedGroups(shown).values()) lock(group);
 }
 function expected(click) {
   // The locks after `click` (column, part, single; `to`: the other end of a range).
@@ -211,8 +231,9 @@ document.addEventListener('keydown', (event) => {
     if (column !== null && column >= 0) { event.preventDefault(); toggle({column, part: 0, single: false}); }
   }
 });
-applyLocks();
-watch(['value', 'locks'], () => applyLocks());
+document.addEventListener('score-locks', (event) => applyLocks(event.detail));
+redraw();
+watch(['value'], redraw);
 """
 
 
@@ -231,8 +252,8 @@ def unengraved_html(reason: str) -> str:
             "It stays in the history and can still be downloaded as MusicXML.</p></div>")
 
 
-def locks_prop(locks: Locks) -> dict:
-    """The `locks` prop the view's script reads: fully locked columns, and single locked cells."""
+def locks_shown(locks: Locks) -> dict:
+    """The locks as the view's script reads them (`score-locks`): fully locked columns, and single locked cells."""
     return {"columns": locks.full_columns(), "cells": [list(cell) for cell in locks.partial_cells()]}
 
 

@@ -78,7 +78,11 @@ class Session:
             for i, v in enumerate(history.versions) if i in kept
         ]
         index = sum(1 for i in kept if i < history.index)
-        return {"versions": versions, "index": index, "locks": sorted(self.locks.cells), "compose": self.compose}
+        return {"versions": versions, "index": index, "locks": self.saved_locks(), "compose": self.compose}
+
+    def saved_locks(self) -> list[tuple[int, int]]:
+        """The locked cells as `to_browser` stores them (webui/app.py also stores them alone)."""
+        return sorted(self.locks.cells)
 
     @classmethod
     def from_browser(cls, stored: dict, open_saved: Callable[[list[tuple[str, str]]], list[ScoreDocument]]) -> Session:
