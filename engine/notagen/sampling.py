@@ -98,7 +98,7 @@ def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[in
         if kept is None:
             continue
         result = torch.zeros_like(probs)
-        weights = torch.tensor(found_mass[:kept], dtype=probs.dtype)
+        weights = torch.tensor(found_mass[:kept], dtype=probs.dtype, device=probs.device)
         if options.temperature != 1.0 and not options.greedy:
             weights = weights ** (1.0 / options.temperature)
         result[found[:kept]] = weights / weights.sum()
