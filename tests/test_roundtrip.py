@@ -321,3 +321,34 @@ def test_continuation_keeps_the_bars_notagen_s_notation_would_change(composer_wi
     assert kept == measure_texts(document.musicxml) and result.warnings == ()
     *_, last = composer_with_notagen.continue_score(document, 1, seed=12, top_k=1)
     assert last.done and last.warnings == ()
+
+
+#: Real tunes of the music21 corpus (public domain), shortened: O'Neill's 1850 No. 89 "The Coolin", a `||`
+#: at the end of one line and another at the start of the next; Essen, "Meins Herzens Schoene" (altdeu10
+#: No. 104), four bar lines before the first note. abc2xml wrote an empty measure for each.
+EMPTY_BAR_TUNES = {
+    "double_bar_lines": ("X:89\nM:3/4\nL:1/16\nK:C\n(d2ef) \\\n| g4 (g3b) ((ba)(gf)) | G4 ||\n"
+                         "|| (d3c) \\\n| (B3A) (G3A) (B3^c) | G4 |]\n", 6),
+    "bar_lines_before_the_first_note": ("X:104\nM:4/2\nL:1/4\nK:F\n |  |  |  | z2F2F2F2 | A3GF2F2 | G4A4\n"
+                                        "A4 | c4c2A4B2 | G4F4 |]\n", 5),
+}
+
+
+@pytest.mark.parametrize("name", EMPTY_BAR_TUNES)
+def test_an_empty_bar_is_not_a_measure(name):
+    from engine.score.formats import read_score
+
+    text, bars = EMPTY_BAR_TUNES[name]
+    document = read_score(text.encode(), f"{name}.abc")
+    rows = measure_notes(document)
+    assert [len(row) for row in rows] == [bars] and all(rows[0])
+    assert changed_measures(rows, measure_notes(abc_round_trip(document)))[1] == []
+    numbers = [measure.number for measure in document.layout.measures[0]]
+    assert numbers == list(range(1, bars + 1))
+
+
+def test_a_tune_without_an_empty_bar_keeps_abc2xml_s_text():
+    from engine.score.notagen_abc import _abc2xml, abc_to_musicxml
+
+    tune = "X:1\nM:3/4\nL:1/8\nK:G\n|: d2 e2 f2 | g6 :|\n"
+    assert abc_to_musicxml(tune) == _abc2xml.fixDoctype(_abc2xml.getXmlDocs(tune)[0])
