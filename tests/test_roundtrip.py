@@ -120,7 +120,9 @@ def test_a_valid_score_xml2abc_refused_now_round_trips(name, monkeypatch):
 #: move inside a grace group. Somervell, "Think no more, lad", bars 15-16: grace notes after the right
 #: hand's last chord and before the left hand's first note, kept in one group across the voices.
 #: Chaminade, "Le Noel des oiseaux", bar 34: a nonuplet (9:4) shown as three bracketed triplets that change
-#: no duration, written `(1:1:3` inside the `(9:4:9`; abc2xml lost the nonuplet.
+#: no duration, written `(1:1:3` inside the `(9:4:9`; abc2xml lost the nonuplet. OpenScore Quartets,
+#: Mozart, K. 465, finale, violin 1, bars 53-56: a percussion clef on the violin's pitched notes; abc2xml
+#: read the voice as percussion and dropped its naturals.
 OFFICIAL_LOSSES = {
     "voice_crossing_to_a_staff_of_its_own": (
         "[V:1]x6|[V:2]!ped! (G,,/ D,/ A,/[I:staff -1] C/ D/ F/)",
@@ -142,6 +144,10 @@ OFFICIAL_LOSSES = {
         "(9:4:9D/ F/ A/ d/ f/ a/ d'/ f'/ a'/)",
         (xml2abc, "insTup", notagen_repairs._original_insTup),
         "(9:4:9(1:1:3D/ F/ A/ (1:1:3d/", "part 1 measure 34"),
+    "percussion_clef_on_a_violin": (
+        'V:1 treble nm="Violin 1"',
+        (notagen_repairs, "pitched_clefs", lambda root: None),
+        'V:1 perc nm="Violin 1"', "part-measures changed"),
 }
 
 

@@ -216,6 +216,20 @@ def plain_quotes(root) -> None:
             words.text = _TYPOGRAPHIC_QUOTES.sub("'", words.text)
 
 
+def pitched_clefs(root) -> None:
+    """A percussion clef in a part whose notes all have pitches is left out (the staff keeps its clef):
+    xml2abc wrote `[K:perc]`, and abc2xml then read every later note of the voice without its accidentals
+    (OpenScore Quartets, Mozart, K. 465, violin 1 from bar 53 of the finale: 203 part-measures; Faure,
+    Op. 121: 62)."""
+    for part in root.iter("part"):
+        if part.find("measure/note/unpitched") is not None:
+            continue
+        for attributes in part.iter("attributes"):
+            for clef in attributes.findall("clef"):
+                if clef.findtext("sign") == "percussion":
+                    attributes.remove(clef)
+
+
 def grace_groups_closed_at_bar_lines(parser) -> None:
     """A grace group still open at a bar line (grace notes after a bar's last note) is closed there: xml2abc
     closes a group before the next main note, in the next bar, and abc2xml read `c2{de|e} d4` as real
@@ -265,7 +279,7 @@ _original_mkTitle = getattr(_xml2abc.Parser.mkTitle, "original", _xml2abc.Parser
 def _mkTitle(parser, tree):  # noqa: N802 - xml2abc's name and signature
     root = tree.getroot()
     for repair in (plain_direction_types, merged_forwards, metronomes_with_tempo, summed_metres, plain_accidentals,
-                   numbered_lyrics, unbroken_lyrics, plain_quotes):
+                   numbered_lyrics, unbroken_lyrics, plain_quotes, pitched_clefs):
         repair(root)
     grace_groups_closed_at_bar_lines(parser)
     grace_groups_split_at_staff_moves(parser)
