@@ -61,6 +61,9 @@ def check_score(ref: PieceRef) -> dict:
         after = measure_notes(abc_round_trip(document))
         record["round_trip"] = True
         record["measures"], record["intact"], record["differences"] = compare(before, after)
+        if record["intact"] < record["measures"]:
+            record["invisible_only"] = record["measures"] - record["intact"] - len(
+                changed_measures(measure_notes(document, printed_only=True), after)[1])
     except ScoreError as exc:
         record["error"] = f"{stage}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a survey records every failure and goes on
@@ -134,11 +137,14 @@ def summary(records: list[dict]) -> str:
     tripped = [r for r in opened if r["round_trip"]]
     measures = sum(r["measures"] for r in tripped)
     intact = sum(r["intact"] for r in tripped)
+    invisible = sum(r.get("invisible_only", 0) for r in tripped)
     lines = [f"scores: {len(records)}, {len(stopped)} of them timed out or crashed; shares of the other {n}:",
              f"open: {len(opened)} ({100 * len(opened) / max(n, 1):.1f} %)",
              f"round-trip: {len(tripped)} of those opened ({100 * len(tripped) / max(len(opened), 1):.1f} %)",
              f"part-measures intact: {intact} of {measures} ({100 * intact / max(measures, 1):.2f} %), "
-             f"{sum(r['intact'] == r['measures'] for r in tripped)} scores wholly intact"]
+             f"{sum(r['intact'] == r['measures'] for r in tripped)} scores wholly intact",
+             f"changed only by invisible notes (played, not printed; ABC has no invisible note): {invisible} "
+             f"part-measures; intact but for those: {intact + invisible} ({100 * (intact + invisible) / max(measures, 1):.2f} %)"]
     classes: dict[str, list[str]] = {}
     for record in records:
         if "error" in record:

@@ -23,8 +23,9 @@ MAX_NAMED = 3
 """Changed measures named in a warning line before it says 'and N more'."""
 
 
-def measure_notes(document: ScoreDocument) -> list[list[Notes]]:
-    """Per part (row), per measure: the sounding notes.
+def measure_notes(document: ScoreDocument, printed_only: bool = False) -> list[list[Notes]]:
+    """Per part (row), per measure: the sounding notes (with `printed_only`, without the invisible ones:
+    a trill or tremolo a notation program plays from notes it does not print).
 
     The transposition the part declares (`<transpose>`) is applied, so a transposing instrument written
     either way compares equal; one music21 only assumes from the instrument's name or MIDI program is not
@@ -41,6 +42,7 @@ def measure_notes(document: ScoreDocument) -> list[list[Notes]]:
         rows.append([
             tuple(sorted((ps + shift, float(note.getOffsetInHierarchy(measure)), float(note.quarterLength))
                          for note in measure.recurse().notes if not isinstance(note, music21.harmony.Harmony)
+                         and not (printed_only and note.style.hideObjectOnPrint)
                          for ps in _sounding(note)))
             for measure in measures
         ])
@@ -85,14 +87,18 @@ def abc_round_trip(document: ScoreDocument, interleaved: bool = True) -> ScoreDo
 def notation_losses(original: ScoreDocument, converted: ScoreDocument, columns: int | None = None) -> list[str]:
     """One warning line when `converted` (the score after NotaGen's notation) changed notes of the first
     `columns` measures (all when None) of `original`; none when every part-measure is intact."""
-    total, changed = changed_measures(measure_notes(original), measure_notes(converted), columns)
+    after = measure_notes(converted)
+    total, changed = changed_measures(measure_notes(original), after, columns)
     if not changed:
         return []
     numbers = [column.number for column in original.grid.columns]
     named = ", ".join(f"part {p + 1} measure {numbers[m]}" for p, m in changed[:MAX_NAMED])
     more = f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else ""
+    printed = len(changed_measures(measure_notes(original, printed_only=True), after, columns)[1])
+    invisible = f"; {len(changed) - printed} of them lose only invisible notes (played, not printed)" \
+        if printed < len(changed) else ""
     return [f"NotaGen's notation (ABC) cannot carry everything in this score: {len(changed)} of {total} "
-            f"part-measures changed ({named}{more})"]
+            f"part-measures changed ({named}{more}{invisible})"]
 
 
 def export_losses(document: ScoreDocument, interleaved: bool) -> list[str]:
