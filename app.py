@@ -11,7 +11,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from engine.device import DEVICES, WEIGHTS
+from engine.device import DEVICES, WEIGHTS, app_threads
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network at run time
 
@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", choices=WEIGHTS, default="auto",
                         help="NotaGen's number format: auto is bf16 on CUDA and fp32 on the CPU; "
                              "int8 or bf16 decode faster on the CPU, fp16 is for CUDA")
+    parser.add_argument("--threads", type=int, default=app_threads(),
+                        help="CPU threads for the models (default: every core but one, at most 8, so the browser "
+                             "and the engraving beside them do not slow them down)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NOTAGEN_AUTH"),
                         help="require this login (or set NOTAGEN_AUTH, which keeps it out of the process list)")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted")
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_request_mb <= 0:
         print("error: --max-request-mb must be above 0", file=sys.stderr)
         return 2
+    if args.threads < 1:
+        print("error: --threads must be at least 1", file=sys.stderr)
+        return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") or args.share:
         print(f"warning: the app will be reachable from other machines ({args.host}"
               f"{', share link' if args.share else ''}); anyone who reaches it can use it", file=sys.stderr)
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     notes: list[str] = []
     try:
         composer = Composer.from_checkpoints(args.notagen_checkpoint or SHIPPED, args.measure_checkpoint or SHIPPED,

@@ -29,3 +29,13 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ModelError(f"unknown device {name!r} (use one of {', '.join(DEVICES)})") from exc
+
+
+def app_threads() -> int:
+    """Torch's CPU threads in the app: every core but one, at most 8. The browser, the server and the
+    engraving workers run beside the model, and torch's default (every core) then made OpenMP's threads
+    wait on each other: on a loaded 2-core machine a first bar took 4.3-21.9 s with 2 threads and
+    0.5-0.8 s with 1 (`bench/first_bar.py --threads N`, docs/performance.md)."""
+    import os
+
+    return max(1, min(8, (os.cpu_count() or 1) - 1))

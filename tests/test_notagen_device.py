@@ -132,3 +132,14 @@ def test_cuda_generation_agrees_with_fp32(checkpoint, weights):
     assert _greedy_text(gpu) == _greedy_text(fp32)
     result = gpu.generate(BACH, n=4, seed=0, max_bars=2)  # sampled, batched, bar-exact
     assert len(result.pieces) + len(result.failures) == 4
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 1), (4, 3), (32, 8)])
+def test_the_app_leaves_a_core_for_the_browser_and_engraving(cores, threads, monkeypatch):
+    import app
+    from engine.device import app_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert app_threads() == threads
+    assert app.parse_args([]).threads == threads
+    assert app.main(["--threads", "0"]) == 2
