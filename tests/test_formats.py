@@ -129,3 +129,21 @@ def test_in_place_export_writes_the_same_musicxml(work):
     score = _complex_durations() if work == "complex durations" else music21.corpus.parse(work)
     expected = normalized(score_to_musicxml(copy.deepcopy(score)))
     assert normalized(score_to_musicxml(score, in_place=True)) == expected
+
+
+def test_a_metronome_mark_without_a_beat_unit_does_not_refuse_the_score():
+    """OpenScore Quartets, Janacek, No. 2, finale, violin 1, bar 88: "Presto" and a metronome mark whose beat
+    unit is empty; music21 refused the whole quartet. The mark is left out, the words and tempo stay."""
+    direction = ('<direction placement="above"><direction-type><words>Presto</words></direction-type>'
+                 '<direction-type><metronome parentheses="no"><beat-unit></beat-unit><per-minute>96</per-minute>'
+                 '</metronome></direction-type><sound tempo="384"/></direction>')
+    text = ('<?xml version="1.0" encoding="UTF-8"?><score-partwise version="3.1"><part-list>'
+            '<score-part id="P1"><part-name>Violin</part-name></score-part></part-list><part id="P1">'
+            '<measure number="1"><attributes><divisions>1</divisions><time><beats>2</beats><beat-type>2</beat-type>'
+            f'</time></attributes>{direction}<note><pitch><step>E</step><octave>5</octave></pitch>'
+            '<duration>4</duration><type>whole</type></note></measure></part></score-partwise>')
+    document = read_score(text.encode(), "presto.musicxml")
+    assert "<metronome" not in document.musicxml and "Presto" in document.musicxml
+    score = document.score()
+    assert score.metronomeMarkBoundaries()[0][2].getQuarterBPM() == 384
+    assert [n.nameWithOctave for n in score.recurse().notes] == ["E5"]

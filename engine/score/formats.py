@@ -174,7 +174,15 @@ def _checked_musicxml(data: bytes, name: str) -> str:
     if root.tag not in ("score-partwise", "score-timewise"):
         raise ScoreError(f"{name} is XML but not a MusicXML score (root element <{root.tag}>)")
     check_musicxml(root, name)
-    return text
+    return _METRONOME_WITHOUT_BEAT_UNIT.sub("", text)
+
+
+_METRONOME_WITHOUT_BEAT_UNIT = re.compile(
+    r"<direction-type>\s*<metronome\b[^>]*>(?:(?!</metronome>).)*?<beat-unit\s*(?:/>|>\s*</beat-unit>)"
+    r"(?:(?!</metronome>).)*</metronome>\s*</direction-type>", re.DOTALL)
+"""A metronome mark with an empty beat unit ("= 96" of nothing) is left out on reading; its `<sound tempo>`
+still sets the tempo. music21 refused the whole score ("unknown MusicXML type: None": OpenScore Quartets,
+Janacek, No. 2, violin 1, bar 88 of the finale)."""
 
 
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
