@@ -370,3 +370,13 @@ def test_invisible_notes_are_named_as_such_where_they_are_lost():
     assert changed and changed_measures(measure_notes(document, printed_only=True), after)[1] == []
     (line,) = notation_losses(document, abc_round_trip(document))
     assert f"{len(changed)} of them lose only invisible notes" in line
+
+
+def test_parts_that_end_early_get_rests_to_the_end_and_round_trip():
+    """Josquin, "Petite camusette" (music21 corpus): one ABC tune per part, the parts' final notes of different
+    lengths (38 and 40 measures); NotaGen's pipeline refused a piece whose voices have unequal bar counts."""
+    path = music21.common.getCorpusFilePath() / "josquin" / "petiteCamusette.abc"
+    ref = PieceRef(id="josquin", source="music21", path=str(path), kind="abc-voices", work="josquin",
+                   split="train", title="Petite camusette")
+    record = check_score(ref)
+    assert record["round_trip"] and record["intact"] == record["measures"] == 5 * 40

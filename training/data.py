@@ -118,6 +118,26 @@ def _init_worker(timeout_s: int, max_memory_mb: int) -> None:
             pass
 
 
+def _rests_to_the_end(score) -> None:
+    """Parts that end early get measures of rest up to the last part's end. A piece written as one tune per
+    part may end its parts on final notes of different lengths (Josquin, "Petite camusette": 38 and 40
+    measures), and NotaGen's notation needs every voice to have every bar."""
+    import music21
+
+    rows = [part.getElementsByClass(music21.stream.Measure) for part in score.parts]
+    longest = max(len(row) for row in rows)
+    for part, row in zip(score.parts, rows):
+        if not row:
+            continue
+        last = row[-1]
+        bar = (last.timeSignature or last.getContextByClass(music21.meter.TimeSignature)
+               or music21.meter.TimeSignature("4/4")).barDuration.quarterLength
+        for number in range(last.number + 1, last.number + 1 + longest - len(row)):
+            measure = music21.stream.Measure(number=number)
+            measure.append(music21.note.Rest(quarterLength=bar))
+            part.append(measure)
+
+
 def _read_document(ref: PieceRef):
     """The piece as a ScoreDocument (MusicXML text + music21 parse), by the reader that fits its kind.
 
@@ -147,6 +167,7 @@ def _read_document(ref: PieceRef):
             parsed = parsed.mergeScores()
         if not isinstance(parsed, music21.stream.Score) or not parsed.parts:
             raise ScoreError(f"{path.name} holds no parts")
+        _rests_to_the_end(parsed)
         return ScoreDocument(musicxml=score_to_musicxml(parsed, in_place=True), title=ref.title)
     return read_score(path.read_bytes(), path.name)
 
