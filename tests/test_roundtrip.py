@@ -308,6 +308,22 @@ def test_the_survey_s_child_process_gives_the_records_of_the_plain_check():
         assert (record["measures"], record["intact"]) == (measures, intact), name
 
 
+def test_shards_of_the_survey_check_every_score_once(tmp_path):
+    import json
+    import shutil
+
+    from training.roundtrip import main
+
+    names = ["typographic_quote", "inexact_divisions", "empty_accidental"]
+    for name in names:
+        shutil.copy(DATA / f"{name}.musicxml", tmp_path / f"{name}.musicxml")
+    out = tmp_path / "survey.jsonl"
+    for shard in ("1/2", "2/2"):
+        main(["--out", str(out), "--corpora", str(tmp_path), "--shard", shard])
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"{name}.musicxml" for name in names)
+
+
 @pytest.fixture(scope="module")
 def composer_with_notagen(notagen_reference):
     from engine.notagen.generate import NotagenGenerator

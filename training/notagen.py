@@ -111,6 +111,11 @@ class StageSettings:
     balance_alpha: float = 0.5
     balance_max_share: float = 0.15
     balance_max_repeat: float = 4.0
+    window_patches: int | None = None
+    """Train on windows of at most this many patches: the header always, the body cut as the official stream
+    cut cuts it (None: the model's context). A step then costs a fraction, so fine-tuning sees each prompt's
+    header (the ensemble, a few dozen of a piece's thousands of characters) many more times. Validation
+    keeps the whole context."""
     offer_min_pieces: int = 1
     """Fine-tuning: the run's `prompts.txt` (what the app offers) lists prompts with at least this many training pieces."""
 
@@ -290,7 +295,8 @@ class Trainer:
         eval_entries = select(entries, stage, settings.eval_split, settings.max_eval_pieces)
         if not train_entries:
             raise SystemExit(f"no {settings.train_split} pieces for {stage} in {run.data_dir}")
-        self.train_set = NotagenDataset(run.data_dir, train_entries, stage, config.patch_length, config.patch_size, settings.seed)
+        self.train_set = NotagenDataset(run.data_dir, train_entries, stage, settings.window_patches or config.patch_length,
+                                        config.patch_size, settings.seed)
         self.eval_set = NotagenDataset(run.data_dir, eval_entries, stage, config.patch_length, config.patch_size, settings.seed)
         if settings.balance and stage == "finetune":
             self.sampler = BalancedSampler([entry.prompt for entry in train_entries], dist.world_size, dist.rank,

@@ -5,7 +5,7 @@ compared part-measure by part-measure (sounding notes: pitch, onset, duration). 
 process with a timeout; results go to a JSON-lines file, one line per score, so a rerun resumes.
 
     nice -n 10 python -m training.roundtrip --out logs/roundtrip.jsonl [--corpora ../shared/corpora]
-        [--music21] [--sample N] [--exclude earlier.jsonl] [--timeout 120]
+        [--music21] [--sample N] [--exclude earlier.jsonl] [--timeout 120] [--shard K/N]
     python -m training.roundtrip --out logs/roundtrip.jsonl --report     # reprint the summary
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import multiprocessing
 import random
 import re
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exclude", type=Path, action="append", default=[],
                         help="leave out the scores of an earlier run's JSON lines (a fresh sample)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per score")
+    parser.add_argument("--shard", default="1/1", metavar="K/N",
+                        help="check only the scores of shard K of N (by a hash of their ids): N commands with the same "
+                             "--out and K = 1..N run side by side (each line is appended whole)")
     parser.add_argument("--report", action="store_true", help="only print the summary of --out")
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         done = {record["id"] for record in records}
         done |= {json.loads(line)["id"] for path in args.exclude for line in path.read_text().splitlines()}
         todo = [ref for ref in pieces if ref.id not in done]
+        shard, shards = (int(number) for number in args.shard.split("/"))
+        todo = [ref for ref in todo if zlib.crc32(ref.id.encode()) % shards == shard - 1]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         prepare_workers()
         with args.out.open("a") as out:
