@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--tempo", type=float, default=1.0, help="tempo factor for .mid/.ogg/.wav (default 1.0)")
     _import_arguments(convert)
 
-    check = commands.add_parser("check", help='print {"bars", "parts", "bae"} of a score as JSON')
+    check = commands.add_parser("check", help='print {"measures", "parts", "abc_bars", "bae"} of a score as JSON (bae: of its NotaGen text)')
     check.add_argument("input", type=Path)
     _import_arguments(check)
 

@@ -334,11 +334,13 @@ class Composer:
             yield Progress(event.bars, event.elapsed, document)
 
     def check(self, document: ScoreDocument) -> dict:
-        """Bar count, part count and bar alignment error of the NotaGen text of the document."""
+        """Measure and part count of the document, and the bar count and bar alignment error of its NotaGen
+        text: ABC bars may outnumber measures (a repeat sign inside a measure ends an ABC bar)."""
         from engine.score.bae import bar_alignment
 
         alignment = bar_alignment(self.export(document, "interleaved.abc").decode("utf-8"))  # written in a worker
-        return {"bars": alignment.bars, "parts": document.n_parts, "bae": alignment.rate}
+        return {"measures": document.n_measures, "parts": document.n_parts, "abc_bars": alignment.bars,
+                "bae": alignment.rate}
 
 
 def _note(notes: list[str] | None, line: str) -> None:

@@ -47,10 +47,10 @@ def test_convert_round_trip_through_abc(tmp_path):
     assert (document.n_parts, document.n_measures) == (4, 10)
 
 
-def test_check_prints_bars_parts_bae():
+def test_check_prints_measures_parts_abc_bars_bae():
     result = run_engine("check", corpus_path())
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"bars": 10, "parts": 4, "bae": 0.0}
+    assert json.loads(result.stdout) == {"measures": 10, "parts": 4, "abc_bars": 10, "bae": 0.0}
 
 
 @pytest.mark.parametrize("content, name, fragment", [
