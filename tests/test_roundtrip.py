@@ -396,3 +396,22 @@ def test_parts_that_end_early_get_rests_to_the_end_and_round_trip():
                    split="train", title="Petite camusette")
     record = check_score(ref)
     assert record["round_trip"] and record["intact"] == record["measures"] == 5 * 40
+
+
+def test_reading_a_musicxml_file_keeps_its_notes(tmp_path):
+    """The opening check: a file read as stored, and one whose text reading repairs (a metronome mark without a
+    beat unit, which music21 cannot read), both with every note kept."""
+    from training.roundtrip import opening_survey
+
+    presto = ('<?xml version="1.0" encoding="UTF-8"?><score-partwise version="3.1"><part-list><score-part id="P1">'
+              '<part-name>Violin</part-name></score-part></part-list><part id="P1"><measure number="1"><attributes>'
+              '<divisions>1</divisions></attributes><direction><direction-type><metronome><beat-unit></beat-unit>'
+              '<per-minute>96</per-minute></metronome></direction-type><sound tempo="384"/></direction><note><pitch>'
+              '<step>E</step><octave>5</octave></pitch><duration>4</duration><type>whole</type></note></measure>'
+              '</part></score-partwise>')
+    (tmp_path / "presto.musicxml").write_text(presto, encoding="utf-8")
+    pieces = [PieceRef(id=path.name, source="tests", path=str(path), kind="file", work="", split="", title=path.stem)
+              for path in (tmp_path / "presto.musicxml", DATA / "typographic_quote.musicxml")]
+    assert opening_survey(pieces).splitlines()[0] == ("MusicXML files: 2; read as stored: 1; text repaired, every "
+                                                      "note kept: 1; notes changed or refused: 0")
+    assert check_score(pieces[1])["opening_changed"] == 0

@@ -56,6 +56,14 @@ def read_file_bytes(path: Path) -> bytes:
 
 def read_score(data: bytes, filename: str) -> ScoreDocument:
     """Read score bytes named `filename` into a document, or raise `ScoreError` naming the problem."""
+    document = ScoreDocument(musicxml=musicxml_of(data, filename), title=Path(filename).stem)
+    _validate(document, Path(filename).name)
+    return document
+
+
+def musicxml_of(data: bytes, filename: str) -> str:
+    """The MusicXML text `read_score` reads score bytes named `filename` as, before music21 parses it: a
+    MusicXML file's own text (made UTF-8), or the conversion of another format."""
     name = Path(filename).name
     fmt = INPUT_FORMATS.get(Path(filename).suffix.lower())
     if fmt is None:
@@ -68,9 +76,9 @@ def read_score(data: bytes, filename: str) -> ScoreDocument:
     found = _sniff(data)
     if found is not None and _family(found) != _family(fmt):
         raise ScoreError(f"{name} is named as {_FORMAT_NAMES[fmt]} but holds {_FORMAT_NAMES[found]}")
-    title = Path(filename).stem
     if found == "mxl":
-        musicxml = _musicxml_from_archive(data, name)
+        content, member = _archive_content(data, name)
+        musicxml = _checked_musicxml(content, f"{name} ({member})")
     elif fmt == "mxl" and found is None:
         raise ScoreError(f"{name} is not an .mxl (zip) archive (and not well-formed XML either)")
     elif fmt in ("musicxml", "mxl"):
@@ -79,9 +87,7 @@ def read_score(data: bytes, filename: str) -> ScoreDocument:
         musicxml = _musicxml_from_abc(_decode_text(data, name), name)
     else:
         musicxml = _musicxml_from_music21(data, fmt, name)
-    document = ScoreDocument(musicxml=musicxml, title=title)
-    _validate(document, name)
-    return document
+    return musicxml
 
 
 def score_to_musicxml(score: music21.stream.Score, in_place: bool = False) -> str:
@@ -208,8 +214,19 @@ def _xml_text(data: bytes, name: str) -> str:
     return _XML_ENCODING_TEXT.sub(r"\g<1>UTF-8\g<2>", text.lstrip("\ufeff"), count=1)
 
 
-def _musicxml_from_archive(data: bytes, name: str) -> str:
-    """The score inside an .mxl zip, read in memory with bounds (no extraction, no path use)."""
+def stored_musicxml(data: bytes, filename: str) -> str | None:
+    """A MusicXML or .mxl file's score text as stored (decoded, its declaration made UTF-8), before what
+    reading it repairs (`musicxml_of`); None for other formats. `training.roundtrip` compares the two."""
+    if INPUT_FORMATS.get(Path(filename).suffix.lower()) not in ("musicxml", "mxl"):
+        return None
+    if _sniff(data) == "mxl":
+        data = _archive_content(data, filename)[0]
+    return _xml_text(data, filename)
+
+
+def _archive_content(data: bytes, name: str) -> tuple[bytes, str]:
+    """(the score file's bytes, its name) inside an .mxl zip, read in memory with bounds (no extraction,
+    no path use)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -233,7 +250,7 @@ def _musicxml_from_archive(data: bytes, name: str) -> str:
         raise ScoreError(f"{name} is a damaged .mxl archive ({describe(exc)})") from exc
     if len(content) > MAX_UNPACKED_BYTES:
         raise ScoreError(f"{name} unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
-    return _checked_musicxml(content, f"{name} ({target})")
+    return content, target
 
 
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
