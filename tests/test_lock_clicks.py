@@ -1,7 +1,10 @@
-"""The lock-click bench's arithmetic: page-clock records to latencies, and their medians and maxima."""
+"""The lock-click bench's arithmetic (page-clock records to latencies, their medians and maxima), and the
+score view's page sizes that let the browser skip the pages off screen."""
 from __future__ import annotations
 
 from bench.lock_clicks import click_latency, summarize
+from engine.render.engrave import Engraving
+from webui.score_view import score_html
 
 
 def test_latencies_count_from_the_click_and_a_moment_not_seen_is_missing():
@@ -19,3 +22,10 @@ def test_summary_gives_median_and_max_and_flags_a_replaced_svg():
     assert summary["frame_ms"] == {"median": None, "max": None, "missing": 3}
     assert summary["painted_ms"] == {"median": 30.0, "max": 40.0, "missing": 0}
     assert summary["ack_ms"] == {"median": 200.0, "max": 300.0, "missing": 1}
+
+
+def test_each_page_keeps_its_height_before_it_is_drawn():
+    # The browser skips the pages off screen (content-visibility); each keeps its height from its viewBox and the zoom.
+    page = '<svg viewBox="0 0 840 990" version="1.1"><svg class="definition-scale" viewBox="0 0 21000 24740"></svg></svg>'
+    assert 'data-page="1" style="aspect-ratio: 840 / calc(990 * var(--zoom, 1))"><svg' in score_html(Engraving(pages=(page,)))
+    assert '<div class="score-page" data-page="1"><svg>' in score_html(Engraving(pages=("<svg></svg>",)))

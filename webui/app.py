@@ -17,7 +17,7 @@ from webui import compose_handlers as compose
 from webui import handlers
 from webui.handlers import AUDIO_DOWNLOADS, REQUESTED_DOWNLOADS, SCORE_DOWNLOADS, LockView, Made, Unchanged, VersionView
 from webui.score_view import CSS as VIEW_CSS
-from webui.score_view import EMPTY_VIEW, JS_ON_LOAD
+from webui.score_view import CLICK_RELAY_JS, EMPTY_VIEW, JS_ON_LOAD
 from webui.session import Session
 
 UPLOAD_TYPES = [".musicxml", ".xml", ".mxl", ".abc", ".krn", ".mid", ".midi"]
@@ -218,6 +218,8 @@ def build_app(composer: Composer) -> gr.Blocks:
         saved = gr.JSON(None, visible=False, elem_id="saved-session")
         saved_locks = gr.JSON(None, visible=False, elem_id="saved-locks")
         locks_shown = gr.JSON(None, visible=False, elem_id="locks-shown")
+        # The score view's clicks reach Python through this small component (webui/score_view.py CLICK_RELAY_JS).
+        score_clicks = gr.HTML("", js_on_load=CLICK_RELAY_JS, visible="hidden", elem_id="score-clicks")
         with gr.Row(elem_id="toolbar", equal_height=True):
             gr.Markdown("## NotaGen Composer", elem_id="app-title")
             upload = gr.UploadButton(
@@ -338,7 +340,7 @@ def build_app(composer: Composer) -> gr.Blocks:
         # a time; each click sends the locks it leaves, so the last one processed is the newest state.
         one_by_one = dict(concurrency_id="locks", concurrency_limit=1)
         quiet = dict(one_by_one, show_progress="hidden")
-        view.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **quiet)
+        score_clicks.measure_toggle(measure_clicked, session_state, lock_outputs, trigger_mode="multiple", **quiet)
         locks_shown.change(None, locks_shown, None, js=SHOW_LOCKS_JS)
         part_mode.change(lambda on: gr.update(part_mode=on), part_mode, view, show_progress="hidden")
         follow.change(None, follow, None, js=FOLLOW_JS)

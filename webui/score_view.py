@@ -1,18 +1,20 @@
 """The clickable engraved score and the audio player, as HTML + JavaScript for `gr.HTML`.
 
 A click on a measure (Shift-click or drag: a range of them; Alt-click: one part's cell) changes the
-locks on screen at once (no round trip, no re-engraving) and sends a `measure_toggle` event with the
-column clicked and the locks it leaves to Python, which keeps them and sends them back. Those come
-through a hidden component (webui/app.py `SHOW_LOCKS_JS`, a `score-locks` event), not through this
-view's props: an update of the view restyles every element of a long score (seconds), so a lock
-change touches only the boxes of the measures it changes; a new engraving (`watch` on the value)
-redraws them all. Highlights cover a measure's staff lines only. While audio plays, the measure under the playhead gets the class `playing`, from
-the verovio timemap and the tempo factor carried by the audio element.
+locks on screen at once (no round trip, no re-engraving) and sends the column clicked and the locks it
+leaves to Python (a `measure_toggle` event of a hidden component: `CLICK_RELAY_JS`), which keeps them and
+sends them back. Those come through a hidden component (webui/app.py `SHOW_LOCKS_JS`, a `score-locks`
+event), not through this view's props: an update of the view restyles every element of a long score
+(seconds), so a lock change touches only the boxes of the measures it changes; a new engraving (`watch`
+on the value) redraws them all. Highlights cover a measure's staff lines only. While audio plays, the
+measure under the playhead gets the class `playing`, from the verovio timemap and the tempo factor
+carried by the audio element.
 """
 from __future__ import annotations
 
 import html
 import json
+import re
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -27,9 +29,11 @@ FONT_CSS = (Path(find_spec("verovio").origin).parent / "data" / "Liberation.css"
 piece takes: the page loads it once with its CSS, and each version (a preview every bar while a piece is
 generated) comes without it, so it is not sent, parsed and decoded again every time."""
 EMBEDDED_FONT = f'<style type="text/css">{FONT_CSS}</style>'
+VIEW_BOX = re.compile(r'<svg[^>]*?viewBox="[-\d.]+ [-\d.]+ ([\d.]+) ([\d.]+)"')
 
 CSS = FONT_CSS + """
 #score-view { background: white; border-radius: 8px; min-height: 320px; overflow-x: auto; }
+#score-view .score-page { content-visibility: auto; box-sizing: content-box; }
 #score-view .score-page svg { width: calc(100% * var(--zoom, 1)); height: auto; display: block; }
 #score-view .score-page + .score-page { border-top: 1px dashed #ccc; margin-top: 12px; padding-top: 12px; }
 #score-view .score-empty { color: #666; padding: 48px; text-align: center; }
@@ -62,7 +66,12 @@ function staffBox(staff) {
   }
   return {x: x0, y: y0, width: x1 - x0, height: y1 - y0};
 }
+const boxes = new WeakMap();  // group -> its area, measured once per engraving: getBBox forces a layout
 function areaBox(group) {
+  if (!boxes.has(group)) boxes.set(group, measureArea(group));
+  return boxes.get(group);
+}
+function measureArea(group) {
   // A measure: from its top staff to its bottom one; a staff: its own lines.
   const staves = group.matches('g.staff') ? [group] : [...group.querySelectorAll('g.staff')];
   if (!staves.length) return group.getBBox();
@@ -160,11 +169,18 @@ function expected(click) {
   return {columns: [...columns], cells};
 }
 function target(event) {
-  const hit = event.target.closest && event.target.closest('rect.hit');
+  // The area under the pointer, not the ink on top of it: a hairpin or a "cresc." line of the measure
+  // before reaches into this one. Ink of the measure itself gives the part it is in.
+  const hit = document.elementsFromPoint(event.clientX, event.clientY).find(e => e.matches('rect.hit') && view.contains(e));
   const measure = event.target.closest && event.target.closest('g.measure');
   const staff = event.target.closest && event.target.closest('g.staff');
-  if (hit) return {column: Number(hit.getAttribute('data-column')), part: Number(hit.getAttribute('data-part') || 0)};
-  if (measure) return {column: measures().indexOf(measure), part: staff ? Number(staff.getAttribute('data-n')) - 1 : 0};
+  const part = staff ? Number(staff.getAttribute('data-n')) - 1 : 0;
+  if (hit) {
+    const column = Number(hit.getAttribute('data-column'));
+    if (hit.hasAttribute('data-part')) return {column, part: Number(hit.getAttribute('data-part'))};
+    return {column, part: measure && measures()[column] === measure ? part : 0};
+  }
+  if (measure) return {column: measures().indexOf(measure), part};
   return null;
 }
 let pressed = null, last = null;
@@ -185,7 +201,7 @@ view.addEventListener('pointerup', (event) => {
 function toggle(click) {
   const locks = expected(click);
   applyLocks(locks);
-  trigger('measure_toggle', {...click, locks});
+  document.dispatchEvent(new CustomEvent('score-click', {detail: {...click, locks}}));  // to CLICK_RELAY_JS
 }
 function follow(measure) {
   if (view.dataset.follow === 'off') return;
@@ -237,13 +253,32 @@ watch(['value'], redraw);
 """
 
 
+CLICK_RELAY_JS = "document.addEventListener('score-click', (event) => trigger('measure_toggle', event.detail));"
+"""The script of a small hidden component whose `measure_toggle` event takes the view's clicks to Python:
+Gradio copies the state of an event's component for each event, and the view's holds a long score's SVG
+text (tens of ms before the click is drawn, and as much garbage to collect)."""
+
+
 def score_html(engraving: Engraving) -> str:
-    """All engraved pages, each scaled to the view's width, drawn with the page's `FONT_CSS`."""
+    """All engraved pages, each scaled to the view's width, drawn with the page's `FONT_CSS`.
+
+    Each page is as tall as its SVG at the view's width and zoom before it is drawn (`page_ratio`): the
+    browser lays out and paints only the pages on screen (`content-visibility`), so a lock click on a
+    long score repaints one page, not all of them, and scrolling keeps its positions."""
     pages = "".join(
-        f'<div class="score-page" data-page="{i + 1}">{svg.replace(EMBEDDED_FONT, "", 1)}</div>'
+        f'<div class="score-page" data-page="{i + 1}"{page_ratio(svg)}>{svg.replace(EMBEDDED_FONT, "", 1)}</div>'
         for i, svg in enumerate(engraving.pages)
     )
     return f'<div class="score">{pages}</div>'
+
+
+def page_ratio(svg: str) -> str:
+    """The page's shape as a style attribute: its SVG's viewBox, the height scaled by the view's zoom."""
+    box = VIEW_BOX.search(svg)
+    if box is None:
+        return ""
+    width, height = box.group(1), box.group(2)
+    return f' style="aspect-ratio: {width} / calc({height} * var(--zoom, 1))"'
 
 
 def unengraved_html(reason: str) -> str:
