@@ -247,8 +247,9 @@ def invert_locks(session: Session) -> LockView | Unchanged:
 
 
 def toggle(session: Session, click: dict) -> LockView | Unchanged:
-    """A click on the score (the view's `measure_toggle` event data): `locks`, the locks the view shows
-    after it (as `locks_shown` writes them: whole columns and single cells), and the `column` clicked.
+    """A click on the score (the `measure_toggle` event data the view sends through `score_clicks`): `locks`,
+    the locks the view shows after it (as `locks_shown` writes them: whole columns and single cells), and the
+    `column` clicked.
 
     The view works the click out itself (a measure, a Shift-click or drag range, one part's cell) so it
     shows at once; sending the result, not the click, keeps the locks right however quick the clicks."""
