@@ -187,6 +187,7 @@ def test_the_decoders_fast_tests_agree_with_the_char_by_char_ones(notagen_refere
         allowed = constraint.allowed_ids(reader)
         tester = constraint.id_tester(reader)
         assert ([token for token in range(128) if tester(token)] or allowed) == (constraint.musical_ids(reader, allowed) if allowed else [])
+        assert constraint.tested_ids(tester) == [token for token in range(128) if tester(token)]
         for token in range(128):
             after = constraint.advance(reader, token)
             assert (after is not None) == (constraint.allows_id(reader, token) and constraint.musical(reader, token)), (token, reader.__dict__)

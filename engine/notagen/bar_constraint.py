@@ -56,6 +56,7 @@ ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)  # no tab: the finisher refuses control characters
 _PRINTABLE_SET = frozenset(_PRINTABLE)
+_MASK_IDS = sorted([BOS_ID, EOS_ID] + [ord(char) for char in _PRINTABLE])
 _SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
 _MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), _SHORTHANDS)
@@ -247,6 +248,11 @@ class BarConstraint:
             return memo[key]
 
         return test
+
+    def tested_ids(self, tester: Callable[[int], bool]) -> list[int]:
+        """The ids an `id_tester` allows (a refused row's whole mask): BOS, EOS and the printable chars and
+        newline, as no other id is ever allowed."""
+        return [token for token in _MASK_IDS if tester(token)]
 
     def advance(self, reader: BarReader, token: int) -> BarReader | None:
         """The reader after `token` where `allows_id(reader, token) and musical(reader, token)`, else None: the

@@ -2,12 +2,14 @@
 
 `ConstrainedChooser` is a `TokenChooser` for one `NotagenModel.decode_patch` call. Each call of it is one
 char step of the patch for every row; each row follows the text with its own copy of the row's
-`BarReader`. The row's sampler draws first; only when its choice is refused is the char drawn again from
-the masked logits (with the same top-k / top-p / temperature): `sampling.masked_probs` tests ids from the
-likeliest down until the filters' choice is known (a handful of tests), and only where that takes more
-than `WALK` tests is the whole mask built. Where the mask leaves one id (after a newline, inside a
-decoration name...) that id is taken without sampling, but the row's generator still advances by the one
-uniform a draw uses, so the row's later draws are unchanged.
+`BarReader`. The row's sampler draws first, and its choice is tested on a copy of the reader that reads it
+(`BarConstraint.advance`), kept as the row's reader when the choice is allowed. Only when it is refused is
+the char drawn again from the masked logits (with the same top-k / top-p / temperature):
+`sampling.masked_probs` tests ids from the likeliest down until the filters' choice is known (a handful of
+tests, memoised by `BarConstraint.id_tester`). Where no id is found that way (no musical id is allowed, or
+the allowed ids' probabilities underflow) the whole mask is built, reusing those tests, and the sampler
+draws from the masked logits. Where the mask leaves one id that id is taken without sampling, but the
+row's generator still advances by the one uniform a draw uses, so the row's later draws are unchanged.
 Greedy decoding picks the likeliest allowed char either way, so a bar that already fits is decoded exactly
 as without the constraint. Sampled, a refused draw is replaced by a draw from the filtered, masked distribution.
 
@@ -27,9 +29,6 @@ from engine.notagen.bar_constraint import BarConstraint, logits_mask, token_char
 from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BOS_ID, EOS_ID, PAD_ID
 from engine.notagen.sampling import Sampler, draw_row, masked_probs
-
-WALK = 32
-"""The most ids a refused row tests one by one before the whole mask is built."""
 
 
 def reader_for(context_ids: Sequence[Sequence[int]]) -> BarReader | None:
@@ -75,11 +74,11 @@ class ConstrainedChooser:
         for row in refused:
             reader = self.readers[row]
             tester = constraint.id_tester(reader)
-            probs = masked_probs(logits[row], self.sampler.options, tester, WALK)
+            probs = masked_probs(logits[row], self.sampler.options, tester)
             if probs is not None:
                 chosen[row] = int(probs.argmax()) if greedy else draw_row(probs, self.generators[row])
                 continue
-            allowed = [token for token in range(logits.shape[-1]) if tester(token)] or constraint.allowed_ids(reader)
+            allowed = constraint.tested_ids(tester) or constraint.allowed_ids(reader)
             if not allowed:
                 self.readers[row], self.ended[row] = None, True  # nothing can follow: leave the row unconstrained
             elif len(allowed) == 1:  # what the sampler draws from a one-id mask, and the draw it uses up

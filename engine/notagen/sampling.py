@@ -64,9 +64,11 @@ def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
 
 
-def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool], limit: int) -> Tensor | None:
+def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool],
+                 limit: int | None = None) -> Tensor | None:
     """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, found by
-    testing ids from the likeliest down, or None where more than `limit` tests would be needed.
+    testing ids from the likeliest down; None where more than `limit` tests (default: no limit) would be
+    needed, or where no allowed id has a probability above 0 (the caller then masks the logits).
 
     Why: testing an id costs the constraint far more than the model's step, and the filters need only the
     top of the masked distribution. Top-k keeps the k likeliest allowed ids; top-p keeps the likeliest of
