@@ -5,12 +5,13 @@ import random
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from engine.notagen import batch_engine
 from engine.notagen.bar_check import full_inner_lines
-from engine.notagen.bar_constraint import BarConstraint, logits_mask
+from engine.notagen.bar_constraint import _PRINTABLE, BarConstraint, logits_mask, token_char
 from engine.notagen.bar_reader import EOS_CHAR, BarReader
 from engine.notagen.config import NotagenConfig
 from engine.notagen.finish import finish_generated
@@ -21,7 +22,7 @@ from engine.notagen.patchilizer import BOS_ID, EOS_ID
 from engine.notagen.batch_engine import DEAD_END_RETRIES
 from engine.notagen.options import STOP_DEAD_END, SamplingOptions
 from engine.notagen.prompts import Prompt
-from engine.notagen.sampling import filtered_probs, masked_probs
+from engine.notagen.sampling import draw, draw_row, filtered_probs, masked_probs
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "notagen"
 WALK_HEADER = '%%score { 1 | 2 }\nL:1/8\nM:3/4\nK:D\nV:1 treble nm="Violin"\nV:2 bass nm="Cello"\n[r:0/2]'
@@ -139,6 +140,70 @@ def test_the_masked_distribution_found_id_by_id_is_the_full_masks(options):
     assert decided > 0  # a few tests can decide
 
 
+def test_drawing_one_row_in_python_is_drawing_it_with_tensors():
+    """`draw_row` (a refused row's redraw) picks the id `draw` picks from the same uniform."""
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(2000):
+        probs = torch.rand(128, generator=generator, dtype=torch.float64) * (torch.rand(128, generator=generator) < 0.1)
+        probs[trial % 128] += 1e-3
+        probs = probs / probs.sum()
+        rows = [np.random.default_rng(trial) for _ in range(2)]
+        assert draw_row(probs, rows[0]) == int(draw(probs.unsqueeze(0), [rows[1]])[0])
+
+
+def _states(reference: Path) -> list[BarReader]:
+    """Reader states along a real four-voice chorale and along random walks of allowed ids (headers,
+    annotations, decorations, tuplets, chords...), as the decoder meets them."""
+    chorale = (reference / "preprocess" / "bwv66.6_m0-4" / "interleaved.abc").read_text()
+    texts = [chorale.replace("\n[V:1]", "\n[r:0/9][V:1]", 1)]
+    rng, constraint = random.Random(1), BarConstraint()
+    states, reader = [], BarReader()
+    for char in texts[0]:
+        states.append(reader.copy())
+        if not reader.step(char):
+            break
+        if char == "\n":
+            states.append(reader.copy())
+            reader.step(EOS_CHAR)
+    for _ in range(3):
+        reader = BarReader()
+        reader.feed_text(WALK_HEADER)
+        for _ in range(300):
+            states.append(reader.copy())
+            allowed = constraint.allowed_ids(reader)
+            if not allowed or allowed == [BOS_ID]:
+                break
+            reader.feed(token_char(rng.choice(allowed)))
+    return states
+
+
+def test_the_decoders_fast_tests_agree_with_the_char_by_char_ones(notagen_reference):
+    """What the chooser uses (`advance` on its own choice, the memoised `id_tester` for a redraw and its whole
+    mask, `allowed_chars` through `char_tester`) allows what `allows_id`, `musical` and `allows_char` allow,
+    one id at a time, on every state; and `advance` leaves the reader that reading the id gives."""
+    constraint, checked = BarConstraint(), 0
+    for reader in _states(notagen_reference):
+        assert constraint.allowed_chars(reader) == {char for char in _PRINTABLE if constraint.allows_char(reader, char)}
+        allowed = constraint.allowed_ids(reader)
+        tester = constraint.id_tester(reader)
+        assert ([token for token in range(128) if tester(token)] or allowed) == (constraint.musical_ids(reader, allowed) if allowed else [])
+        assert constraint.tested_ids(tester) == [token for token in range(128) if tester(token)]
+        for token in range(128):
+            after = constraint.advance(reader, token)
+            assert (after is not None) == (constraint.allows_id(reader, token) and constraint.musical(reader, token)), (token, reader.__dict__)
+            if after is not None:
+                stepped = reader.copy()
+                stepped.feed(token_char(token))
+                assert _fields(after) == _fields(stepped)
+                checked += 1
+    assert checked > 3000
+
+
+def _fields(reader: BarReader) -> dict:
+    fields = {name: value for name, value in vars(reader).items() if name not in ("decoration_names", "length")}
+    return fields | {"length": reader.length.key()}
+
+
 class _StuckInBarTwo(BarConstraint):
     """Allows nothing once the second bar line has begun: a gap in the written subset's rules."""
 
@@ -146,8 +211,8 @@ class _StuckInBarTwo(BarConstraint):
     def _stuck(reader) -> bool:
         return reader.in_body and reader.body_line >= 1 and reader.voice is not None
 
-    def allows_id(self, reader, token):
-        return not self._stuck(reader) and super().allows_id(reader, token)
+    def advance(self, reader, token):
+        return None if self._stuck(reader) else super().advance(reader, token)
 
     def id_tester(self, reader):
         return (lambda token: False) if self._stuck(reader) else super().id_tester(reader)

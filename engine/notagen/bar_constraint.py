@@ -55,6 +55,8 @@ WHOLE_NOTE = Fraction(1)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)  # no tab: the finisher refuses control characters
+_PRINTABLE_SET = frozenset(_PRINTABLE)
+_MASK_IDS = sorted([BOS_ID, EOS_ID] + [ord(char) for char in _PRINTABLE])
 _SHORTHANDS = ".MOPSTuv"  # those real scores write (`~`: abctoolkit cannot read it after a note)
 _MUSIC_CHARS = tuple("abcdefgABCDEFG^_=',0123456789/zxZX <>().MOPSTuv-\"!{}[]|:\nrVK")
 _MUSIC_CLASSES = (tuple(sorted(br.NOTE_LETTERS)), _SHORTHANDS)
@@ -122,6 +124,20 @@ def note_value(length: Fraction) -> bool:
     return False
 
 
+_TOKEN_CHARS = {EOS_ID: br.EOS_CHAR, BOS_ID: br.BOS_CHAR}
+
+
+def token_char(token: int) -> str:
+    """The char the reader reads for a char decoder id (EOS and BOS as `EOS_CHAR` and `BOS_CHAR`)."""
+    return _TOKEN_CHARS.get(token) or chr(token)
+
+
+@lru_cache(maxsize=4096)
+def _suffix_note_value(unit: Fraction, key: tuple[str, int, str]) -> bool:
+    """`note_value` of a suffix's length (memoised: every char that commits an element asks)."""
+    return note_value(unit * br.suffix_value(*key))
+
+
 def length_complete(num: str, slashes: int, den: str) -> bool:
     """Whether a suffix may end here in the written subset."""
     if len(num) > 2 or slashes > 1 or (den and (slashes != 1 or den not in _DENOMINATORS)):
@@ -130,7 +146,7 @@ def length_complete(num: str, slashes: int, den: str) -> bool:
 
 
 def _on_grid(length: Fraction) -> bool:
-    return (length / GRID).denominator == 1
+    return GRID.denominator % length.denominator == 0  # (length / GRID is whole: faster than dividing)
 
 
 class BarConstraint:
@@ -142,34 +158,47 @@ class BarConstraint:
     # --------------------------------------------------------------------------------- public
     def allowed_chars(self, reader: BarReader) -> set[str]:
         """Printable chars and newline that keep the text readable and bar-exact."""
+        allows = self.char_tester(reader)
+        return {char for char in _PRINTABLE if allows(char)}
+
+    def char_tester(self, reader: BarReader) -> Callable[[str], bool]:
+        """`char in allowed_chars(reader)` for the chars tested at one state, sharing the work they share:
+        shortcuts that give what `_allows` gives char by char, without copying the reader for each char."""
         if reader.mode == br.ENDED or (reader.mode == br.LINE_START and reader.patch_pos):
-            return set()  # after a newline the patch ends (EOS) unless it is full
-        # Shortcuts that give what `_allows` gives char by char, without copying the reader for each char:
+            return lambda char: False  # after a newline the patch ends (EOS) unless it is full
         if not reader.in_body and reader.mode in (br.LINE_START, br.HEADER):  # only a newline is read at once
-            return {char for char in _PRINTABLE if _header_allows(reader, char)
-                    and (char != "\n" or reader.mode != br.HEADER or reader.copy().step(char))}
+            return lambda char: (char in _PRINTABLE_SET and _header_allows(reader, char)
+                                 and (char != "\n" or reader.mode != br.HEADER or reader.copy().step(char)))
         if reader.mode == br.DECORATION and not (reader.element == "chord" and reader.chord_stage):
             # the name so far leaves the bar's duration state as it was
             inside = reader.closer == "!" and (not reader.segment_open or self._feasible(reader))
             prefix = reader.buffer
             names = self._permitted_decorations(reader) if inside else ()
             allowed = {name[len(prefix)] for name in names if name.startswith(prefix) and len(name) > len(prefix)}
-            return allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed
+            return (allowed | {reader.closer} if self._allows(reader, reader.closer) else allowed).__contains__
         if reader.mode == br.QUOTE:  # annotation text lasts nothing: only its own rules apply
-            return {char for char in _PRINTABLE if annotation_allows(reader.buffer, char)}
-        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
-            return {char for char in _PRINTABLE if self._allows(reader, char)}
+            return lambda char: char in _PRINTABLE_SET and annotation_allows(reader.buffer, char)
+        if reader.mode in (br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
+            return lambda char: char in _PRINTABLE_SET and self._allows(reader, char)
         if reader.mode != br.MUSIC:
-            return {char for char in _MUSIC_CHARS if self._allows(reader, char)}
+            return lambda char: char in _MUSIC_SET and self._allows(reader, char)
         # in the music the reader treats the chars of each class alike: one test per class
-        allows = self._music_tester(reader)
-        allowed = {char for char in _MUSIC_SINGLES if allows(char)}
-        for chars in _MUSIC_CLASSES:
-            if chars is _SHORTHANDS:  # they differ only in the decoration they add: test one of those allowed
-                chars = [char for char in chars if _shorthand_allowed(reader, reader.decorations, char)]
-            if chars and allows(chars[0]):
-                allowed.update(chars)
-        return allowed
+        allows, memo = self._music_tester(reader), {}
+
+        def test(char: str) -> bool:
+            if char not in _MUSIC_SET:
+                return False
+            if char in _SHORTHANDS:  # they differ only in the decoration they add: one test of those allowed
+                if not _shorthand_allowed(reader, reader.decorations, char):
+                    return False
+                key = _SHORTHANDS
+            else:
+                key = "A" if char in br.NOTE_LETTERS else char
+            if key not in memo:
+                memo[key] = allows(key if key != _SHORTHANDS else char)
+            return memo[key]
+
+        return test
 
     def allowed_ids(self, reader: BarReader) -> list[int]:
         """Allowed char ids at the reader's patch position (`reader.patch_pos`), EOS and BOS included."""
@@ -203,27 +232,40 @@ class BarConstraint:
 
     def id_tester(self, reader: BarReader) -> Callable[[int], bool]:
         """`allows_id(reader, token) and musical(reader, token)` for the many tokens a refused row's redraw
-        tests one by one: in the music the note letters share one test (as in `allowed_chars`), and the
-        chars that end the open element are tested on it committed once (`_music_tester`)."""
-        if reader.mode != br.MUSIC or not reader.in_body:
-            return lambda token: self.allows_id(reader, token) and self.musical(reader, token)
-        allows, memo = self._music_tester(reader), {}
+        tests one by one, memoised (the whole mask reuses the tests the redraw made): the chars share the
+        work of `char_tester`, and in the music the note letters share one musical test."""
+        chars = self.char_tester(reader)
+        at_last_line_start = reader.mode == br.LINE_START and reader.in_body and not reader.patch_pos and reader.remaining == 0
+        music, memo = reader.mode == br.MUSIC and reader.in_body, {}
 
         def test(token: int) -> bool:
-            if not 3 <= token < 128:  # PAD, BOS, EOS
+            if not 3 <= token < 128 or at_last_line_start:  # PAD, BOS, EOS; only BOS after `[r:i/0]`'s line
                 return self.allows_id(reader, token) and self.musical(reader, token)
             char = chr(token)
-            key = "A" if char in br.NOTE_LETTERS else char
+            key = "A" if music and char in br.NOTE_LETTERS else char
             if key not in memo:
-                if char not in _MUSIC_SET:
-                    memo[key] = False
-                elif char in _SHORTHANDS:
-                    memo[key] = _shorthand_allowed(reader, reader.decorations, char) and allows(char) and self.musical(reader, token)
-                else:
-                    memo[key] = allows(key) and self.musical(reader, ord(key))
+                memo[key] = chars(char) and self.musical(reader, ord(key))
             return memo[key]
 
         return test
+
+    def tested_ids(self, tester: Callable[[int], bool]) -> list[int]:
+        """The ids an `id_tester` allows (a refused row's whole mask): BOS, EOS and the printable chars and
+        newline, as no other id is ever allowed."""
+        return [token for token in _MASK_IDS if tester(token)]
+
+    def advance(self, reader: BarReader, token: int) -> BarReader | None:
+        """The reader after `token` where `allows_id(reader, token) and musical(reader, token)`, else None: the
+        decoder's test of its own choice steps one copy of the reader for both tests, and keeps it."""
+        char = token_char(token)
+        if 3 <= token < 128 and self._plain(reader, char):
+            after = self._advance(reader, char)
+            return after if after is not None and self._musical_after(reader, after) else None
+        if not (self.allows_id(reader, token) and self.musical(reader, token)):
+            return None
+        after = reader.copy()
+        after.feed(char)
+        return after
 
     def allows_char(self, reader: BarReader, char: str) -> bool:
         """`char in allowed_chars(reader)`, for one char."""
@@ -240,20 +282,41 @@ class BarConstraint:
             return _shorthand_allowed(reader, reader.decorations, char) and self._allows(reader, char)
         return chars is not None and self._allows(reader, chars[0])
 
+    def _plain(self, reader: BarReader, char: str) -> bool:
+        """Whether `allows_char(reader, char)` is `_allows(reader, char)` (a note letter's: its class's test,
+        which the reader makes alike for every letter), with no rule of `allows_id` before it."""
+        if reader.mode == br.ENDED or (reader.mode == br.LINE_START and (reader.patch_pos or (reader.in_body and reader.remaining == 0))):
+            return False
+        if reader.mode in (br.QUOTE, br.FIELD, br.DECORATION, br.HEADER) or not reader.in_body:
+            return char in _PRINTABLE_SET
+        if reader.mode != br.MUSIC or char not in _SHORTHANDS:
+            return char in _MUSIC_SET
+        return _shorthand_allowed(reader, reader.decorations, char)
+
     def musical(self, reader: BarReader, token: int) -> bool:
         """Whether an allowed `token` keeps the bar's rhythm musical: it commits no element shorter than a 16th
         (or than the shortest the piece already writes) unless that element ends the bar or lands on the
         beat, and leaves the open element a length that is musical in that sense. Where the model falls
         short of a bar the exact mask alone leaves only tiny lengths (runs of 32nds and 64ths at bar ends);
         the chooser refuses unmusical choices and redraws from `musical_ids`."""
-        if reader.mode != br.MUSIC or reader.element is None or reader.chord_stage or reader.element_scale != 1:
-            return True
-        target, metre = self._requirement(reader)[0], reader.metre
-        if target is None or metre is None or not 0 <= token < 128:
+        if not 0 <= token < 128 or self._rhythm(reader) is None:
             return True
         clone = reader.copy()
-        if not clone.step(chr(token)):
+        return not clone.step(chr(token)) or self._musical_after(reader, clone)
+
+    def _rhythm(self, reader: BarReader) -> tuple[Fraction, Fraction] | None:
+        """(the bar's target, the metre) where `musical` judges the next char, else None."""
+        if reader.mode != br.MUSIC or reader.element is None or reader.chord_stage or reader.element_scale != 1:
+            return None
+        target, metre = self._requirement(reader)[0], reader.metre
+        return None if target is None or metre is None else (target, metre)
+
+    def _musical_after(self, reader: BarReader, clone: BarReader) -> bool:
+        """`musical` of the char that took `reader` to `clone`."""
+        rhythm = self._rhythm(reader)
+        if rhythm is None:
             return True
+        target, metre = rhythm
         shortest = min(SIXTEENTH, reader.shortest)
         beat = max(4, metre.denominator)  # beats per whole note
         if clone.closed_count > reader.closed_count and clone.last_written is not None and clone.last_written < shortest:
@@ -289,14 +352,19 @@ class BarConstraint:
         """Whether `char` may follow `reader`. `start`: `reader` with its open element committed, stepped
         instead of it (for a char that commits the element); `settled`: whether the bar can be completed
         from `start`, for a char that leaves its duration state as it is."""
+        return self._advance(reader, char, start, settled) is not None
+
+    def _advance(self, reader: BarReader, char: str, start: BarReader | None = None, settled: bool | None = None) -> BarReader | None:
+        """`_allows`, giving the copy of `start` (default `reader`) that stepped `char` where it is allowed."""
         clone = (start if start is not None else reader).copy()
         if not clone.step(char) or not self._written_subset(reader, char, clone):
-            return False
+            return None
         if clone.mode == br.LINE_START or not clone.in_body:
-            return True
+            return clone
         if len(clone.line_voices) > len(reader.line_voices):
-            return self._bar_closes(reader, clone.line_voices[-1][1])
-        return settled if settled is not None else not clone.segment_open or self._feasible(clone)
+            return clone if self._bar_closes(reader, clone.line_voices[-1][1]) else None
+        allowed = settled if settled is not None else not clone.segment_open or self._feasible(clone)
+        return clone if allowed else None
 
     def _written_subset(self, reader: BarReader, char: str, clone: BarReader) -> bool:
         """The restrictions of the written subset that the reader does not make (see the docstring)."""
@@ -306,7 +374,7 @@ class BarConstraint:
         if clone.closed_count > reader.closed_count:  # the char commits an element (before any early return)
             if not length_complete(*reader.length.key()):
                 return False
-            if reader.element != "measure_rest" and not note_value(reader.unit * reader.length.value):
+            if reader.element != "measure_rest" and not _suffix_note_value(reader.unit, reader.length.key()):
                 return False
             if clone.pair_closed and clone.last_written != clone.broken_base:
                 return False  # a broken pair of unequal lengths: the BAE's durations read it otherwise than abc2xml
@@ -541,10 +609,25 @@ def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple
     return False
 
 
-@lru_cache(maxsize=1 << 14)
+_MUSICAL: dict[tuple, bool] = {}
+
+
 def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
                    required: Fraction | None, shortest: Fraction, beat: int) -> bool:
-    """Whether the open element (suffix `key`) can still get a musical length (see `BarConstraint.musical`)."""
+    """Whether the open element (suffix `key`) can still get a musical length (see `BarConstraint.musical`).
+    Memoised on the numbers' integer parts, as `_feasible_state`."""
+    memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
+                key, broken.numerator, broken.denominator, required, shortest.numerator, shortest.denominator, beat)
+    found = _MUSICAL.get(memo_key)
+    if found is None:
+        if len(_MUSICAL) >= 1 << 16:
+            _MUSICAL.clear()
+        found = _MUSICAL[memo_key] = _search_musical(target, pos, unit, key, broken, required, shortest, beat)
+    return found
+
+
+def _search_musical(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
+                    required: Fraction | None, shortest: Fraction, beat: int) -> bool:
     for raw in grid_lengths(unit, key):
         end = pos + raw * broken
         if end > target:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from engine.notagen.patchilizer import PATCH_SIZE
 
@@ -130,6 +131,18 @@ def broken_factors(sign: str, count: int) -> tuple[Fraction, Fraction]:
     return (long, short) if sign == ">" else (short, long)
 
 
+@lru_cache(maxsize=1024)
+def suffix_value(num: str, slashes: int, den: str) -> Fraction:
+    """The multiplier of the unit that a length suffix stands for (memoised: the reader asks at every commit)."""
+    if den:
+        return Fraction(int(num) if num else 1, int(den))
+    return WHOLE if not num and not slashes else Fraction(int(num) if num else 1, 2**slashes)
+
+
+def _times(value: Fraction, factor: Fraction) -> Fraction:
+    return value if factor is WHOLE else value * factor
+
+
 class Length:
     """A length suffix being typed: `num`, then slashes, then a denominator (`3/2`, `//`, `/4`)."""
 
@@ -161,10 +174,7 @@ class Length:
 
     @property
     def value(self) -> Fraction:
-        num = int(self.num) if self.num else 1
-        if self.den:
-            return Fraction(num, int(self.den))
-        return Fraction(num, 2**self.slashes)
+        return suffix_value(self.num, self.slashes, self.den)
 
     def copy(self) -> Length:
         clone = Length.__new__(Length)
@@ -467,8 +477,10 @@ class BarReader:
         if self.element == "measure_rest":
             metre = self.metre
             return (int(self.length.num) if self.length.num else 1) * (metre or 0)
-        inner = self.chord_inner if self.element == "chord" else WHOLE
-        return self.unit * inner * self.length.value * self.element_scale
+        value = _times(self.unit, self.length.value)  # (factors of 1 skipped: Fraction products are slow)
+        if self.element == "chord":
+            value = _times(value, self.chord_inner)
+        return _times(value, self.element_scale)
 
     def _element_complete(self) -> bool:
         if self.element == "chord":
@@ -484,10 +496,11 @@ class BarReader:
         if self.element == "measure_rest" and self.metre is None:
             return False
         written = self._element_value()
-        length = written * self.broken_next
+        length = _times(written, self.broken_next)
         self.pos += length
-        self.last_written = written if self.element_scale == 1 else None
-        if self.element_scale == 1 and written < self.shortest:
+        plain = self.element_scale is WHOLE or self.element_scale == 1
+        self.last_written = written if plain else None
+        if plain and written < self.shortest:
             self.shortest = written
         self.pair_closed = self.broken_open
         if self.broken_open:

@@ -2,12 +2,14 @@
 
 `ConstrainedChooser` is a `TokenChooser` for one `NotagenModel.decode_patch` call. Each call of it is one
 char step of the patch for every row; each row follows the text with its own copy of the row's
-`BarReader`. The row's sampler draws first; only when its choice is refused is the char drawn again from
-the masked logits (with the same top-k / top-p / temperature): `sampling.masked_probs` tests ids from the
-likeliest down until the filters' choice is known (a handful of tests), and only where that takes more
-than `WALK` tests is the whole mask built. Where the mask leaves one id (after a newline, inside a
-decoration name...) that id is taken without sampling, but the row's generator still advances by the one
-uniform a draw uses, so the row's later draws are unchanged.
+`BarReader`. The row's sampler draws first, and its choice is tested on a copy of the reader that reads it
+(`BarConstraint.advance`), kept as the row's reader when the choice is allowed. Only when it is refused is
+the char drawn again from the masked logits (with the same top-k / top-p / temperature):
+`sampling.masked_probs` tests ids from the likeliest down until the filters' choice is known (a handful of
+tests, memoised by `BarConstraint.id_tester`). Where no id is found that way (no musical id is allowed, or
+the allowed ids' probabilities underflow) the whole mask is built, reusing those tests, and the sampler
+draws from the masked logits. Where the mask leaves one id that id is taken without sampling, but the
+row's generator still advances by the one uniform a draw uses, so the row's later draws are unchanged.
 Greedy decoding picks the likeliest allowed char either way, so a bar that already fits is decoded exactly
 as without the constraint. Sampled, a refused draw is replaced by a draw from the filtered, masked distribution.
 
@@ -23,14 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.notagen.bar_constraint import BarConstraint, logits_mask
-from engine.notagen.bar_reader import BOS_CHAR, EOS_CHAR, BarReader
+from engine.notagen.bar_constraint import BarConstraint, logits_mask, token_char
+from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BOS_ID, EOS_ID, PAD_ID
-from engine.notagen.sampling import Sampler, draw, masked_probs
-
-_SPECIAL_CHARS = {EOS_ID: EOS_CHAR, BOS_ID: BOS_CHAR}
-WALK = 32
-"""The most ids a refused row tests one by one before the whole mask is built."""
+from engine.notagen.sampling import Sampler, draw_row, masked_probs
 
 
 def reader_for(context_ids: Sequence[Sequence[int]]) -> BarReader | None:
@@ -42,7 +40,7 @@ def reader_for(context_ids: Sequence[Sequence[int]]) -> BarReader | None:
         if patch and patch[0] == BOS_ID:
             continue
         for token in patch:
-            if token != PAD_ID and not reader.step(_SPECIAL_CHARS.get(token, chr(token))):
+            if token != PAD_ID and not reader.step(token_char(token)):
                 return None
     return reader
 
@@ -63,19 +61,24 @@ class ConstrainedChooser:
     def __call__(self, logits: Tensor) -> Tensor:
         ids = self._choose(logits)
         chosen = ids.tolist()
-        constraint = self.constraint
-        refused = [row for row, reader in enumerate(self.readers) if not self.ended[row]
-                   and not (constraint.allows_id(reader, chosen[row]) and constraint.musical(reader, chosen[row]))]
+        constraint, refused = self.constraint, []
+        for row, reader in enumerate(self.readers):  # each row's own choice, tested on the reader it moves on
+            if not self.ended[row]:
+                after = constraint.advance(reader, chosen[row])
+                if after is None:
+                    refused.append(row)
+                else:
+                    self.readers[row], self.ended[row] = after, chosen[row] == EOS_ID
         redraw = {}
         greedy = self.sampler.options.greedy
         for row in refused:
             reader = self.readers[row]
-            probs = masked_probs(logits[row], self.sampler.options, constraint.id_tester(reader), WALK)
+            tester = constraint.id_tester(reader)
+            probs = masked_probs(logits[row], self.sampler.options, tester)
             if probs is not None:
-                chosen[row] = int(probs.argmax()) if greedy else int(draw(probs.unsqueeze(0), [self.generators[row]])[0])
+                chosen[row] = int(probs.argmax()) if greedy else draw_row(probs, self.generators[row])
                 continue
-            allowed = constraint.allowed_ids(reader)
-            allowed = constraint.musical_ids(reader, allowed) if allowed else allowed
+            allowed = constraint.tested_ids(tester) or constraint.allowed_ids(reader)
             if not allowed:
                 self.readers[row], self.ended[row] = None, True  # nothing can follow: leave the row unconstrained
             elif len(allowed) == 1:  # what the sampler draws from a one-id mask, and the draw it uses up
@@ -91,9 +94,8 @@ class ConstrainedChooser:
             drawn = self.sampler.chooser([self.generators[row] for row in rows])(masked).tolist()
             for row, token in zip(rows, drawn):
                 chosen[row] = token
-        for row, reader in enumerate(self.readers):
+        for row in refused:
             if not self.ended[row]:
-                token = chosen[row]
-                reader.feed(_SPECIAL_CHARS.get(token, chr(token)))
-                self.ended[row] = token == EOS_ID
+                self.readers[row].feed(token_char(chosen[row]))
+                self.ended[row] = chosen[row] == EOS_ID
         return torch.tensor(chosen, dtype=ids.dtype, device=ids.device) if refused else ids

@@ -21,7 +21,9 @@ same maths, vectorised over the batch in float64. Differences from the official 
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -62,9 +64,11 @@ def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
 
 
-def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool], limit: int) -> Tensor | None:
+def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool],
+                 limit: int | None = None) -> Tensor | None:
     """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, found by
-    testing ids from the likeliest down, or None where more than `limit` tests would be needed.
+    testing ids from the likeliest down; None where more than `limit` tests (default: no limit) would be
+    needed, or where no allowed id has a probability above 0 (the caller then masks the logits).
 
     Why: testing an id costs the constraint far more than the model's step, and the filters need only the
     top of the masked distribution. Top-k keeps the k likeliest allowed ids; top-p keeps the likeliest of
@@ -128,6 +132,16 @@ def draw(probs: Tensor, generators: Sequence[np.random.Generator]) -> Tensor:
     # Rounding can push the threshold past the last id with mass; fall back to that id.
     last_with_mass = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)
     return torch.minimum(ids, last_with_mass)
+
+
+def draw_row(probs: Tensor, generator: np.random.Generator) -> int:
+    """`draw` of one row [V], in Python (a refused row's redraw: a dozen tensor ops cost more than the sums):
+    the same cumulative sums in the same order (the CPU's `cumsum` adds left to right), the same threshold."""
+    masses = probs.tolist()
+    cdf = list(accumulate(masses))
+    threshold = generator.random() * cdf[-1]
+    last_with_mass = max(index for index, mass in enumerate(masses) if mass > 0)
+    return min(bisect_right(cdf, threshold), last_with_mass)  # ids whose cdf <= threshold, as `draw` counts them
 
 
 def row_generators(seed: int | None, n: int) -> list[np.random.Generator]:

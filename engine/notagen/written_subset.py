@@ -194,9 +194,11 @@ def _to_finish(text: str, singles: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------- voice lines
+@lru_cache(maxsize=1 << 14)
 def voice_line_allows(value: str, complete: bool, expected: str | None) -> bool:
     """A header `V:` value typed so far: the `expected` voice id (None: no more voices), then an optional
-    clef, `nm="..."` and `snm="..."` in that order, single spaces between, a trailing space allowed."""
+    clef, `nm="..."` and `snm="..."` in that order, single spaces between, a trailing space allowed. Memoised:
+    the decoder tests many chars after each prefix, and pieces of one ensemble type the same names."""
     if expected is None:
         return False
     voice, space, tail = value.partition(" ")
