@@ -8,7 +8,7 @@ import pytest
 
 from engine.notagen.bar_constraint import BarConstraint
 from engine.notagen.bar_reader import EOS_CHAR, BarReader
-from engine.notagen.written_subset import annotation_allows, part_name_allowed, voice_line_allows
+from engine.notagen.written_subset import _annotation_vocabulary, annotation_allows, part_name_allowed, voice_line_allows
 
 HEADER = "L:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n"
 FIRST_LINE = "[r:0/6][V:1]c8|[V:2]C8|\n"
@@ -57,20 +57,29 @@ def test_annotations_that_look_like_music_or_run_on_are_refused(text):
 
 def test_an_annotation_can_always_be_finished():
     """The length limit leaves room for what a word needs to be whole (no dead end at the limit)."""
-    text = "^" + "poco " * 5 + "(t-"  # 28 chars of words: the last needs a letter and `)` to be whole
+    text = "^" + "poco " * 5 + "(ri"  # 28 chars of words: `(ri)` and `(rit)` fit the 30, `(rit.)` does not
     assert all(annotation_allows(text[:i], text[i]) for i in range(len(text)))
-    assert annotation_allows(text, "o") and not annotation_allows(text, '"') and not annotation_allows(text + "o", "p")
-    assert annotation_allows(text + "o", ")") and not annotation_allows(text + "o", '"')  # `(` needs its `)`
-    assert annotation_allows(text + "o)", '"') and not annotation_allows("^dolce", ")")
+    assert annotation_allows(text, "t") and not annotation_allows(text, '"') and not annotation_allows(text + "t", ".")
+    assert annotation_allows(text + "t", ")") and not annotation_allows(text + "t", '"')  # `(` needs its `)`
+    assert annotation_allows(text + "t)", '"') and not annotation_allows("^dolce", ")")
+
+
+def test_annotation_words_are_words_of_real_scores():
+    """Only the words real scores' annotations hold (`annotation_words.txt`), in any case: the shipped model
+    wrote "fgerrleno" and "4hzn"."""
+    assert typed('^Dolce"') and typed('^DOLCE"') and typed('_poco rit."')
+    assert not typed('^fgerrleno"') and not typed('^4hzn"') and not typed('^Allegrissimo"')
+    assert not annotation_allows("^fg", "e") and annotation_allows("^dol", "c")
 
 
 def test_annotations_in_the_decoder():
     assert writable("[r:1/5][V:1]", '"^dolce"c8|') and writable("[r:1/5][V:1]", '"G7"c8|')
     assert not writable("[r:1/5][V:1]c4", '"^dolce"|')  # it needs its note...
-    assert writable("[r:1/5][V:1]c8", '"^M.D.C."||') and not writable("[r:1/5][V:1]c8", '"^M.D.C."|[')  # ...or is a jump
+    assert writable("[r:1/5][V:1]c8", '"^D.C."||') and not writable("[r:1/5][V:1]c8", '"^D.C."|[')  # ...or is a jump
     assert not writable("[r:1/5][V:1]", '"^dolce""') and writable("[r:1/5][V:1]", '"^dolce"!p!c8|')  # one a note
     assert not writable("[r:1/5][V:1]", '"^c2 d2"')
-    assert allowed('[r:1/5][V:1]c4 "^c') == {chr(i) for i in range(ord("a"), ord("z") + 1)} | set(" .'-,\"")
+    words = _annotation_vocabulary()[0]  # after `c`: the next letters of real words (coda, cresc., ...), or the end of "c"
+    assert allowed('[r:1/5][V:1]c4 "^c') == {word[1] for word in words if word[:1] == "c" and word[1:]} | set(' ,"')
 
 
 # ------------------------------------------------------------------------------------------ decorations
@@ -235,3 +244,10 @@ def test_random_annotations_never_reach_a_dead_end():
             if char == '"':
                 break
             text += char
+
+
+def test_annotation_words_are_counted_per_piece_from_above_and_below_text():
+    from training.annotation_words import count_words
+
+    texts = ['[V:1]"^dolce" c "_Poco rit." d "^dolce" e|', '[V:1]"^(dolce," e "G7" f "^4" g|']
+    assert count_words(texts) == {"dolce": 2, "poco": 1, "rit.": 1}

@@ -4,11 +4,11 @@
 training data (xml2abc's output of real scores) writes it. Each is a pure test of the text typed so far,
 exact on prefixes (a text it allows can always be finished), so the decoder never reaches a dead end:
 
-* annotations `"..."`: one a note, before it; at a bar's end only as a text direction ("M.D.C.") where a
+* annotations `"..."`: one a note, before it; at a bar's end only as a text direction ("D.C.") where a
   jump could stand (see below); a chord symbol (`"G7"`, `"Bbm/F"`) or a placement `^ _ < > @` and at most 30 chars
-  of words: letters (with inner `.` `'` `-`, a final `.` or `,`, in parentheses), numbers of two digits
-  (fingerings) or ordinals (`1st`, `8va`), at most one single lowercase letter (`a tempo`); never ABC
-  music such as `c2 B2- A2` (letters mixed with digits, bar lines, brackets);
+  of words: the words real scores' annotations hold (`annotation_words.txt`, in lower case, Capitalised or
+  CAPITALS, in parentheses, with a final `,`), numbers of two digits (fingerings) or ordinals (`1st`,
+  `8va`), at most one single letter (`a tempo`); never ABC music such as `c2 B2- A2` or invented words;
 * decorations: at most `MAX_DECORATIONS` per note, each once (aliases count as one), one dynamic; a
   jump (`!fine!`, then `!D.C.!` or `!D.S.!`) only right before a double, final or repeat bar line and a
   segno or coda only at a voice bar's start, each in one bar line of the piece and never in the first (a
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from engine.notagen.bar_reader import ANNOTATION, SPAN_ENDS, SPAN_STARTS
 from engine.notagen.header import CLEFS, MAX_VOICES, STANDARD_ENSEMBLES, ensemble_part_names
@@ -88,7 +89,7 @@ def span_open(name: str, open_kinds: frozenset[str]) -> bool | None:
 
 def ends_at_barline(pending: tuple[str, ...]) -> bool:
     """Whether a bar line may follow these decorations (none of them waits for a note; an annotation there is
-    a text direction such as "M.D.C.", which the caller lets stand only as jumps do)."""
+    a text direction such as "D.C.", which the caller lets stand only as jumps do)."""
     return all(name in BAR_END or name == ANNOTATION for name in pending)
 
 
@@ -99,10 +100,11 @@ _CHORD_NUMBERS = ("", "6", "7", "9", "11", "13")
 _SUS_NUMBERS = ("", "2", "4")
 _QUALITY_PREFIXES = frozenset(q[:i] for q in _QUALITIES for i in range(len(q) + 1))
 _NUMBER_PREFIXES = frozenset(n[:i] for n in _CHORD_NUMBERS for i in range(len(n) + 1))
-_NUMBER = re.compile(r"\d{1,2}[a-z]{0,3}\.?")  # fingerings 4, 1.; ordinals 1st, 2nd, 1er, 8va (prefix-closed)
-_NOTE_NAMES = frozenset("abcdefg")
-_NOTE_WORDS = frozenset(("ad", "ed", "de", "da", "ce", "ca", "be", "ba", "fa", "ff", "dae", "efface", "ac"))
-"""Words of note letters that real annotations hold (Latin, Italian, German); others are ABC music (`cB AA`)."""
+_NUMBER = re.compile(r"\d{1,2}(?:st|nd|rd|th|er|e|o|va|vb|ma|mb)?\.?")  # fingerings 4, 1.; ordinals 1st, 1er, 8va
+_NUMBER_PREFIX = re.compile(r"\d{1,2}(?:(?:st|nd|rd|th|er|e|o|va|vb|ma|mb)?\.?|[snrtvm])")
+"""Every prefix of a `_NUMBER`, and nothing else."""
+_NUMBER_ENDS = ("", ".", "t", "d", "h", "r", "a", "b")
+"""What may finish a `_NUMBER_PREFIX` (`1s` -> `1st`; `1e` -> `1er`, when a single letter is no longer allowed)."""
 _WORD = re.compile(r"[A-Za-z]+(?:[.'-][A-Za-z]+)*[.,]?")  # in parentheses or not
 _WORD_PREFIX = re.compile(r"(?:[A-Za-z]+(?:[.'-][A-Za-z]+)*[-.',]?)?")
 """Every prefix of a `_WORD`, and nothing else (so a word can always be finished)."""
@@ -170,9 +172,9 @@ def _final(word: str) -> bool:
 
 
 def _word_allowed(word: str, whole: bool) -> bool:
-    if _NUMBER.fullmatch(word):
-        return True
     whole = whole or _final(word)
+    if (_NUMBER if whole else _NUMBER_PREFIX).fullmatch(word):
+        return True
     opened = word.startswith("(")
     core = word[1:] if opened else word
     if core.endswith(")"):  # a closing parenthesis ends the word
@@ -181,16 +183,53 @@ def _word_allowed(word: str, whole: bool) -> bool:
         return False
     if not all(part.islower() or part.isupper() or part.istitle() for part in re.split("[-.',]", core) if part):
         return False  # lower, Capitalised or CAPITALS, not `cB`
-    letters = re.sub("[^A-Za-z]", "", core).lower()
-    return not (whole and len(letters) > 1 and set(letters) <= _NOTE_NAMES and core.lower().rstrip(".,") not in _NOTE_WORDS)
+    words, completions, _ = _annotation_vocabulary()
+    key = core.lower()
+    return (key.removesuffix(",") in words) if whole else (key in completions or key[:-1] in words and key[-1:] == ",")
 
 
 def _to_finish(text: str, singles: int) -> int:
     """The fewest chars that make `text`'s last word whole (the length limit leaves room for them); after
     `singles` single-letter words, not another one."""
     last = text.rsplit(" ", 1)[-1]
-    return next((len(tail) for tail in ("", ")", "h", "h)", "H", "H)", "hh", "hh)")
-                 if _word_allowed(last + tail, True) and not (singles and _single_letter(last + tail))), ANNOTATION_CHARS)
+    if _NUMBER_PREFIX.fullmatch(last):  # an ordinal may need a second letter not to be a second single letter
+        return next((len(end) for end in _NUMBER_ENDS if _NUMBER.fullmatch(last + end)
+                     and not (singles and _single_letter(last + end))), ANNOTATION_CHARS)
+    if _final(last):
+        return 0
+    words, completions, longer = _annotation_vocabulary()
+    key = last.lstrip("(").lower()
+    rest = 0 if key.endswith(",") and key[:-1] in words else (longer if singles else completions).get(key)
+    return ANNOTATION_CHARS if rest is None else rest + last.startswith("(")
+
+
+ANNOTATION_WORDS_FILE = Path(__file__).with_name("annotation_words.txt")
+
+
+def annotation_word(token: str) -> str | None:
+    """An annotation token as the vocabulary holds it: lowercased, without its parentheses or a final comma;
+    None for a number or anything that is not a word."""
+    core = token.strip("()").removesuffix(",")
+    return core.lower() if _WORD.fullmatch(core) and not _NUMBER.fullmatch(core) else None
+
+
+@lru_cache(maxsize=1)
+def _annotation_vocabulary() -> tuple[frozenset[str], dict[str, int], dict[str, int]]:
+    """(the words annotations may hold, the fewest chars that finish each prefix of one into a word, the same
+    into a word of two letters or more): the words of real scores' annotations (`ANNOTATION_WORDS_FILE`,
+    built by `python -m training.annotation_words`), so the model writes "cresc." and "dolce", not
+    "fgerrleno"."""
+    lines = ANNOTATION_WORDS_FILE.read_text(encoding="utf-8").splitlines()
+    words = frozenset(line for line in lines if line and not line.startswith("#"))
+    completions: dict[str, int] = {}
+    longer: dict[str, int] = {}
+    for word in words:
+        for cut in range(len(word) + 1):
+            prefix, rest = word[:cut], len(word) - cut
+            completions[prefix] = min(rest, completions.get(prefix, rest))
+            if len(re.sub("[^a-z]", "", word)) > 1:
+                longer[prefix] = min(rest, longer.get(prefix, rest))
+    return words, completions, longer
 
 
 # ----------------------------------------------------------------------------------------- voice lines
