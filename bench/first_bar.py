@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from engine.notagen.prompts import Prompt  # noqa: E402
 from engine.service import SHIPPED, Composer  # noqa: E402
 
-PROMPT = Prompt("Classical", "Mozart, Wolfgang Amadeus", "Keyboard")
+PROMPT = Prompt("Classical", "Mozart, Wolfgang Amadeus", "Chamber")  # an offered prompt of the shipped model
 
 
 def main() -> None:
