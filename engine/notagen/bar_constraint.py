@@ -362,7 +362,11 @@ class BarConstraint:
         if clone.mode == br.LINE_START or not clone.in_body:
             return clone
         if len(clone.line_voices) > len(reader.line_voices):
-            return clone if self._bar_closes(reader, clone.line_voices[-1][1]) else None
+            # a voice's bar ends: on its length, and never inside a tuplet or a broken pair (a short first or
+            # last bar could otherwise end with `(3EB/|`, whose length abctoolkit cannot count)
+            unfinished = reader.tuplet_left or (reader.broken_open and reader.element is None)
+            closes = not unfinished and self._bar_closes(reader, clone.line_voices[-1][1])
+            return clone if closes else None
         allowed = settled if settled is not None else not clone.segment_open or self._feasible(clone)
         return clone if allowed else None
 
