@@ -386,4 +386,4 @@ def test_console_command_runs_from_any_folder(tmp_path):
     result = subprocess.run([sys.executable, "-c", run, site, str(script), "check", str(corpus_path())],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    assert '"bars": 10' in result.stdout
+    assert '"measures": 10' in result.stdout

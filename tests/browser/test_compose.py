@@ -57,16 +57,16 @@ def generate_then_stop(page) -> None:
 
 
 def test_prompt_lists_are_the_official_ones(page):
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     choose(page, "period", "Romantic")
-    page.wait_for_function("() => document.querySelector('#composer input').value !== 'Bach, Johann Sebastian'")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== 'Bach, Johann Sebastian'")
     page.locator("#composer input").click()
     composers = page.get_by_role("option").all_inner_texts()
     assert "Chopin, Frederic" in composers and "Bach, Johann Sebastian" not in composers
 
 
 def test_generate_streams_bar_by_bar(page, shot):
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     choose(page, "period", "Baroque")
     choose(page, "composer", "Bach, Johann Sebastian")
     choose(page, "instrumentation", "Choral")
@@ -106,7 +106,7 @@ def test_continue_and_regenerate_keep_the_start(page, shot, tmp_path):
     page.wait_for_function("() => document.querySelector('#lock-summary').innerText.includes('1 measure locked')")
     page.locator("#regenerate-from").click()
     page.wait_for_function(
-        "(n) => document.querySelector('#versions input').value.includes('Regenerated from measure ' + n)"
+        "(n) => (document.querySelector('#versions input')?.value ?? '').includes('Regenerated from measure ' + n)"
         " && document.querySelector('#status').innerText.includes('Done in')",
         arg=number,
         timeout=120_000,
@@ -129,7 +129,7 @@ def test_regenerate_unlocked_keeps_locked_measures(page, shot, tmp_path):
     page.locator("#seed input").fill("3")
     page.locator("#inpaint").click()
     page.wait_for_function(
-        "() => document.querySelector('#versions input').value.includes('Regenerated unlocked')", timeout=180_000)
+        "() => (document.querySelector('#versions input')?.value ?? '').includes('Regenerated unlocked')", timeout=180_000)
     assert page.locator("#score-view g.measure.locked").count() == 2  # the locks stay on for another round
     after = measures_of(download_musicxml(page, tmp_path, "after.musicxml"))
     assert len(after) == len(before)
@@ -144,7 +144,7 @@ def test_regenerate_unlocked_keeps_locked_measures(page, shot, tmp_path):
 
 
 def test_stop_keeps_the_bars_made_so_far(page, shot, tmp_path):
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     page.locator("#seed input").fill("0")
     page.locator("#max-bars input").fill("128")
     generate_then_stop(page)
@@ -166,12 +166,12 @@ def test_stop_keeps_the_bars_made_so_far(page, shot, tmp_path):
 def test_generate_with_a_chosen_ensemble_key_and_metre(page, shot, tmp_path):
     """Chamber, a string quartet, D major, 3/4: the piece has those four string parts in that key and metre,
     and the fields are still there after a reload (kept per tab)."""
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     choose(page, "period", "Classical")
-    page.wait_for_function("() => document.querySelector('#composer input').value === 'Beethoven, Ludwig van'")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') === 'Beethoven, Ludwig van'")
     choose(page, "composer", "Haydn, Joseph")
     choose(page, "instrumentation", "Chamber")
-    page.wait_for_function("() => document.querySelector('#instrumentation input').value === 'Chamber'")
+    page.wait_for_function("() => (document.querySelector('#instrumentation input')?.value ?? '') === 'Chamber'")
     choose(page, "ensemble", "string quartet")
     choose(page, "key", "D major")
     choose(page, "metre", "3/4")

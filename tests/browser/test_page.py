@@ -183,7 +183,7 @@ def test_inpainting_asks_first_and_shows_progress(page, shot):
     page.locator("#seed input").fill("3")
     page.locator("#inpaint").click()
     page.wait_for_function(
-        "() => document.querySelector('#versions input').value.includes('Regenerated unlocked')", timeout=180_000)
+        "() => (document.querySelector('#versions input')?.value ?? '').includes('Regenerated unlocked')", timeout=180_000)
     statuses = page.evaluate("() => window.statuses")
     assert any("Regenerating: " in s and " / 36 measures" in s for s in statuses), statuses
     shot(page, "inpainted")
@@ -194,10 +194,10 @@ def test_reload_keeps_redo_and_the_prompt_fields(page, shot):
     open_example(page, "Schoenberg - Op. 19/2")
     page.locator("#undo").click()
     page.wait_for_function(f"() => document.querySelectorAll('{MEASURES}').length === 10")
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     page.locator("#period input").click()
     page.get_by_role("option", name="Romantic", exact=True).click()
-    page.wait_for_function("() => document.querySelector('#composer input').value !== 'Bach, Johann Sebastian'")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== 'Bach, Johann Sebastian'")
     composer = page.locator("#composer input").input_value()
     page.locator("#seed input").fill("7")
     page.locator("#max-bars input").fill("12")
@@ -206,7 +206,7 @@ def test_reload_keeps_redo_and_the_prompt_fields(page, shot):
     wait_for_status(page, "restored")
     assert page.locator(MEASURES).count() == 10
     assert not page.locator("#redo").is_disabled()
-    page.wait_for_function("(c) => document.querySelector('#composer input').value === c", arg=composer)
+    page.wait_for_function("(c) => (document.querySelector('#composer input')?.value ?? '') === c", arg=composer)
     assert page.locator("#period input").input_value() == "Romantic"
     assert page.locator("#seed input").input_value() == "7" and page.locator("#max-bars input").input_value() == "12"
     shot(page, "reloaded")
@@ -228,7 +228,7 @@ def test_first_look_and_a_fake_mxl(page, shot, tmp_path):
 
 
 def test_stop_keeps_every_bar_under_the_pieces_title(page, shot):
-    page.wait_for_function("() => document.querySelector('#composer input').value !== ''")
+    page.wait_for_function("() => (document.querySelector('#composer input')?.value ?? '') !== ''")
     page.locator("#seed input").fill("0")
     page.locator("#max-bars input").fill("128")
     generate_then_stop(page)
