@@ -296,6 +296,19 @@ def test_balanced_finetune_lists_offered_prompts_and_export_ships_them(config_pa
     assert (too_few / "prompts.txt").read_text() == ""
 
 
+def test_window_patches_cut_training_pieces_and_keep_validation_whole(config_path, notagen_reference, tmp_path):
+    """`window_patches`: training items are header + a window of the body, validation keeps the context."""
+    run = notagen.load_config(config_path, "finetune", {"out": str(tmp_path / "window"), "window_patches": 8})
+    trainer = notagen.Trainer(run, "finetune", notagen.init_distributed("cpu"),
+                              init=str(notagen_reference / "tiny_notagen.pth"), progress=False)
+    assert trainer.train_set.patch_length == 8 and trainer.eval_set.patch_length == run.model.patch_length > 8
+    items = [trainer.train_set[i] for i in range(len(trainer.train_set))]
+    assert all(len(item) <= 8 for item in items) and any(len(item) == 8 for item in items)
+    whole = [trainer.eval_set[i] for i in range(len(trainer.eval_set))]
+    assert max(len(item) for item in whole) > 8
+    assert all(item[0].tolist() == items[0][0].tolist() for item in items)  # each window opens with BOS
+
+
 def test_pretraining_continues_a_given_model(config_path, notagen_reference, tmp_path):
     reference, _ = load_checkpoint(notagen_reference / "tiny_notagen.pth")
     run = tmp_path / "continued"

@@ -57,7 +57,8 @@ def check_score(ref: PieceRef) -> dict:
     try:
         document = read_document(ref)
         record["opened"] = True
-        record["opening_changed"] = opening_changes(ref, document.musicxml)
+        stored = _stored_text(ref)
+        record["opening_changed"] = None if stored is None else opening_changes(stored, document.musicxml, ref.title)
         before = measure_notes(document)
         stage = "round trip"
         after = measure_notes(abc_round_trip(document))
@@ -76,41 +77,45 @@ def check_score(ref: PieceRef) -> dict:
 _NOTES_AND_MEASURES = re.compile(r"<note\b.*?</note>|<measure\b[^>]*>", re.DOTALL)
 
 
-def opening_changes(ref: PieceRef, opened: str) -> int | None:
+def opening_changes(stored: str, opened: str, title: str) -> int:
     """Part-measures whose notes reading a MusicXML file changed: its stored text against the text the app
-    reads (`opened`), which its MusicXML export writes back; None for other formats (they are converted,
-    and their conversion is what the round trip starts from)."""
+    reads (`opened`), which its MusicXML export writes back."""
     from engine.score.document import ScoreDocument
-    from engine.score.formats import stored_musicxml
 
-    stored = stored_musicxml(Path(ref.path).read_bytes(), ref.path) if ref.kind == "file" else None
-    if stored is None:
-        return None
     if stored == opened or _NOTES_AND_MEASURES.findall(stored) == _NOTES_AND_MEASURES.findall(opened):
         return 0  # every measure and note element kept, character for character
-    before, after = ScoreDocument(stored, ref.title), ScoreDocument(opened, ref.title)
+    before, after = ScoreDocument(stored, title), ScoreDocument(opened, title)
     try:
         return len(changed_measures(measure_notes(before), measure_notes(after))[1])
     except ScoreError:  # music21 cannot read the stored text (what the repair was for): count every measure
         return sum(len(row) for row in measure_notes(after))
 
 
+def _stored_text(ref: PieceRef) -> str | None:
+    """A MusicXML file's stored text; None for other formats (they are converted, and their conversion is
+    what the round trip starts from)."""
+    from engine.score.formats import stored_musicxml
+
+    return stored_musicxml(Path(ref.path).read_bytes(), ref.path) if ref.kind == "file" else None
+
+
 def opening_survey(pieces: list[PieceRef]) -> str:
     """`opening_changes` of every MusicXML file among `pieces`, without the round trip: a few minutes for
     the corpora, since music21 reads only the files whose text reading changed."""
-    from engine.score.formats import musicxml_of, stored_musicxml
+    from engine.score.formats import musicxml_of
 
-    files = [ref for ref in pieces if ref.kind == "file" and stored_musicxml(b"", ref.path) is not None]
+    files = [ref for ref in pieces
+             if ref.kind == "file" and INPUT_FORMATS.get(Path(ref.path).suffix.lower()) in ("musicxml", "mxl")]
     repaired, changed = [], []
     for ref in files:
-        data = Path(ref.path).read_bytes()
         try:
-            opened = musicxml_of(data, ref.path)
+            stored = _stored_text(ref)
+            opened = musicxml_of(Path(ref.path).read_bytes(), ref.path)
         except ScoreError as exc:
             changed.append(f"{ref.id}: refused ({exc})")
             continue
-        if opened != stored_musicxml(data, ref.path):
-            count = opening_changes(ref, opened)
+        if opened != stored:
+            count = opening_changes(stored, opened, ref.title)
             (changed if count else repaired).append(f"{ref.id}: {count} part-measures' notes changed")
     lines = [f"MusicXML files: {len(files)}; read as stored: {len(files) - len(repaired) - len(changed)}; "
              f"text repaired, every note kept: {len(repaired)}; notes changed or refused: {len(changed)}"]

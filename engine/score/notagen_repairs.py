@@ -382,8 +382,7 @@ def without_empty_measures(musicxml: str) -> str:
         return musicxml
     root = SafeET.fromstring(musicxml.encode("utf-8"))
     parts = [part.findall("measure") for part in root.findall("part")]
-    empty = [m for m in range(min(map(len, parts), default=0))
-             if all(not any(measures[m].find(tag) is not None for tag in _MEASURE_CONTENT) for measures in parts)]
+    empty = [m for m in range(min(map(len, parts), default=0)) if not any(_holds_music(row[m]) for row in parts)]
     if not empty or len(empty) == min(map(len, parts)):
         return musicxml
     for part, measures in zip(root.findall("part"), parts):
@@ -397,12 +396,14 @@ def without_empty_measures(musicxml: str) -> str:
     return prologue + ElementTree.tostring(root, encoding="unicode")
 
 
+def _holds_music(measure) -> bool:
+    return any(measure.find(tag) is not None for tag in _MEASURE_CONTENT)
+
+
 def _hand_on(measures: list, m: int) -> None:
     """Move what the empty measure `m` holds to the measures beside it that stay."""
-    following = next((measures[n] for n in range(m + 1, len(measures))
-                      if any(measures[n].find(tag) is not None for tag in _MEASURE_CONTENT)), None)
-    previous = next((measures[n] for n in range(m - 1, -1, -1)
-                     if any(measures[n].find(tag) is not None for tag in _MEASURE_CONTENT)), None)
+    following = next((measure for measure in measures[m + 1:] if _holds_music(measure)), None)
+    previous = next((measure for measure in reversed(measures[:m]) if _holds_music(measure)), None)
     opening = [child for child in measures[m] if child.tag in ("attributes", "direction")
                or (child.tag == "barline" and child.get("location") == "left")]
     if following is not None:
