@@ -1,7 +1,12 @@
 """The GPU recipe's two ends: the pack of a data build (a data folder again once unpacked) and the model
-it sends back (fp16 weights in files of at most 16 MiB, which the app loads), and the config's size."""
+it sends back (fp16 weights in files of at most 16 MiB, which the app loads), the config's size, and the
+whole recipe rehearsed on the CPU with a tiny config (it runs blind on a lent device, once)."""
+import io
 import json
+import os
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +18,7 @@ from engine.score.notagen_abc import KEYS
 from training import notagen, pack
 from training.notagen_data import NotagenDataset, build_index, complete_shards, finetune_key_distribution, select
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Baroque_Bach, Johann Sebastian_Choral"
 LABELS = {"period": "Baroque", "composer": "Bach, Johann Sebastian", "instrumentation": "Choral"}
 
@@ -127,3 +133,34 @@ def test_gpu_config_fits_what_the_device_sends_back():
     assert stored < 60 * 2**20
     finetune = notagen.load_config("training/configs/notagen_gpu.json", "finetune").stage
     assert finetune.balance and run.stage.bf16 and run.stage.max_minutes + finetune.max_minutes <= 8.5
+
+
+@pytest.mark.timeout(300)
+def test_the_recipe_rehearsed_on_the_cpu_sends_back_what_the_device_returns(tmp_path):
+    """`training/gpu_recipe.sh train` as the device runs it (pack carried, deadline, calibration, resumed
+    pre-training, balanced fine-tuning, sharded fp16 export, logs), on a tiny config: at most 8 files in
+    $OUT, none over the shard limit, a model the app loads, and chars/s and MFU for both stages."""
+    folder = tmp_path / "build" / "pieces"
+    folder.mkdir(parents=True)
+    records = [_record(n, "validation" if n % 6 == 5 else "train", n % 3 != 2, "CDEFGAB"[n % 7]) for n in range(30)]
+    (folder / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (folder / "shard-00000.done").write_text("{}", encoding="utf-8")
+    pack.pack(folder.parent, tmp_path / "carry" / "pack.tar.xz", log=lambda _: None)
+    out, limit_mib = tmp_path / "out", 0.3
+    env = {**os.environ, "GPU_RECIPE_CONFIG": "training/configs/notagen_gpu_rehearsal.json", "GPU_RECIPE_CARRY": str(tmp_path / "carry"),
+           "GPU_RECIPE_WORK": str(tmp_path / "work"), "GPU_RECIPE_CALIBRATE_STEPS": "4", "GPU_RECIPE_SHARD_MIB": str(limit_mib),
+           "OUT": str(out), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", "training/gpu_recipe.sh", "train"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert len(files) <= 8 and all(path.stat().st_size <= limit_mib * 2**20 for path in files), files
+    assert len(list((out / "model").glob("model-*.safetensors"))) >= 2  # sharded at the limit
+    generator = NotagenGenerator.load(out / "model")
+    assert generator.model.config.hidden_size == 64
+    with tarfile.open(out / "logs.tar.gz") as archive:
+        names = archive.getnames()
+        perf = json.load(io.TextIOWrapper(archive.extractfile("./perf.json")))
+    assert {"./recipe.log", "./pretrain/metrics.jsonl", "./finetune/metrics.jsonl", "./finetune/balance.json"} <= set(names)
+    for stage in ("pretrain", "finetune"):
+        assert perf[stage]["chars_per_s"] > 0 and 0 < perf[stage]["mfu"] < 1 and perf[stage]["steps"] > 4
