@@ -8,7 +8,7 @@ import pytest
 
 from engine.notagen.bar_constraint import BarConstraint
 from engine.notagen.bar_reader import EOS_CHAR, BarReader
-from engine.notagen.written_subset import _annotation_vocabulary, annotation_allows, part_name_allowed, voice_line_allows
+from engine.notagen.written_subset import _annotation_texts, annotation_allows, annotation_text_shaped, part_name_allowed, voice_line_allows
 
 HEADER = "L:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n"
 FIRST_LINE = "[r:0/6][V:1]c8|[V:2]C8|\n"
@@ -41,8 +41,8 @@ def typed(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ annotations
-@pytest.mark.parametrize("text", ['_cresc."', '^a tempo"', '^ad lib."', "^L'istesso\"", '^SEGUE"', '_sempre poco a poco cresc."', '^pizz."', '^4"', '^1st"',
-                                  '^(dolce)"', '^M. D."', '^m.v."', '^8va"', 'G7"', 'Am"', 'Bbm/F"', 'F#m7/C#"',
+@pytest.mark.parametrize("text", ['_cresc."', '^a tempo"', '^ad lib."', '^SEGUE"', '_sempre poco a poco cresc."', '^pizz."', '^4"',
+                                  '^(dolce)"', '^M. D."', '^m.v."', '^Andante con moto"', 'G7"', 'Am"', 'Bbm/F"', 'F#m7/C#"',
                                   'Cmaj7"', 'Esus4"'])
 def test_real_annotations_and_chord_symbols_can_be_written(text):
     assert typed(text)
@@ -55,21 +55,24 @@ def test_annotations_that_look_like_music_or_run_on_are_refused(text):
     assert not typed(text)
 
 
-def test_an_annotation_can_always_be_finished():
-    """The length limit leaves room for what a word needs to be whole (no dead end at the limit)."""
-    text = "^" + "poco " * 5 + "(ri"  # 28 chars of words: `(ri)` and `(rit)` fit the 30, `(rit.)` does not
-    assert all(annotation_allows(text[:i], text[i]) for i in range(len(text)))
-    assert annotation_allows(text, "t") and not annotation_allows(text, '"') and not annotation_allows(text + "t", ".")
-    assert annotation_allows(text + "t", ")") and not annotation_allows(text + "t", '"')  # `(` needs its `)`
-    assert annotation_allows(text + "t)", '"') and not annotation_allows("^dolce", ")")
-
-
-def test_annotation_words_are_words_of_real_scores():
-    """Only the words real scores' annotations hold (`annotation_words.txt`), in any case: the shipped model
-    wrote "fgerrleno" and "4hzn"."""
-    assert typed('^Dolce"') and typed('^DOLCE"') and typed('_poco rit."')
+def test_annotations_are_texts_of_real_scores():
+    """Only the texts real scores' annotations hold (`annotation_texts.txt`), as they write them: the shipped
+    model wrote "fgerrleno" and "4hzn" from free letters, and "Andante cor cire A GG AFFETTO" from real words."""
+    assert typed('^Dolce"') and typed('_poco rit."') and typed('^Andante con moto"')
     assert not typed('^fgerrleno"') and not typed('^4hzn"') and not typed('^Allegrissimo"')
+    assert not typed('^Andante cor cire A GG AFFETTO"') and not typed('^dolce cresc. dolce"')
     assert not annotation_allows("^fg", "e") and annotation_allows("^dol", "c")
+    assert annotation_allows("^Andante con", " ") and not annotation_allows("^Andante co", "x")
+    assert not annotation_allows("^Andante con", '"')  # not a whole text: it goes on ("con moto", "con fuoco"...)
+
+
+def test_the_texts_are_shaped_like_directions():
+    """The list keeps what a score prints as a direction, and no ABC music or syllables of a lyric."""
+    texts = _annotation_texts()[0]
+    assert len(texts) > 1000 and all(annotation_text_shaped(text) for text in texts)
+    assert annotation_text_shaped("poco a poco cresc.") and annotation_text_shaped("(dolce)") and annotation_text_shaped("1st")
+    for text in ("c2 B2- A2", "co- me me", "te - -", " sostenuto", "a  tempo", "A, F, D", "cB", "x" * 31, "\\na tempo"):
+        assert not annotation_text_shaped(text), text
 
 
 def test_annotations_in_the_decoder():
@@ -78,8 +81,9 @@ def test_annotations_in_the_decoder():
     assert writable("[r:1/5][V:1]c8", '"^D.C."||') and not writable("[r:1/5][V:1]c8", '"^D.C."|[')  # ...or is a jump
     assert not writable("[r:1/5][V:1]", '"^dolce""') and writable("[r:1/5][V:1]", '"^dolce"!p!c8|')  # one a note
     assert not writable("[r:1/5][V:1]", '"^c2 d2"')
-    words = _annotation_vocabulary()[0]  # after `c`: the next letters of real words (coda, cresc., ...), or the end of "c"
-    assert allowed('[r:1/5][V:1]c4 "^c') == {word[1] for word in words if word[:1] == "c" and word[1:]} | set(' ,"')
+    texts = _annotation_texts()[0]  # after `c`: the next chars of real texts (coda, cresc., ...), or the end of "c"
+    expected = {text[1] for text in texts if text[:1] == "c" and text[1:]} | ({'"'} if "c" in texts else set())
+    assert allowed('[r:1/5][V:1]c4 "^c') == expected
 
 
 # ------------------------------------------------------------------------------------------ decorations
@@ -246,11 +250,11 @@ def test_random_annotations_never_reach_a_dead_end():
             text += char
 
 
-def test_annotation_words_are_counted_per_piece_from_above_and_below_text():
-    from training.annotation_words import count_words
+def test_annotation_texts_are_counted_per_piece_from_above_and_below_text():
+    from training.annotation_texts import count_texts
 
-    texts = ['[V:1]"^dolce" c "_Poco rit." d "^dolce" e|', '[V:1]"^(dolce," e "G7" f "^4" g|']
-    assert count_words(texts) == {"dolce": 2, "poco": 1, "rit.": 1}
+    texts = ['[V:1]"^dolce" c "_Poco rit." d "^dolce" e|', '[V:1]"^dolce" e "G7" f "^c2 B2" g "^4" a|']
+    assert count_texts(texts) == {"dolce": 2, "Poco rit.": 1, "4": 1}
 
 
 def test_a_short_bar_never_ends_inside_a_tuplet_or_a_broken_pair():

@@ -5,10 +5,10 @@ training data (xml2abc's output of real scores) writes it. Each is a pure test o
 exact on prefixes (a text it allows can always be finished), so the decoder never reaches a dead end:
 
 * annotations `"..."`: one a note, before it; at a bar's end only as a text direction ("D.C.") where a
-  jump could stand (see below); a chord symbol (`"G7"`, `"Bbm/F"`) or a placement `^ _ < > @` and at most 30 chars
-  of words: the words real scores' annotations hold (`annotation_words.txt`, in lower case, Capitalised or
-  CAPITALS, in parentheses, with a final `,`), numbers of two digits (fingerings) or ordinals (`1st`,
-  `8va`), at most one single letter (`a tempo`); never ABC music such as `c2 B2- A2` or invented words;
+  jump could stand (see below); a chord symbol (`"G7"`, `"Bbm/F"`) or, above or below (`^` `_`), a text
+  that real scores write as it stands (`annotation_texts.txt`, at most 30 chars of words, fingerings or
+  ordinals: `annotation_text_shaped`); never ABC music such as `c2 B2- A2`, invented words or real words in
+  no real order;
 * decorations: at most `MAX_DECORATIONS` per note, each once (aliases count as one), one dynamic; a
   jump (`!fine!`, then `!D.C.!` or `!D.S.!`) only right before a double, final or repeat bar line and a
   segno or coda only at a voice bar's start, each in one bar line of the piece and never in the first (a
@@ -21,6 +21,7 @@ exact on prefixes (a text it allows can always be finished), so the decoder neve
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,13 +102,8 @@ _SUS_NUMBERS = ("", "2", "4")
 _QUALITY_PREFIXES = frozenset(q[:i] for q in _QUALITIES for i in range(len(q) + 1))
 _NUMBER_PREFIXES = frozenset(n[:i] for n in _CHORD_NUMBERS for i in range(len(n) + 1))
 _NUMBER = re.compile(r"\d{1,2}(?:st|nd|rd|th|er|e|o|va|vb|ma|mb)?\.?")  # fingerings 4, 1.; ordinals 1st, 1er, 8va
-_NUMBER_PREFIX = re.compile(r"\d{1,2}(?:(?:st|nd|rd|th|er|e|o|va|vb|ma|mb)?\.?|[snrtvm])")
-"""Every prefix of a `_NUMBER`, and nothing else."""
-_NUMBER_ENDS = ("", ".", "t", "d", "h", "r", "a", "b")
-"""What may finish a `_NUMBER_PREFIX` (`1s` -> `1st`; `1e` -> `1er`, when a single letter is no longer allowed)."""
 _WORD = re.compile(r"[A-Za-z]+(?:[.'-][A-Za-z]+)*[.,]?")  # in parentheses or not
-_WORD_PREFIX = re.compile(r"(?:[A-Za-z]+(?:[.'-][A-Za-z]+)*[-.',]?)?")
-"""Every prefix of a `_WORD`, and nothing else (so a word can always be finished)."""
+ANNOTATION_TEXTS_FILE = Path(__file__).with_name("annotation_texts.txt")
 
 
 def annotation_allows(text: str, char: str) -> bool:
@@ -119,7 +115,7 @@ def annotation_allows(text: str, char: str) -> bool:
     if not typed:
         return False
     if typed[0] in "^_":  # above or below (the other placements are next to unused in real scores)
-        return _words_allowed(typed[1:], complete)
+        return _text_allowed(typed[1:], complete)
     return _chord_allowed(typed, complete)
 
 
@@ -138,98 +134,47 @@ def _chord_allowed(text: str, complete: bool) -> bool:
     return not complete or bool(bass) == bool(slash)
 
 
-def _words_allowed(text: str, complete: bool) -> bool:
-    if text.startswith(" ") or "  " in text or (complete and (not text or text.endswith(" "))):
+def _text_allowed(text: str, complete: bool) -> bool:
+    """Whether `text` is a real score's annotation text (`complete`) or the start of one: every text the
+    decoder allows can be finished, and the model writes "Andante con moto", not "Andante cor cire A"."""
+    texts, known = _annotation_texts()
+    if complete:
+        return text in known
+    index = bisect_left(texts, text)
+    return index < len(texts) and texts[index].startswith(text)
+
+
+def annotation_text_shaped(text: str) -> bool:
+    """Whether a real score's annotation text is one the model may copy: at most `ANNOTATION_CHARS` chars of
+    words (lower case, Capitalised or CAPITALS, alone in parentheses or with a final `,`), numbers of two
+    digits (fingerings) or ordinals (`1st`, `8va`), single spaces, at most one single letter (`a tempo`);
+    not ABC music such as `c2 B2- A2` nor a lyric split into syllables (`co- me`)."""
+    if not text or len(text) > ANNOTATION_CHARS or text != text.strip(" ") or "  " in text:
         return False
     words = text.split(" ")
-    last_complete = complete or text.endswith(" ") or _final(words[-1])
-    whole_words = words if last_complete else words[:-1]
-    singles = sum(_single_letter(word) for word in whole_words)
-    closing = not last_complete and words[-1].startswith("(") and words[-1].endswith(",")
-    if closing and not _word_allowed(words[-1] + ")", True):
-        return False  # `(B,` can only close, so it must be a word once closed
-    if singles + (closing and _single_letter(words[-1])) > 1:
-        return False  # one `a` (a tempo), not `A, F, D`
-    to_finish = _to_finish(text, sum(_single_letter(word) for word in words[:-1]))
-    if len(text) + to_finish > ANNOTATION_CHARS:
-        return False
-    for index, word in enumerate(words):
-        if not word:
-            continue
-        if not _word_allowed(word, index < len(words) - 1 or last_complete):
-            return False
-    return True
+    return sum(_single_letter(word) for word in words) <= 1 and all(map(_word_shaped, words))
 
 
 def _single_letter(word: str) -> bool:
     return len(re.sub("[^A-Za-z]", "", word)) == 1 and "." not in word
 
 
-def _final(word: str) -> bool:
-    """Whether nothing can extend `word` (it ends with `)`, or with `,` outside parentheses): it is then
-    judged whole at once, so a word that could not stand is refused before it leaves no way on."""
-    return word.endswith(")") or (word.endswith(",") and not word.startswith("("))
-
-
-def _word_allowed(word: str, whole: bool) -> bool:
-    whole = whole or _final(word)
-    if (_NUMBER if whole else _NUMBER_PREFIX).fullmatch(word):
+def _word_shaped(word: str) -> bool:
+    if _NUMBER.fullmatch(word):
         return True
-    opened = word.startswith("(")
-    core = word[1:] if opened else word
-    if core.endswith(")"):  # a closing parenthesis ends the word
-        opened, whole, core = not opened, True, core[:-1]
-    if (whole and opened) or not (_WORD if whole else _WORD_PREFIX).fullmatch(core) or core.count("'") > 1:
+    core = word[1:-1] if word.startswith("(") and word.endswith(")") else word
+    if not _WORD.fullmatch(core) or core.count("'") > 1:
         return False
-    if not all(part.islower() or part.isupper() or part.istitle() for part in re.split("[-.',]", core) if part):
-        return False  # lower, Capitalised or CAPITALS, not `cB`
-    words, completions, _ = _annotation_vocabulary()
-    key = core.lower()
-    return (key.removesuffix(",") in words) if whole else (key in completions or key[:-1] in words and key[-1:] == ",")
-
-
-def _to_finish(text: str, singles: int) -> int:
-    """The fewest chars that make `text`'s last word whole (the length limit leaves room for them); after
-    `singles` single-letter words, not another one."""
-    last = text.rsplit(" ", 1)[-1]
-    if _NUMBER_PREFIX.fullmatch(last):  # an ordinal may need a second letter not to be a second single letter
-        return next((len(end) for end in _NUMBER_ENDS if _NUMBER.fullmatch(last + end)
-                     and not (singles and _single_letter(last + end))), ANNOTATION_CHARS)
-    if _final(last):
-        return 0
-    words, completions, longer = _annotation_vocabulary()
-    key = last.lstrip("(").lower()
-    rest = 0 if key.endswith(",") and key[:-1] in words else (longer if singles else completions).get(key)
-    return ANNOTATION_CHARS if rest is None else rest + last.startswith("(")
-
-
-ANNOTATION_WORDS_FILE = Path(__file__).with_name("annotation_words.txt")
-
-
-def annotation_word(token: str) -> str | None:
-    """An annotation token as the vocabulary holds it: lowercased, without its parentheses or a final comma;
-    None for a number or anything that is not a word."""
-    core = token.strip("()").removesuffix(",")
-    return core.lower() if _WORD.fullmatch(core) and not _NUMBER.fullmatch(core) else None
+    return all(part.islower() or part.isupper() or part.istitle() for part in re.split("[-.',]", core) if part)
 
 
 @lru_cache(maxsize=1)
-def _annotation_vocabulary() -> tuple[frozenset[str], dict[str, int], dict[str, int]]:
-    """(the words annotations may hold, the fewest chars that finish each prefix of one into a word, the same
-    into a word of two letters or more): the words of real scores' annotations (`ANNOTATION_WORDS_FILE`,
-    built by `python -m training.annotation_words`), so the model writes "cresc." and "dolce", not
-    "fgerrleno"."""
-    lines = ANNOTATION_WORDS_FILE.read_text(encoding="utf-8").splitlines()
-    words = frozenset(line for line in lines if line and not line.startswith("#"))
-    completions: dict[str, int] = {}
-    longer: dict[str, int] = {}
-    for word in words:
-        for cut in range(len(word) + 1):
-            prefix, rest = word[:cut], len(word) - cut
-            completions[prefix] = min(rest, completions.get(prefix, rest))
-            if len(re.sub("[^a-z]", "", word)) > 1:
-                longer[prefix] = min(rest, longer.get(prefix, rest))
-    return words, completions, longer
+def _annotation_texts() -> tuple[list[str], frozenset[str]]:
+    """The annotation texts of real scores (`ANNOTATION_TEXTS_FILE`, built by `python -m
+    training.annotation_texts`), sorted for the prefix search, and as a set."""
+    lines = ANNOTATION_TEXTS_FILE.read_text(encoding="utf-8").splitlines()
+    texts = sorted(line for line in lines if line and not line.startswith("#"))
+    return texts, frozenset(texts)
 
 
 # ----------------------------------------------------------------------------------------- voice lines
