@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from engine.notagen.generate import NotagenGenerator, resolve_checkpoint  # noqa: E402
 from engine.notagen.prompts import prompts_for_checkpoint  # noqa: E402
 from engine.render.engrave import Engraver  # noqa: E402
+from engine.render.music_font import register_music_font  # noqa: E402
 from engine.scoring.instrumentation import header_part_names, matches_instrumentation  # noqa: E402
 
 INSTRUMENTATIONS = ("Chamber", "Art Song", "Keyboard", "Choral")
@@ -42,6 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
     checkpoint = resolve_checkpoint(args.checkpoint)
     generator, engraver = NotagenGenerator.load(checkpoint), Engraver()
+    register_music_font()
     prompts = prompts_for_checkpoint(checkpoint)  # most common first (prompts.txt order)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import re
 
+import cairocffi
+import music21
 import pytest
 
 from engine.render.audio import synthesize
 from engine.render.engrave import Engraver
+from engine.render.music_font import MUSIC_FONT, font_file, register_music_font
 from engine.render.pdf import A4_LAYOUT, with_header, with_title
+from engine.score.document import ScoreDocument
 from engine.score.examples import load_example
 from engine.score.formats import read_score_file
 from engine.service import Composer
@@ -91,6 +95,26 @@ def test_printed_first_page_names_title_and_composer(shared_dir):
     assert "Franz Schubert" not in Engraver().engrave(document.musicxml, **A4_LAYOUT).pages[0]  # what it was
     bach = load_example("Bach - Chorale BWV 66.6")  # no composer named: the title alone, as before
     assert with_header(bach.musicxml, bach.title) == with_title(bach.musicxml, bach.title)
+
+
+def test_metronome_notes_are_printed_in_the_music_font(composer, tmp_path):
+    """Verovio writes a metronome mark's note as text in its music font, embedded in the SVG; CairoSVG
+    cannot use an embedded font and printed an empty box (`[] = 92`). The PDF now embeds the font."""
+    score = music21.stream.Score([music21.stream.Part([music21.stream.Measure(
+        [music21.tempo.MetronomeMark(number=92, referent=music21.note.Note(type="quarter")), music21.note.Note("C5", type="whole")])])])
+    musicxml = music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse().decode()
+    assert 'font-family="Leipzig"' in Engraver().engrave(musicxml, **A4_LAYOUT).pages[0]
+    pdf = composer.export(ScoreDocument(musicxml, "Tempo"), "pdf")
+    fonts = set(re.findall(rb"/BaseFont /\w+\+([\w-]+)", pdf))  # the music font's subset is named CairoFont-...
+    music = {font for font in fonts if not font.startswith(b"LiberationSerif")}
+    assert len(music) == 1 and not music & {b"DejaVuSans", b"DejaVuSans-Bold"}, fonts  # DejaVu drew the box
+
+    path = font_file(tmp_path)  # written once per verovio version, whole
+    assert font_file(tmp_path) == path and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert register_music_font()
+    scaled = cairocffi.ScaledFont(cairocffi.ToyFontFace(MUSIC_FONT))
+    glyphs = scaled.text_to_glyphs(0, 0, "\ueca5", with_clusters=False)  # metNoteQuarterUp
+    assert glyphs[0][0] != 0  # a real glyph, not the missing-glyph box
 
 
 def test_pdf_text_is_drawn_in_the_font_it_was_spaced_by(composer, shared_dir):

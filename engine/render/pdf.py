@@ -15,6 +15,7 @@ from cairosvg.parser import Tree
 from cairosvg.surface import PDFSurface
 
 from engine.errors import ScoreError
+from engine.render.music_font import register_music_font
 
 A4_LAYOUT = {"page_width": 2100, "page_height": 2970, "scale": 55}
 """Verovio's print layout: A4 pages in tenths of a millimetre, staves about 4 mm high."""
@@ -72,6 +73,7 @@ def svg_pages_to_pdf(pages: Sequence[str], width_mm: float = A4_WIDTH_MM) -> byt
     """One PDF page per SVG page, each scaled to `width_mm` wide (verovio SVGs have only a viewBox)."""
     if not pages:
         raise ScoreError("there is no engraved page to write as PDF")
+    register_music_font()  # the metronome marks' notes
     output = io.BytesIO()
     target = cairocffi.PDFSurface(output, 1, 1)
     for page in pages:
