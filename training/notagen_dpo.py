@@ -75,8 +75,9 @@ class DpoConfig:
 
 
 def read_config(path: str | Path, overrides: dict | None = None) -> DpoConfig:
+    """The config file's settings with `overrides`; keys starting with "_" are comments, as in the trainers' configs."""
     raw = json.loads(Path(path).read_text()) | (overrides or {})
-    return DpoConfig(**raw)
+    return DpoConfig(**{key: value for key, value in raw.items() if not key.startswith("_")})
 
 
 def dpop_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
