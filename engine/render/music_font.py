@@ -54,7 +54,7 @@ def font_file(folder: Path | None = None) -> Path:
 @lru_cache(maxsize=1)
 def register_music_font() -> bool:
     """Add the music font to this process's fontconfig (once); False, with a warning, where it cannot be
-    (no fontconfig library, an unreadable font): the glyphs are then drawn as boxes, as before."""
+    (no fontconfig library, no fontTools or brotli, an unreadable font): the glyphs are then drawn as boxes, as before."""
     try:
         library = ctypes.util.find_library("fontconfig") or "libfontconfig.so.1"
         fontconfig = ctypes.CDLL(library)
@@ -62,10 +62,11 @@ def register_music_font() -> bool:
         if fontconfig.FcConfigAppFontAddFile(None, str(font_file()).encode()):
             return True
         reason = "fontconfig refused the file"
-    except (OSError, ValueError, ImportError) as error:
+    except Exception as error:  # noqa: BLE001 - a font that cannot be installed must not stop the PDF
         reason = str(error)
     log.warning("metronome notes will print as boxes: verovio's music font could not be installed (%s)", reason)
     return False
+
 
 def _writable(folder: Path) -> bool:
     try:
