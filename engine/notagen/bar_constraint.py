@@ -736,11 +736,13 @@ _KEYS = frozenset(
 _FIELD_VALUES = {"K": _key_value, "M": _metre_value, "L": _unit_value, "Q": _tempo_value, "V": _voice_value}
 
 
+@lru_cache(maxsize=1 << 14)
 def _score_line(text: str, complete: bool) -> bool:
     """A `%%score` voice list (typed so far, or `complete`): voice numbers, each once, in balanced `[ ]`,
     `{ }`, `( )` groups at most two deep, `|` between voices or groups, single spaces; typed so far, it can
     still be finished inside the header line's `HEADER_LINE_CHARS` (its groups closed, the voice numbers it
-    skipped added), so a long line never leaves the decoder without a way on."""
+    skipped added), so a long line never leaves the decoder without a way on. Memoised: a redraw tests a
+    few dozen chars after each prefix, and pieces of one ensemble type the same lines."""
     if not re.fullmatch(r"[\d \[\]{}()|]*", text) or "  " in text:
         return False
     typing = "" if complete else re.search(r"\d*$", text).group(0)
