@@ -10,8 +10,8 @@ from abctoolkit import abc2xml, xml2abc
 from engine.errors import ScoreError
 from engine.score import notagen_repairs
 from engine.score.document import ScoreDocument
-from engine.score.formats import score_to_musicxml
-from engine.score.notagen_abc import xml_to_abc
+from engine.score.formats import read_score_file, score_to_musicxml
+from engine.score.notagen_abc import abc_to_musicxml, xml_to_abc
 from engine.score.notation_losses import abc_round_trip, changed_measures, measure_notes, notation_losses
 from engine.score.splice import measure_texts
 from engine.service import Composer
@@ -195,6 +195,18 @@ def test_a_typographic_quote_in_a_direction_keeps_the_notes(monkeypatch):
     official = ScoreDocument(document.musicxml, "warlock")
     (line,) = notation_losses(official, abc_round_trip(official))
     assert "part 1 measure 11" in line
+
+
+def test_a_part_name_on_two_lines_keeps_its_line_break(shared_dir):
+    """OpenScore Lieder, Beethoven, Op. 48 No. 2: the voice is named "Singstimme" over "Voice"; the official
+    text writes the break as `\\n`, and abc2xml gave the part the name "Singstimme\\nVoice"."""
+    path = shared_dir / "corpora/openscore-lieder/scores/Beethoven_Ludwig_van__6_Lieder_Op_48_2_Die_Liebe_des_Nachsten__lc4946378.mxl"
+    document = read_score_file(path)
+    assert "<part-name>Singstimme\nVoice</part-name>" in document.musicxml
+    abc = xml_to_abc(document.musicxml)
+    assert 'V:1 treble nm="Singstimme\\nVoice"' in abc  # the official text, unchanged
+    back = abc_to_musicxml(abc)
+    assert "<part-name>Singstimme\nVoice</part-name>" in back and "\\n" not in back
 
 
 def test_tabs_in_lyrics_become_spaces():
