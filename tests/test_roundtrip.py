@@ -209,6 +209,16 @@ def test_a_part_name_on_two_lines_keeps_its_line_break(shared_dir):
     assert "<part-name>Singstimme\nVoice</part-name>" in back and "\\n" not in back
 
 
+def test_a_direction_on_two_lines_keeps_its_line_break(shared_dir):
+    """OpenScore Lieder, Cornelius, Op. 8 No. 1: "hervortretend" over "marcato" came back as
+    "hervortretend\\nmarcato"."""
+    path = shared_dir / "corpora/openscore-lieder/scores/Cornelius_Peter__Weihnachtslieder_Op_8_1_Christbaum__lc7006856.mxl"
+    abc = xml_to_abc(read_score_file(path).musicxml)
+    assert "hervortretend\\nmarcato" in abc  # the official text, unchanged
+    back = abc_to_musicxml(abc)
+    assert "hervortretend\nmarcato" in back and "\\n" not in back
+
+
 def test_tabs_in_lyrics_become_spaces():
     """Trecento Kyrie "O sacra Virgo beata" (music21 corpus): the tenor's first syllable is "O<tab>sacra."."""
     score = music21.corpus.parse("trecento/PMFC_23_20-Kyrie O Sacra Virgo Beata.xml").measures(1, 2)
