@@ -164,7 +164,11 @@ def check_mask(name: str, text: str, bars: list[VoiceBar], result: CheckResult) 
                     result.mask_refused.append((name, reader.body_line, char, stream[max(0, i - 80) : i + 1]))
                 else:
                     result.mask_refused_invalid += 1
-        reader.feed(char)
+        try:
+            reader.feed(char)
+        except AbcRefused:  # the text read whole, but not split into patches (an EOS the reader refuses)
+            result.skipped["mask: the reader refuses the patch split"] += 1
+            return
 
 
 def reader_line(text: str, exc: AbcRefused) -> int:
