@@ -378,7 +378,8 @@ def escaped_line_breaks(musicxml: str) -> str:
     """abc2xml's MusicXML with the line breaks of part names and direction words back: xml2abc writes a
     break as the two characters `\\n` (`nm="Singstimme\\nVoice"`, `"^portez \\nla voix"`, as the official
     text has it, and as NotaGen writes it) and abc2xml kept them, so the page printed them (OpenScore
-    Lieder: 185 of the first 400 songs name a part on two lines; 154 pieces of the build break a direction)."""
+    Lieder: Beethoven, Op. 48 No. 2, "Singstimme" over "Voice"; Cornelius, Op. 8 No. 1, "hervortretend" over
+    "marcato"; many songs name a part on two lines)."""
     return _NAMES_AND_WORDS.sub(lambda match: match.group(1) + match.group(2).replace("\\n", "\n"), musicxml)
 
 
