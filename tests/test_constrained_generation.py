@@ -132,23 +132,28 @@ def test_the_masked_distribution_found_id_by_id_is_the_full_masks(options):
         if options.greedy:
             expected = torch.nn.functional.one_hot(expected.argmax(), 128).double()
         for limit in (8, 32, 128):
-            probs = masked_probs(logits, options, allowed.__contains__, limit)
-            assert probs is not None or limit < 128
-            if probs is not None:
+            kept = masked_probs(logits, options, allowed.__contains__, limit)
+            assert kept is not None or limit < 128
+            if kept is not None:
                 decided += limit == 8
+                probs = torch.zeros(128, dtype=torch.float64)
+                probs[kept[0]] = torch.tensor(kept[1], dtype=torch.float64)
                 assert torch.allclose(probs, expected, atol=1e-9), (trial, limit)
+                assert kept[1] == sorted(kept[1], reverse=True)  # likeliest first: greedy takes the first
     assert decided > 0  # a few tests can decide
 
 
 def test_drawing_one_row_in_python_is_drawing_it_with_tensors():
-    """`draw_row` (a refused row's redraw) picks the id `draw` picks from the same uniform."""
+    """`draw_row` (a refused row's redraw, its ids and probabilities given sparsely and in any order) picks
+    the id `draw` picks from the same uniform."""
     generator = torch.Generator().manual_seed(0)
     for trial in range(2000):
         probs = torch.rand(128, generator=generator, dtype=torch.float64) * (torch.rand(128, generator=generator) < 0.1)
         probs[trial % 128] += 1e-3
         probs = probs / probs.sum()
+        ids = probs.nonzero().flatten()[torch.randperm(int((probs > 0).sum()), generator=generator)].tolist()
         rows = [np.random.default_rng(trial) for _ in range(2)]
-        assert draw_row(probs, rows[0]) == int(draw(probs.unsqueeze(0), [rows[1]])[0])
+        assert draw_row(ids, probs[ids].tolist(), rows[0]) == int(draw(probs.unsqueeze(0), [rows[1]])[0])
 
 
 def _states(reference: Path) -> list[BarReader]:

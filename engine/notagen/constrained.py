@@ -74,9 +74,9 @@ class ConstrainedChooser:
         for row in refused:
             reader = self.readers[row]
             tester = constraint.id_tester(reader)
-            probs = masked_probs(logits[row], self.sampler.options, tester)
-            if probs is not None:
-                chosen[row] = int(probs.argmax()) if greedy else draw_row(probs, self.generators[row])
+            kept = masked_probs(logits[row], self.sampler.options, tester)
+            if kept is not None:
+                chosen[row] = kept[0][0] if greedy else draw_row(*kept, self.generators[row])
                 continue
             allowed = constraint.tested_ids(tester) or constraint.allowed_ids(reader)
             if not allowed:

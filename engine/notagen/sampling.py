@@ -65,17 +65,20 @@ def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
 
 
 def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool],
-                 limit: int | None = None) -> Tensor | None:
-    """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, found by
-    testing ids from the likeliest down; None where more than `limit` tests (default: no limit) would be
-    needed, or where no allowed id has a probability above 0 (the caller then masks the logits).
+                 limit: int | None = None) -> tuple[list[int], list[float]] | None:
+    """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, as the ids it
+    keeps (likeliest first) and their probabilities, found by testing ids from the likeliest down; None where
+    more than `limit` tests (default: no limit) would be needed, or where no allowed id has a probability
+    above 0 (the caller then masks the logits).
 
     Why: testing an id costs the constraint far more than the model's step, and the filters need only the
     top of the masked distribution. Top-k keeps the k likeliest allowed ids; top-p keeps the likeliest of
     those up to the one whose cumulative share crosses p. Where fewer than k allowed ids have been found, the
     share's denominator is bounded by the untested mass (each untested id is at most as likely as the last
     tested), and the crossing is known once it is the same for every denominator in the bounds. Equal to
-    the full mask's `filtered_probs` up to float rounding (its ids are the same; greedy: the first allowed id)."""
+    the full mask's `filtered_probs` up to float rounding (its ids are the same; greedy: the first allowed id).
+    Sparse lists, not a [V] tensor: a refused row's redraw is a handful of ids, and building and reading
+    back a tensor cost more than the whole draw (`bench/constraint_replay.py`)."""
     probs = torch.softmax(logits.float(), dim=-1).double()
     sorted_probs, order = probs.sort(descending=True, stable=True)
     sorted_list, order_list = sorted_probs.tolist(), order.tolist()
@@ -101,12 +104,12 @@ def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[in
         kept = _top_p_crossing(items, options.top_p, lowest, highest) if options.top_p < 1.0 else (len(items) if complete else None)
         if kept is None:
             continue
-        result = torch.zeros_like(probs)
-        weights = torch.tensor(found_mass[:kept], dtype=probs.dtype, device=probs.device)
         if options.temperature != 1.0 and not options.greedy:
-            weights = weights ** (1.0 / options.temperature)
-        result[found[:kept]] = weights / weights.sum()
-        return result
+            weights = [mass ** (1.0 / options.temperature) for mass in found_mass[:kept]]
+        else:
+            weights = found_mass[:kept]
+        total = sum(weights)
+        return found[:kept], [weight / total for weight in weights]
     return None
 
 
@@ -134,14 +137,15 @@ def draw(probs: Tensor, generators: Sequence[np.random.Generator]) -> Tensor:
     return torch.minimum(ids, last_with_mass)
 
 
-def draw_row(probs: Tensor, generator: np.random.Generator) -> int:
-    """`draw` of one row [V], in Python (a refused row's redraw: a dozen tensor ops cost more than the sums):
-    the same cumulative sums in the same order (the CPU's `cumsum` adds left to right), the same threshold."""
-    masses = probs.tolist()
-    cdf = list(accumulate(masses))
+def draw_row(ids: Sequence[int], probs: Sequence[float], generator: np.random.Generator) -> int:
+    """`draw` of one row given sparsely (`masked_probs`' ids and probabilities; every other id has
+    probability 0), in Python: the same cumulative sums in id order (the CPU's `cumsum` adds left to right,
+    and adding a zero changes no sum), the same threshold, the same id."""
+    pairs = sorted(zip(ids, probs))
+    cdf = list(accumulate(mass for _, mass in pairs))
     threshold = generator.random() * cdf[-1]
-    last_with_mass = max(index for index, mass in enumerate(masses) if mass > 0)
-    return min(bisect_right(cdf, threshold), last_with_mass)  # ids whose cdf <= threshold, as `draw` counts them
+    last_with_mass = max(index for index, (_, mass) in enumerate(pairs) if mass > 0)
+    return pairs[min(bisect_right(cdf, threshold), last_with_mass)][0]  # the first id whose cdf passes the threshold
 
 
 def row_generators(seed: int | None, n: int) -> list[np.random.Generator]:
