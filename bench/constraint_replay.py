@@ -34,7 +34,8 @@ from engine.notagen.sampling import masked_probs  # noqa: E402
 
 
 def record(pieces: int) -> tuple[list, list]:
-    """(reader, chosen id) of every check and (reader, logits) of every redraw of a bar-exact decoding."""
+    """(reader, chosen id) of every check and (reader, ranked probabilities) of every redraw of a bar-exact
+    decoding."""
     checks, redraws, testers = [], [], []
     advance, id_tester, redraw = BarConstraint.advance, BarConstraint.id_tester, constrained.masked_probs
 
@@ -46,9 +47,9 @@ def record(pieces: int) -> tuple[list, list]:
         testers.append(reader.copy())
         return id_tester(self, reader)
 
-    def recorded_redraw(logits, options, tester, limit=None):
-        redraws.append((testers.pop(), logits.clone()))
-        return redraw(logits, options, tester, limit)
+    def recorded_redraw(ranked, options, tester, limit=None):
+        redraws.append((testers.pop(), tuple(part.clone() for part in ranked)))
+        return redraw(ranked, options, tester, limit)
 
     BarConstraint.advance, BarConstraint.id_tester, constrained.masked_probs = recorded_advance, recorded_id_tester, recorded_redraw
     try:
@@ -77,9 +78,9 @@ def replay(checks: list, redraws: list) -> tuple[float, Counter, Counter]:
     for reader, token in checks:
         constraint.advance(reader, token)
     check_seconds, seconds, counts = time.process_time() - started, Counter(), Counter()
-    for reader, logits in redraws:
+    for reader, ranked in redraws:
         started = time.process_time()
-        masked_probs(logits, options, constraint.id_tester(reader))
+        masked_probs(ranked, options, constraint.id_tester(reader))
         seconds[where(reader)] += time.process_time() - started
         counts[where(reader)] += 1
     return check_seconds, seconds, counts

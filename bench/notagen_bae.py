@@ -81,7 +81,7 @@ class DecodeClock:
 
         def timed_init(chooser, *args, **kwargs):
             init(chooser, *args, **kwargs)
-            first_draw = chooser._choose
+            first_draw = chooser._draw
 
             def untimed_first_draw(logits):
                 started = time.process_time()
@@ -89,7 +89,7 @@ class DecodeClock:
                 clock.constraint -= time.process_time() - started
                 return result
 
-            chooser._choose = untimed_first_draw
+            chooser._draw = untimed_first_draw
 
         constrained.ConstrainedChooser.__call__, constrained.ConstrainedChooser.__init__ = timed_choose, timed_init
 

@@ -22,7 +22,7 @@ from engine.notagen.patchilizer import BOS_ID, EOS_ID
 from engine.notagen.batch_engine import DEAD_END_RETRIES
 from engine.notagen.options import STOP_DEAD_END, SamplingOptions
 from engine.notagen.prompts import Prompt
-from engine.notagen.sampling import draw, draw_row, filtered_probs, masked_probs
+from engine.notagen.sampling import draw, draw_row, filtered_probs, masked_probs, ranked_probs
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "notagen"
 WALK_HEADER = '%%score { 1 | 2 }\nL:1/8\nM:3/4\nK:D\nV:1 treble nm="Violin"\nV:2 bass nm="Cello"\n[r:0/2]'
@@ -132,7 +132,7 @@ def test_the_masked_distribution_found_id_by_id_is_the_full_masks(options):
         if options.greedy:
             expected = torch.nn.functional.one_hot(expected.argmax(), 128).double()
         for limit in (8, 32, 128):
-            kept = masked_probs(logits, options, allowed.__contains__, limit)
+            kept = masked_probs(tuple(part[0] for part in ranked_probs(logits.unsqueeze(0))), options, allowed.__contains__, limit)
             assert kept is not None or limit < 128
             if kept is not None:
                 decided += limit == 8

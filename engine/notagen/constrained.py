@@ -28,7 +28,7 @@ from torch import Tensor
 from engine.notagen.bar_constraint import BarConstraint, logits_mask, token_char
 from engine.notagen.bar_reader import BarReader
 from engine.notagen.patchilizer import BOS_ID, EOS_ID, PAD_ID
-from engine.notagen.sampling import Sampler, draw_row, masked_probs
+from engine.notagen.sampling import Sampler, draw_row, masked_probs, ranked_probs
 
 
 def reader_for(context_ids: Sequence[Sequence[int]]) -> BarReader | None:
@@ -56,10 +56,10 @@ class ConstrainedChooser:
         self.readers = [reader.copy() if reader is not None else None for reader in readers]
         self.constraint = constraint
         self.ended = [reader is None for reader in readers]
-        self._choose = sampler.chooser(self.generators)
+        self._draw = lambda logits: sampler.draw(logits, self.generators)
 
     def __call__(self, logits: Tensor) -> Tensor:
-        ids = self._choose(logits)
+        ids, ranked = self._draw(logits)
         chosen = ids.tolist()
         constraint, refused = self.constraint, []
         for row, reader in enumerate(self.readers):  # each row's own choice, tested on the reader it moves on
@@ -74,7 +74,9 @@ class ConstrainedChooser:
         for row in refused:
             reader = self.readers[row]
             tester = constraint.id_tester(reader)
-            kept = masked_probs(logits[row], self.sampler.options, tester)
+            if ranked is None:  # greedy: the first draw did not rank the ids
+                ranked = ranked_probs(logits)
+            kept = masked_probs((ranked[0][row], ranked[1][row]), self.sampler.options, tester)
             if kept is not None:
                 chosen[row] = kept[0][0] if greedy else draw_row(*kept, self.generators[row])
                 continue

@@ -43,12 +43,18 @@ def check_logits(logits: Tensor) -> None:
         )
 
 
-def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
+def ranked_probs(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """The softmax of raw logits [B, V] (float32, as the official code computes it, then float64) sorted
+    from the likeliest id down (stable: equal ids in id order), and the ids in that order [B, V]."""
+    return torch.softmax(logits.float(), dim=-1).double().sort(dim=-1, descending=True, stable=True)
+
+
+def filtered_probs(logits: Tensor, options: SamplingOptions, ranked: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """The official sampling distribution [B, V] (float64) of raw logits [B, V]: softmax, top-k, top-p,
-    temperature, each renormalised."""
-    probs = torch.softmax(logits.float(), dim=-1).double()
-    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+    temperature, each renormalised. `ranked`: the logits' `ranked_probs`, where the caller has them."""
+    sorted_probs, order = ranked if ranked is not None else ranked_probs(logits)
     if options.top_k > 0:
+        sorted_probs = sorted_probs.clone()
         sorted_probs[:, options.top_k :] = 0.0
         sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
     if options.top_p < 1.0:
@@ -61,12 +67,13 @@ def filtered_probs(logits: Tensor, options: SamplingOptions) -> Tensor:
     if options.temperature != 1.0:
         sorted_probs = sorted_probs ** (1.0 / options.temperature)
         sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
-    return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.zeros_like(sorted_probs).scatter_(-1, order, sorted_probs)
 
 
-def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[int], bool],
+def masked_probs(ranked: tuple[Tensor, Tensor], options: SamplingOptions, allowed: Callable[[int], bool],
                  limit: int | None = None) -> tuple[list[int], list[float]] | None:
-    """`filtered_probs` of one row's logits [V] with every id that `allowed` refuses masked out, as the ids it
+    """`filtered_probs` of one row's logits with every id that `allowed` refuses masked out (given as the
+    row's `ranked_probs`, [V] each, which the sampler's first draw made already), as the ids it
     keeps (likeliest first) and their probabilities, found by testing ids from the likeliest down; None where
     more than `limit` tests (default: no limit) would be needed, or where no allowed id has a probability
     above 0 (the caller then masks the logits).
@@ -79,29 +86,30 @@ def masked_probs(logits: Tensor, options: SamplingOptions, allowed: Callable[[in
     the full mask's `filtered_probs` up to float rounding (its ids are the same; greedy: the first allowed id).
     Sparse lists, not a [V] tensor: a refused row's redraw is a handful of ids, and building and reading
     back a tensor cost more than the whole draw (`bench/constraint_replay.py`)."""
-    probs = torch.softmax(logits.float(), dim=-1).double()
-    sorted_probs, order = probs.sort(descending=True, stable=True)
-    sorted_list, order_list = sorted_probs.tolist(), order.tolist()
+    sorted_list, order_list = ranked[0].tolist(), ranked[1].tolist()
     keep = 1 if options.greedy else options.top_k
     found: list[int] = []
     found_mass: list[float] = []
-    tested_mass = 0.0
+    tested_mass = lowest = 0.0
     for tested, (token, mass) in enumerate(zip(order_list[:limit], sorted_list), start=1):
         tested_mass += mass
         if allowed(token):
             found.append(token)
             found_mass.append(mass)
+            items = found_mass[:keep] if keep else found_mass
+            lowest = sum(items)
         if not found:
             continue
         complete = (keep and len(found) >= keep) or tested == len(order_list)
-        items = found_mass[:keep] if keep and len(found) >= keep else found_mass
-        lowest = sum(items)
         if complete:
             highest = lowest
         else:
             untested = max(1.0 - tested_mass, 0.0)
             highest = lowest + (min(untested, (keep - len(found)) * mass) if keep else untested)
-        kept = _top_p_crossing(items, options.top_p, lowest, highest) if options.top_p < 1.0 else (len(items) if complete else None)
+        if options.top_p < 1.0:  # (no id crosses p of a total that may reach `highest` while lowest <= p * highest)
+            kept = _top_p_crossing(items, options.top_p, lowest, highest) if lowest > options.top_p * highest else None
+        else:
+            kept = len(items) if complete else None
         if kept is None:
             continue
         if options.temperature != 1.0 and not options.greedy:
@@ -158,19 +166,21 @@ def row_generators(seed: int | None, n: int) -> list[np.random.Generator]:
 
 
 class Sampler:
-    """Makes `TokenChooser`s for `NotagenModel.decode_patch` that use each row's own generator."""
+    """Draws one id per batch row with the row's own generator; makes `TokenChooser`s for
+    `NotagenModel.decode_patch` that do so."""
 
     def __init__(self, options: SamplingOptions) -> None:
         self.options = options
 
+    def draw(self, logits: Tensor, generators: Sequence[np.random.Generator]) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """One id per row of raw logits [B, V], row i drawn with `generators[i]`, and the `ranked_probs` it
+        drew from (None where greedy), which a constrained row's redraw reuses."""
+        check_logits(logits)
+        if self.options.greedy:
+            return logits.argmax(dim=-1), None
+        ranked = ranked_probs(logits)
+        return draw(filtered_probs(logits, self.options, ranked), generators), ranked
+
     def chooser(self, generators: Sequence[np.random.Generator]) -> TokenChooser:
         """A chooser for a batch whose row i draws from `generators[i]`."""
-        options = self.options
-
-        def choose(logits: Tensor) -> Tensor:
-            check_logits(logits)
-            if options.greedy:
-                return logits.argmax(dim=-1)
-            return draw(filtered_probs(logits, options), generators).to(logits.device)
-
-        return choose
+        return lambda logits: self.draw(logits, generators)[0]
