@@ -26,7 +26,7 @@ if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 # What training imports beyond the device's torch image, at the project's pins (requirements.txt); its
 # transformers 5 is shadowed by the pinned 4.40 the app runs.
 WHEELS="transformers==4.40.0 tokenizers==0.19.1 huggingface_hub==0.36.2 abctoolkit==0.0.6 jellyfish==1.3.0
-        rapidfuzz==3.14.6 Unidecode==1.4.0 defusedxml==0.7.1"
+        rapidfuzz==3.14.6 Unidecode==1.4.0 defusedxml==0.7.1 gmpy2==2.3.2"
 
 prepare() {
     local data=${1:?usage: training/gpu_recipe.sh prepare DATA_DIR}

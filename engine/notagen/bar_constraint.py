@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
+
+from gmpy2 import mpq
 
 from engine.notagen import bar_reader as br
 from engine.notagen.bar_reader import BarReader
@@ -49,9 +50,9 @@ from engine.notagen.written_subset import (
     score_line_allows, span_open, voice_line_allows,
 )
 
-GRID = Fraction(1, 64)
-SIXTEENTH = Fraction(1, 16)
-WHOLE_NOTE = Fraction(1)
+GRID = mpq(1, 64)
+SIXTEENTH = mpq(1, 16)
+WHOLE_NOTE = mpq(1)
 ShortBars = Literal["edges", "anywhere"]
 
 _PRINTABLE = tuple(chr(i) for i in range(32, 127)) + ("\n",)  # no tab: the finisher refuses control characters
@@ -84,7 +85,7 @@ _FIELD_NAMES_IN_BAR = "KL"  # no `[M:]`: see the module docstring
 
 
 @lru_cache(maxsize=4096)
-def length_multipliers(num: str, slashes: int, den: str) -> tuple[Fraction, ...]:
+def length_multipliers(num: str, slashes: int, den: str) -> tuple[mpq, ...]:
     """Sorted multipliers of the unit that a length suffix typed so far can still become (written subset:
     `n`, `/`, `n/d` with n odd as xml2abc writes it, `/d`; abctoolkit's bar durations, which the BAE uses,
     cannot read `//` or `n/`)."""
@@ -101,21 +102,21 @@ def length_multipliers(num: str, slashes: int, den: str) -> tuple[Fraction, ...]
         denominators = ([] if num else [2]) + [int(d) for d in _DENOMINATORS]
     else:
         denominators = [1] + [int(d) for d in _DENOMINATORS]
-    return tuple(sorted({Fraction(n, d) for n in nums for d in denominators if d == 1 or n % 2}))  # `3/2`, never `6/4`
+    return tuple(sorted({mpq(n, d) for n in nums for d in denominators if d == 1 or n % 2}))  # `3/2`, never `6/4`
 
 
 @lru_cache(maxsize=4096)
-def grid_lengths(unit: Fraction, key: tuple[str, int, str]) -> tuple[Fraction, ...]:
+def grid_lengths(unit: mpq, key: tuple[str, int, str]) -> tuple[mpq, ...]:
     """Sorted lengths (whole notes) that a suffix typed so far can still give: note values on the 1/64 grid."""
     return tuple(length for length in (unit * m for m in length_multipliers(*key)) if note_value(length))
 
 
 @lru_cache(maxsize=1024)
-def note_value(length: Fraction) -> bool:
+def note_value(length: mpq) -> bool:
     """Whether one note can show `length` (whole notes): a 64th to a breve, plain, dotted or double-dotted.
     Written lengths outside these (`c11/64`, `c5`: tied notes in a score) are 0.008 % of the fine-tuning
     corpus's notes; the model reached them filling a bar it had fallen short of."""
-    for dots in (Fraction(1), Fraction(3, 2), Fraction(7, 4)):
+    for dots in (mpq(1), mpq(3, 2), mpq(7, 4)):
         base = length / dots
         if base.numerator == 1 and base.denominator & (base.denominator - 1) == 0 and base.denominator <= 64:
             return _on_grid(length)
@@ -133,7 +134,7 @@ def token_char(token: int) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _suffix_note_value(unit: Fraction, key: tuple[str, int, str]) -> bool:
+def _suffix_note_value(unit: mpq, key: tuple[str, int, str]) -> bool:
     """`note_value` of a suffix's length (memoised: every char that commits an element asks)."""
     return note_value(unit * br.suffix_value(*key))
 
@@ -145,7 +146,7 @@ def length_complete(num: str, slashes: int, den: str) -> bool:
     return not (num and slashes and not den)
 
 
-def _on_grid(length: Fraction) -> bool:
+def _on_grid(length: mpq) -> bool:
     return GRID.denominator % length.denominator == 0  # (length / GRID is whole: faster than dividing)
 
 
@@ -304,7 +305,7 @@ class BarConstraint:
         clone = reader.copy()
         return not clone.step(chr(token)) or self._musical_after(reader, clone)
 
-    def _rhythm(self, reader: BarReader) -> tuple[Fraction, Fraction] | None:
+    def _rhythm(self, reader: BarReader) -> tuple[mpq, mpq] | None:
         """(the bar's target, the metre) where `musical` judges the next char, else None."""
         if reader.mode != br.MUSIC or reader.element is None or reader.chord_stage or reader.element_scale != 1:
             return None
@@ -529,7 +530,7 @@ class BarConstraint:
         previous = [reader.declared.index(v) for v, _ in reader.line_voices if v in reader.declared]
         return not previous or reader.declared.index(voice) > max(previous)
 
-    def _requirement(self, reader: BarReader) -> tuple[Fraction | None, bool]:
+    def _requirement(self, reader: BarReader) -> tuple[mpq | None, bool]:
         """(target length or None, exact?) of the current voice's bar."""
         if reader.line_voices:
             return reader.line_voices[0][1], True
@@ -539,7 +540,7 @@ class BarConstraint:
         edge = reader.body_line == 0 or reader.remaining == 0
         return metre, not (self.short_bars == "anywhere" or edge)
 
-    def _bar_closes(self, reader: BarReader, length: Fraction) -> bool:
+    def _bar_closes(self, reader: BarReader, length: mpq) -> bool:
         target, exact = self._requirement(reader)
         if length <= 0 or not _on_grid(length):
             return False
@@ -565,7 +566,7 @@ class BarConstraint:
             left, factor = reader.tuplet_left, reader.tuplet_factor
             if reader.mode == br.TUPLET:
                 p, q, r = _tuplet_defaults(reader.buffer)
-                factor, left = Fraction(q, p), r
+                factor, left = mpq(q, p), r
             return _feasible_state(target, reader.pos, reader.unit, ("", 0, ""), factor if left else WHOLE_NOTE,
                                    reader.broken_next, max(left - 1, 0), factor, reader.broken_base if reader.broken_open else None)
         return reader.pos <= target and _on_grid(reader.pos)
@@ -574,16 +575,13 @@ class BarConstraint:
 _FEASIBLE: dict[tuple, bool] = {}
 
 
-def _feasible_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
-                    broken: Fraction, left: int, factor: Fraction, required: Fraction | None) -> bool:
+def _feasible_state(target: mpq, pos: mpq, unit: mpq, key: tuple[str, int, str] | None, scale: mpq,
+                    broken: mpq, left: int, factor: mpq, required: mpq | None) -> bool:
     """Whether, from `pos`, an element of a raw length among `grid_lengths(unit, key)` (a measure rest: key
     None, its length `unit`; the second of a broken pair: only `required`, the first's) scaled by
     `scale * broken`, then `left` more tuplet elements of factor `factor`, can end on the grid at or before
-    `target`. Memoised on the numbers' integer parts (hashing a Fraction costs more than the small searches
-    it saves)."""
-    memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
-                key, scale.numerator, scale.denominator, broken.numerator, broken.denominator, left, factor.numerator,
-                factor.denominator, required)
+    `target`. Memoised: most chars tested at one step leave these as they were."""
+    memo_key = (target, pos, unit, key, scale, broken, left, factor, required)
     found = _FEASIBLE.get(memo_key)
     if found is None:
         if len(_FEASIBLE) >= 1 << 16:
@@ -592,8 +590,8 @@ def _feasible_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[
     return found
 
 
-def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str] | None, scale: Fraction,
-                     left: int, factor: Fraction, required: Fraction | None) -> bool:
+def _search_feasible(target: mpq, pos: mpq, unit: mpq, key: tuple[str, int, str] | None, scale: mpq,
+                     left: int, factor: mpq, required: mpq | None) -> bool:
     values = (unit,) if key is None else grid_lengths(unit, key)
     for raw in values if required is None else [value for value in values if value == required]:
         end = pos + raw * scale
@@ -616,12 +614,11 @@ def _search_feasible(target: Fraction, pos: Fraction, unit: Fraction, key: tuple
 _MUSICAL: dict[tuple, bool] = {}
 
 
-def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
-                   required: Fraction | None, shortest: Fraction, beat: int) -> bool:
+def _musical_state(target: mpq, pos: mpq, unit: mpq, key: tuple[str, int, str], broken: mpq,
+                   required: mpq | None, shortest: mpq, beat: int) -> bool:
     """Whether the open element (suffix `key`) can still get a musical length (see `BarConstraint.musical`).
-    Memoised on the numbers' integer parts, as `_feasible_state`."""
-    memo_key = (target.numerator, target.denominator, pos.numerator, pos.denominator, unit.numerator, unit.denominator,
-                key, broken.numerator, broken.denominator, required, shortest.numerator, shortest.denominator, beat)
+    Memoised, as `_feasible_state`."""
+    memo_key = (target, pos, unit, key, broken, required, shortest, beat)
     found = _MUSICAL.get(memo_key)
     if found is None:
         if len(_MUSICAL) >= 1 << 16:
@@ -630,8 +627,8 @@ def _musical_state(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[s
     return found
 
 
-def _search_musical(target: Fraction, pos: Fraction, unit: Fraction, key: tuple[str, int, str], broken: Fraction,
-                    required: Fraction | None, shortest: Fraction, beat: int) -> bool:
+def _search_musical(target: mpq, pos: mpq, unit: mpq, key: tuple[str, int, str], broken: mpq,
+                    required: mpq | None, shortest: mpq, beat: int) -> bool:
     for raw in grid_lengths(unit, key):
         end = pos + raw * broken
         if end > target:
@@ -659,6 +656,8 @@ def _shorthand_allowed(reader: BarReader, pending: tuple[str, ...], char: str) -
     name = br.SHORTHAND_NAMES[char]
     return decoration_allowed(name, pending, started=reader.started or reader.element is not None, line=reader.body_line,
                               marks=reader.marks, open_span=span_open(name, _open_kinds(reader)))
+
+
 def _header_allows(reader: BarReader, char: str) -> bool:
     """Header lines are `%` comments, one well-formed `%%score` line, and the fields Q L M K V with
     values abc2xml reads (checked as they are typed, so a line can always be finished); the body starts

@@ -6,9 +6,10 @@ needs, per batch row, the length of the current voice's bar so far and whether a
 lead to a bar of the right length. `BarReader.feed(char)` follows the text char by char in O(1) amortised
 time (header lines are buffered and parsed at their newline; nothing in the body is re-parsed).
 
-Durations are `fractions.Fraction`s of a whole note (fast enough: the reader reads about 50,000 chars/s
-on a busy CPU, a NotaGen row writes a few hundred) and follow abc2xml, the converter that reads the
-generated text back (it is not always the ABC standard):
+Durations are exact rationals of a whole note, `gmpy2.mpq` (the arithmetic of `fractions.Fraction`, with
+which they compare and mix, done in C: the constraint makes several per char it tests, and `Fraction`'s
+pure-Python operations, about 1 us each, were its largest cost; `bench/constraint_replay.py`), and follow
+abc2xml, the converter that reads the generated text back (it is not always the ABC standard):
   * unit length from `L:` (default 1/16 below metre 3/4, else 1/8), metre from `M:` (`C` = 4/4,
     `C|` = 2/2, `none` = no bar target); both per voice, changed by inline `[L:]` / `[M:]` fields;
   * note/rest lengths `c`, `c2`, `c/`, `c//`, `c/4`, `c3/2`; rests `z`, invisible rests `x`;
@@ -36,8 +37,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
+
+from gmpy2 import mpq
 
 from engine.notagen.patchilizer import PATCH_SIZE
 
@@ -63,7 +65,7 @@ SPAN_ENDS = {"<)": "<", "crescendo)": "<", ">)": ">", "diminuendo)": ">", "ped-u
 EOS_CHAR = "\x02"
 BOS_CHAR = "\x01"
 
-WHOLE = Fraction(1)
+WHOLE = mpq(1)
 
 
 class AbcRefused(ValueError):
@@ -77,29 +79,29 @@ class VoiceBar:
 
     line: int
     voice: str
-    length: Fraction
-    metre: Fraction | None
+    length: mpq
+    metre: mpq | None
 
 
 @dataclass(frozen=True)
 class VoiceSettings:
     """What the reader needs of a voice: its unit length and its metre (None for `M:none`)."""
 
-    unit: Fraction
-    metre: Fraction | None
+    unit: mpq
+    metre: mpq | None
 
 
-def parse_metre(text: str) -> Fraction | None:
+def parse_metre(text: str) -> mpq | None:
     """Bar length (whole notes) of an `M:` value, None for `none`; raises AbcRefused."""
     text = text.strip()
     if text in ("C", "C|", ""):
-        return Fraction(1)
+        return mpq(1)
     if text.lower() == "none":
         return None
     try:
         numerator, denominator = text.split("/")
         top = sum(int(part) for part in numerator.replace("(", "").replace(")", "").split("+"))
-        metre = Fraction(top, int(denominator))
+        metre = mpq(top, int(denominator))
     except (ValueError, ZeroDivisionError) as exc:
         raise AbcRefused(f"unreadable metre {text!r}") from exc
     if metre <= 0:
@@ -107,10 +109,10 @@ def parse_metre(text: str) -> Fraction | None:
     return metre
 
 
-def parse_unit(text: str) -> Fraction:
+def parse_unit(text: str) -> mpq:
     """Unit length of an `L:` value; raises AbcRefused."""
     try:
-        unit = Fraction(text.strip())
+        unit = mpq(text.strip())
     except (ValueError, ZeroDivisionError) as exc:
         raise AbcRefused(f"unreadable unit length {text!r}") from exc
     if unit <= 0:
@@ -118,28 +120,28 @@ def parse_unit(text: str) -> Fraction:
     return unit
 
 
-def default_unit(metre: Fraction | None) -> Fraction:
+def default_unit(metre: mpq | None) -> mpq:
     """The standard's default L: 1/16 when the metre is below 3/4, else 1/8."""
-    return Fraction(1, 16) if metre is not None and metre < Fraction(3, 4) else Fraction(1, 8)
+    return mpq(1, 16) if metre is not None and metre < mpq(3, 4) else mpq(1, 8)
 
 
-def broken_factors(sign: str, count: int) -> tuple[Fraction, Fraction]:
+def broken_factors(sign: str, count: int) -> tuple[mpq, mpq]:
     """(factor of the previous element, factor of the next) for `count` `>` or `<` signs, as abc2xml."""
     if count > 2:
         return WHOLE, WHOLE
-    long, short = (Fraction(3, 2), Fraction(1, 2)) if count == 1 else (Fraction(7, 4), Fraction(1, 4))
+    long, short = (mpq(3, 2), mpq(1, 2)) if count == 1 else (mpq(7, 4), mpq(1, 4))
     return (long, short) if sign == ">" else (short, long)
 
 
 @lru_cache(maxsize=1024)
-def suffix_value(num: str, slashes: int, den: str) -> Fraction:
+def suffix_value(num: str, slashes: int, den: str) -> mpq:
     """The multiplier of the unit that a length suffix stands for (memoised: the reader asks at every commit)."""
     if den:
-        return Fraction(int(num) if num else 1, int(den))
-    return WHOLE if not num and not slashes else Fraction(int(num) if num else 1, 2**slashes)
+        return mpq(int(num) if num else 1, int(den))
+    return WHOLE if not num and not slashes else mpq(int(num) if num else 1, 2**slashes)
 
 
-def _times(value: Fraction, factor: Fraction) -> Fraction:
+def _times(value: mpq, factor: mpq) -> mpq:
     return value if factor is WHOLE else value * factor
 
 
@@ -173,7 +175,7 @@ class Length:
         return False
 
     @property
-    def value(self) -> Fraction:
+    def value(self) -> mpq:
         return suffix_value(self.num, self.slashes, self.den)
 
     def copy(self) -> Length:
@@ -207,8 +209,8 @@ class BarReader:
         self.field = ""  # the inline field's name
         self.closer = ""  # the char that ends a decoration
         self.settings: dict[str, VoiceSettings] = {}  # per voice id, after header and inline fields
-        self.header_metre: Fraction | None = Fraction(1)
-        self.header_unit: Fraction | None = None
+        self.header_metre: mpq | None = mpq(1)
+        self.header_unit: mpq | None = None
         self.header_settings = VoiceSettings(default_unit(self.header_metre), self.header_metre)  # of header_metre/_unit
         self.declared: tuple[str, ...] = ()  # voice ids declared by `V:` header lines, in order
         self.score_voices: tuple[str, ...] | None = None  # the voice ids of a `%%score` line, in order
@@ -219,7 +221,7 @@ class BarReader:
         self.barline_pos = 0  # patch position of the last closing bar line's first char
         self.barline_after_eos = False  # that bar line started a patch after an EOS
         self.voice: str | None = None
-        self.line_voices: tuple[tuple[str, Fraction], ...] = ()
+        self.line_voices: tuple[tuple[str, mpq], ...] = ()
         self.after_eos = False
         self.last = ""  # the last char read
         self.segment_open = False  # between `[V:n]` and the bar line that closes its bar
@@ -232,7 +234,7 @@ class BarReader:
         self._reset_bar()
 
     def _reset_bar(self) -> None:
-        self.pos = Fraction(0)
+        self.pos = mpq(0)
         self.started = False  # an element (or a left bar line) was read in this voice's bar
         self.decorations: tuple[str, ...] = ()  # decorations and annotations (`ANNOTATION`) for the next element
         self.element: str | None = None
@@ -244,7 +246,7 @@ class BarReader:
         self.chord_stage = 0  # 0 outside a chord, 1 inside before its first note's end, 2 later notes
         self.chord_inner = WHOLE
         self.element_scale = WHOLE  # tuplet factor of the open element
-        self.last_length: Fraction | None = None  # length of the last element, for broken rhythm
+        self.last_length: mpq | None = None  # length of the last element, for broken rhythm
         self.broken_next = WHOLE  # factor waiting for the next element
         self.broken_open = False  # a broken sign was read, its second element not yet complete
         self.broken_sign = ""
@@ -254,7 +256,7 @@ class BarReader:
         self.pair_closed = False  # the last element was the second of a broken pair
         self.last_scale = WHOLE  # tuplet factor of the last element
         self.closed_count = 0  # elements committed in this bar (the constraint sees which char closed one)
-        self.last_written: Fraction | None = None  # written length of the last committed element (None in a tuplet)
+        self.last_written: mpq | None = None  # written length of the last committed element (None in a tuplet)
         self.tuplet_factor = WHOLE
         self.tuplet_left = 0  # elements the tuplet still scales
 
@@ -265,11 +267,11 @@ class BarReader:
         return found if found is not None else self.header_settings
 
     @property
-    def unit(self) -> Fraction:
+    def unit(self) -> mpq:
         return self.voice_settings().unit
 
     @property
-    def metre(self) -> Fraction | None:
+    def metre(self) -> mpq | None:
         return self.voice_settings().metre
 
     # ------------------------------------------------------------------------------------------ feed
@@ -472,12 +474,12 @@ class BarReader:
         self.can_break = False
         self.decorations = ()
 
-    def _element_value(self) -> Fraction:
+    def _element_value(self) -> mpq:
         """Length (whole notes) of the open element with its current suffix, before broken rhythm."""
         if self.element == "measure_rest":
             metre = self.metre
             return (int(self.length.num) if self.length.num else 1) * (metre or 0)
-        value = _times(self.unit, self.length.value)  # (factors of 1 skipped: Fraction products are slow)
+        value = _times(self.unit, self.length.value)  # (factors of 1 skipped: the commonest case)
         if self.element == "chord":
             value = _times(value, self.chord_inner)
         return _times(value, self.element_scale)
@@ -701,7 +703,7 @@ class BarReader:
         r = int(parts[2]) if parts[2] else p
         if q == 0 or r == 0:
             return False
-        self.tuplet_factor, self.tuplet_left = Fraction(q, p), r
+        self.tuplet_factor, self.tuplet_left = mpq(q, p), r
         self.mode = MUSIC
         return self._music(char)
 
