@@ -1,14 +1,16 @@
 """The bar constraint's own work, replayed without the model: where a change to the reader or the
 constraint gains or loses, on the same states every time.
 
-    .venv/bin/python bench/constraint_replay.py [--pieces 32] [--no-score-memo]
+    .venv/bin/python bench/constraint_replay.py [--pieces 32] [--runs 9] [--no-score-memo]
 
 Generates `--pieces` bar-exact pieces at batch 8 with the shipped model (its own header, released sampling,
 the prompts cycled as `bench/notagen_bae.py` does) and records every check of the model's own char
-(`BarConstraint.advance`) and every refused row's redraw (`masked_probs` over `id_tester`). Then it replays
-them three times and prints the fastest replay's CPU time: per check, and per redraw by where the row was
-(the body, the `%%score` line, a `V:` line, another header line). Replayed alone each call costs about a
-third of what it costs inside the decoder (see docs/performance.md), so read the figures side by side.
+(`BarConstraint.advance`) and every refused row's redraw (`masked_probs` over `id_tester`, from the ranked
+probabilities of the sampler's first draw, whose softmax and sort free decoding makes too). Then it replays
+them `--runs` times (default 9: on a shared machine one replay can take twice as long as the next) and
+prints the fastest replay's CPU time: per check, and per redraw by where the row was
+(the body, the `%%score` line, a `V:` line, another header line). Replayed alone each call costs a third
+to a half of what it costs inside the decoder (see docs/performance.md), so read the figures side by side.
 `--no-score-memo` replays with the `%%score` test unmemoised, as it was before 2026-12-06.
 """
 from __future__ import annotations
@@ -90,12 +92,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pieces", type=int, default=32)
     parser.add_argument("--no-score-memo", action="store_true")
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)
     checks, redraws = record(args.pieces)
     if args.no_score_memo:
         bar_constraint._score_line = bar_constraint._score_line.__wrapped__
-    runs = [replay(checks, redraws) for _ in range(3)]
+    runs = [replay(checks, redraws) for _ in range(args.runs)]
     check_seconds, seconds, counts = min(runs, key=lambda run: run[0] + sum(run[1].values()))
     print(f"{args.pieces} pieces: {len(checks)} checks, {1e6 * check_seconds / len(checks):.1f} us each; "
           f"{len(redraws)} redraws, {1e6 * sum(seconds.values()) / len(redraws):.0f} us each")
