@@ -709,9 +709,10 @@ class BarReader:
 
     # ---------------------------------------------------------------------------------- bar lines
     def _can_close_bar(self) -> bool:
-        """Reader-level check only: the open element can end here and nothing waits for a partner."""
-        if self.element is not None and (self.chord_stage or not self._element_complete()):
-            return False
+        """Reader-level check only: the open element can end here and nothing waits for a partner. An open
+        element that can end is the partner a broken sign waits for (`A>B|`: the bar line commits `B`)."""
+        if self.element is not None:
+            return not self.chord_stage and self._element_complete()
         return not self.broken_open
 
     def _barline_start(self, text: str) -> bool:
