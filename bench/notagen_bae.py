@@ -64,8 +64,8 @@ ROWS = {  # name: (constrain, header control)
 
 class DecodeClock:
     """CPU time spent decoding: `BatchEngine.advance` without the conversions (`_finish`) it calls, and the
-    patches it decoded (rows x steps); and of that, the constraint's own time: `ConstrainedChooser` calls
-    without the sampler's first draw, which free decoding makes too."""
+    patches it decoded (rows x steps); and of that, the constraint's own time: `ConstrainedChooser`'s set-up
+    and calls without the sampler's first draw, which free decoding makes too."""
 
     def __init__(self) -> None:
         self.seconds, self.patches, self.constraint = 0.0, 0, 0.0
@@ -80,7 +80,9 @@ class DecodeClock:
             return result
 
         def timed_init(chooser, *args, **kwargs):
-            init(chooser, *args, **kwargs)
+            started = time.process_time()
+            init(chooser, *args, **kwargs)  # (copies the rows' readers)
+            clock.constraint += time.process_time() - started
             first_draw = chooser._draw
 
             def untimed_first_draw(logits):
