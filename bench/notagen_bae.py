@@ -22,6 +22,9 @@ decoded at batch 1 and counted in the decoding time). Columns:
     sampling and the constraint; converting finished pieces not counted), per generated bar and per patch;
   * cost: bar-exact decoding's ms / patch over free decoding's in the same setting (different pieces, so
     noisy: their chars differ);
+  * rows per patch decode (cost table): the batch rows whose next patch one call of the char decoder
+    decodes, on average (rows share a call when the part of their patch already fixed has the same
+    length): the fewer, the more the model costs per patch, whatever the constraint does;
   * constraint's own time: the CPU time inside the constraint (checks, masks and redraws; not the
     sampler's first draw, which free decoding makes too) per patch, and over the rest of the same pieces'
     decoding time: the constraint's price measured on the same pieces.
@@ -68,8 +71,9 @@ class DecodeClock:
     and calls without the sampler's first draw, which free decoding makes too."""
 
     def __init__(self) -> None:
-        self.seconds, self.patches, self.constraint = 0.0, 0, 0.0
+        self.seconds, self.patches, self.constraint, self.decodes = 0.0, 0, 0.0, 0
         advance, finish = batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish
+        decode = batch_engine.BatchEngine._decode
         choose, init = constrained.ConstrainedChooser.__call__, constrained.ConstrainedChooser.__init__
         clock = self
 
@@ -107,10 +111,15 @@ class DecodeClock:
             finish(engine, *args, **kwargs)
             clock.seconds -= time.process_time() - started
 
+        def counted_decode(engine, *args, **kwargs):
+            clock.decodes += 1
+            return decode(engine, *args, **kwargs)
+
         batch_engine.BatchEngine.advance, batch_engine.BatchEngine._finish = timed_advance, untimed_finish
+        batch_engine.BatchEngine._decode = counted_decode
 
     def reset(self) -> None:
-        self.seconds, self.patches, self.constraint = 0.0, 0, 0.0
+        self.seconds, self.patches, self.constraint, self.decodes = 0.0, 0, 0.0, 0
 
 
 @dataclass
@@ -128,6 +137,7 @@ class Row:
     seconds: float = 0.0
     patches: int = 0
     constraint: float = 0.0
+    decodes: int = 0
     failures: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -162,7 +172,7 @@ def measure(generator: NotagenGenerator, clock: DecodeClock, prompts: list[Promp
             match = matches_instrumentation(prompt.instrumentation, header_part_names(piece.text))
             if match is not None:
                 row.judged, row.matched = row.judged + 1, row.matched + int(match)
-    row.seconds, row.patches, row.constraint = clock.seconds, clock.patches, clock.constraint
+    row.seconds, row.patches, row.constraint, row.decodes = clock.seconds, clock.patches, clock.constraint, clock.decodes
     return row
 
 
@@ -196,12 +206,12 @@ def report(rows: dict[str, Row], cost_rows: dict[str, Row], args: argparse.Names
             f"| {_share(row.matched, row.judged)} | {failures} | {1000 * row.seconds / max(row.bars, 1):.0f} "
             f"| {row.ms_per_patch:.2f} | {100 * (row.ms_per_patch / free[name] - 1):+.0f} % | {_own(row)} |")
     lines += ["", f"Constraint cost by batch size (model's header; batch 1: {args.cost_pieces} pieces, batch {args.batch}: "
-              "the rows above):", "", "| batch | free ms / patch | bar-exact ms / patch | cost | constraint's own time |",
-              "| --- | --- | --- | --- | --- |"]
+              "the rows above):", "", "| batch | free ms / patch | bar-exact ms / patch | cost | rows per patch decode, free / bar-exact "
+              "| constraint's own time |", "| --- | --- | --- | --- | --- | --- |"]
     for batch, (off, on) in ((1, (cost_rows["free"], cost_rows["bar-exact"])),
                              (args.batch, (rows["free, model's header"], rows["bar-exact, model's header"]))):
         lines.append(f"| {batch} | {off.ms_per_patch:.2f} | {on.ms_per_patch:.2f} | {100 * (on.ms_per_patch / off.ms_per_patch - 1):+.0f} % "
-                     f"| {_own(on)} |")
+                     f"| {off.patches / max(off.decodes, 1):.2f} / {on.patches / max(on.decodes, 1):.2f} | {_own(on)} |")
     return "\n".join(lines) + "\n"
 
 
