@@ -437,3 +437,21 @@ def test_reading_a_musicxml_file_keeps_its_notes(tmp_path):
     assert opening_survey(pieces).splitlines()[0] == ("MusicXML files: 2; read as stored: 1; text repaired, every "
                                                       "note kept: 1; notes changed or refused: 0")
     assert check_score(pieces[1])["opening_changed"] == 0
+
+
+def test_a_voice_left_out_of_a_short_bar_rests_the_whole_bar():
+    """A bar line the model leaves a voice out of gets a rest as long as the bar (`restore_rests`, the
+    official `rest_unreduce`); in a short last bar that is `z5` (5/8), which abc2xml typed as an eighth rest,
+    so the page drew an eighth rest (a continuation of Bach's BWV 24.6). Untyped, verovio draws one whole-bar
+    rest and music21 reads its 5/8; a rest of a note value keeps its type."""
+    from engine.render.engrave import Engraver
+    from engine.score.notagen_abc import interleaved_to_musicxml
+
+    text = "X:1\nL:1/8\nM:4/4\nK:C\nV:1 treble\nV:2 bass\n[V:1]c8|[V:2]z4 z4|\n[V:1]c4 d|]\n"
+    musicxml = interleaved_to_musicxml(text)
+    bars = music21.converter.parse(musicxml, format="musicxml").parts[1].getElementsByClass("Measure")
+    assert [(rest.quarterLength, rest.duration.type) for rest in bars[0].notesAndRests] == [(2.0, "half")] * 2
+    (rest,) = bars[1].notesAndRests
+    assert rest.isRest and rest.quarterLength == 2.5 and bars[1].duration.quarterLength == 2.5
+    svg = Engraver().engrave(musicxml).pages[0]
+    assert svg.count('class="mRest"') == 1 and svg.count('class="rest"') == 2

@@ -408,6 +408,58 @@ def without_empty_measures(musicxml: str) -> str:
     return prologue + ElementTree.tostring(root, encoding="unicode")
 
 
+_QUARTERS = {"breve": 8.0, "whole": 4.0, "half": 2.0, "quarter": 1.0, "eighth": 0.5, "16th": 0.25, "32nd": 0.125,
+             "64th": 0.0625, "128th": 0.03125}
+
+
+def whole_bar_rests(musicxml: str) -> str:
+    """abc2xml's MusicXML with a rest whose length no note value has, alone in its voice's measure, written
+    without a type, which verovio draws as one centred whole-bar rest (the text itself where there is none).
+    `restore_rests` gives a voice that a bar line omits a rest as long as the bar (the official
+    `rest_unreduce`), and in a short bar that is `z5` or `z7`; abc2xml typed such a rest by its first note
+    value, so the page showed a 5/8 rest as an eighth rest (a continuation of Bach's BWV 24.6 whose last bar
+    lasts 5/8 and whose tenor the model left out). Not `measure="yes"`: music21 then reads the rest as a
+    whole note long, whatever its duration."""
+    import defusedxml.ElementTree as SafeET  # here: the repairs above must not need an XML parser
+    from xml.etree import ElementTree
+
+    if "<rest" not in musicxml:
+        return musicxml
+    root = SafeET.fromstring(musicxml.encode("utf-8"))
+    changed = False
+    for part in root.findall("part"):
+        divisions = None
+        for measure in part.findall("measure"):
+            found = measure.find("attributes/divisions")
+            divisions = float(found.text) if found is not None and found.text else divisions
+            by_voice: dict[str, list] = {}
+            for note in measure.findall("note"):
+                by_voice.setdefault(note.findtext("voice", "1"), []).append(note)
+            for notes in by_voice.values():
+                rest = notes[0].find("rest") if len(notes) == 1 else None
+                if rest is not None and divisions and not _typed_right(notes[0], divisions):
+                    for child in notes[0].findall("type") + notes[0].findall("dot"):
+                        notes[0].remove(child)
+                    changed = True
+    if not changed:
+        return musicxml
+    prologue = _XML_PROLOGUE.match(musicxml).group(0)
+    return prologue + ElementTree.tostring(root, encoding="unicode")
+
+
+def _typed_right(note, divisions: float) -> bool:
+    """Whether a note's type, dots and tuplet ratio give its duration (or it has no type or duration)."""
+    kind, duration = note.findtext("type"), note.findtext("duration")
+    if kind not in _QUARTERS or not duration:
+        return True
+    dots = len(note.findall("dot"))
+    quarters = _QUARTERS[kind] * (2 - 0.5 ** dots)
+    actual, normal = note.findtext("time-modification/actual-notes"), note.findtext("time-modification/normal-notes")
+    if actual and normal:
+        quarters *= int(normal) / int(actual)
+    return abs(quarters * divisions - float(duration)) < 1e-6
+
+
 def _holds_music(measure) -> bool:
     return any(measure.find(tag) is not None for tag in _MEASURE_CONTENT)
 
