@@ -54,7 +54,7 @@ from unidecode import unidecode  # noqa: E402
 
 from engine.errors import ScoreError  # noqa: E402
 from engine.score.notagen_repairs import (  # noqa: E402 - also installs the xml2abc repairs
-    escaped_line_breaks, plain_whitespace, whole_bar_rests, without_empty_measures,
+    escaped_line_breaks, plain_whitespace, tree_repairs,
 )
 
 #: The 15 keys the official pipeline writes a rest-reduced file for, in its order (`Key2index.keys()`).
@@ -561,7 +561,7 @@ def abc_to_musicxml(abc: str) -> str:
     if xml is None:
         detail = " / ".join(_one_line(m, 80) for m in messages if m.strip()) or "no tune found"
         raise ScoreError(f"abc2xml cannot convert the ABC: {_one_line(detail)}")
-    return whole_bar_rests(escaped_line_breaks(without_empty_measures(xml)))
+    return escaped_line_breaks(tree_repairs(xml))
 
 
 def interleaved_to_musicxml(text: str) -> str:

@@ -383,20 +383,31 @@ def escaped_line_breaks(musicxml: str) -> str:
     return _NAMES_AND_WORDS.sub(lambda match: match.group(1) + match.group(2).replace("\\n", "\n"), musicxml)
 
 
-def without_empty_measures(musicxml: str) -> str:
-    """abc2xml's MusicXML without the measures no part has a note in (renumbered from 1); the text itself
-    when there is none. A dropped measure's attributes and directions open the next measure, its left bar
-    line goes to the next measure and its right bar line to the previous one."""
+def tree_repairs(musicxml: str) -> str:
+    """abc2xml's MusicXML after the repairs made on its element tree (`drop_empty_measures`,
+    `untype_odd_rests`), parsed and written once; the text itself where neither changes anything."""
     import defusedxml.ElementTree as SafeET  # here: the repairs above must not need an XML parser
     from xml.etree import ElementTree
 
     if "<measure" not in musicxml:
         return musicxml
     root = SafeET.fromstring(musicxml.encode("utf-8"))
+    changed = drop_empty_measures(root)
+    changed = untype_odd_rests(root) or changed
+    if not changed:
+        return musicxml
+    prologue = _XML_PROLOGUE.match(musicxml).group(0)
+    return prologue + ElementTree.tostring(root, encoding="unicode")
+
+
+def drop_empty_measures(root) -> bool:
+    """Leave out the measures no part has a note in (renumbered from 1); whether there was one. A dropped
+    measure's attributes and directions open the next measure, its left bar line goes to the next measure
+    and its right bar line to the previous one."""
     parts = [part.findall("measure") for part in root.findall("part")]
     empty = [m for m in range(min(map(len, parts), default=0)) if not any(_holds_music(row[m]) for row in parts)]
     if not empty or len(empty) == min(map(len, parts)):
-        return musicxml
+        return False
     for part, measures in zip(root.findall("part"), parts):
         for m in empty:
             _hand_on(measures, m)
@@ -404,28 +415,20 @@ def without_empty_measures(musicxml: str) -> str:
             part.remove(measures[m])
         for number, measure in enumerate(part.findall("measure"), start=1):
             measure.set("number", str(number))
-    prologue = _XML_PROLOGUE.match(musicxml).group(0)
-    return prologue + ElementTree.tostring(root, encoding="unicode")
+    return True
 
 
 _QUARTERS = {"breve": 8.0, "whole": 4.0, "half": 2.0, "quarter": 1.0, "eighth": 0.5, "16th": 0.25, "32nd": 0.125,
              "64th": 0.0625, "128th": 0.03125}
 
 
-def whole_bar_rests(musicxml: str) -> str:
-    """abc2xml's MusicXML with a rest whose length no note value has, alone in its voice's measure, written
-    without a type, which verovio draws as one centred whole-bar rest (the text itself where there is none).
-    `restore_rests` gives a voice that a bar line omits a rest as long as the bar (the official
-    `rest_unreduce`), and in a short bar that is `z5` or `z7`; abc2xml typed such a rest by its first note
-    value, so the page showed a 5/8 rest as an eighth rest (a continuation of Bach's BWV 24.6 whose last bar
-    lasts 5/8 and whose tenor the model left out). Not `measure="yes"`: music21 then reads the rest as a
-    whole note long, whatever its duration."""
-    import defusedxml.ElementTree as SafeET  # here: the repairs above must not need an XML parser
-    from xml.etree import ElementTree
-
-    if "<rest" not in musicxml:
-        return musicxml
-    root = SafeET.fromstring(musicxml.encode("utf-8"))
+def untype_odd_rests(root) -> bool:
+    """Write a rest whose length no note value has, alone in its voice's measure, without a type, which
+    verovio draws as one centred whole-bar rest; whether there was one. `restore_rests` gives a voice that
+    a bar line omits a rest as long as the bar (the official `rest_unreduce`), and in a short bar that is
+    `z5` or `z7`; abc2xml typed such a rest by its first note value, so the page showed a 5/8 rest as an
+    eighth rest (a continuation of Bach's BWV 24.6 whose last bar lasts 5/8 and whose tenor the model left
+    out). Not `measure="yes"`: music21 then reads the rest as a whole note long, whatever its duration."""
     changed = False
     for part in root.findall("part"):
         divisions = None
@@ -436,15 +439,11 @@ def whole_bar_rests(musicxml: str) -> str:
             for note in measure.findall("note"):
                 by_voice.setdefault(note.findtext("voice", "1"), []).append(note)
             for notes in by_voice.values():
-                rest = notes[0].find("rest") if len(notes) == 1 else None
-                if rest is not None and divisions and not _typed_right(notes[0], divisions):
+                if len(notes) == 1 and notes[0].find("rest") is not None and divisions and not _typed_right(notes[0], divisions):
                     for child in notes[0].findall("type") + notes[0].findall("dot"):
                         notes[0].remove(child)
                     changed = True
-    if not changed:
-        return musicxml
-    prologue = _XML_PROLOGUE.match(musicxml).group(0)
-    return prologue + ElementTree.tostring(root, encoding="unicode")
+    return changed
 
 
 def _typed_right(note, divisions: float) -> bool:
