@@ -256,7 +256,8 @@ def test_real_pieces_whose_patches_end_inside_a_broken_pair_read_whole(piece):
 
 
 def test_a_patch_may_end_after_the_second_note_of_a_broken_pair():
-    """... which the bar line after the EOS commits; not after the broken sign, whose partner is to come."""
+    """A patch may end after the second note of a broken pair (the bar line after the EOS commits it), not
+    after the broken sign, whose partner is still to come."""
     reader = BarReader()
     reader.feed_text(HEADER)
     reader.feed(EOS_CHAR)
